@@ -1,0 +1,267 @@
+"""Run parameters: the control panel of a moopt run.
+
+A run is described by a YAML file under ``parameters/`` (``default.yml`` is
+the default run). This module loads it, applies command-line overrides,
+validates every value with a message a user can act on, and resolves paths
+relative to the project folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moopt.orgs import ORG_LEVELS, check_safe_code
+
+MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+THEME_PATTERN = re.compile(r"^[a-z0-9_]+$")
+
+DEFAULTS: dict[str, Any] = {
+    "title": "Medicines optimisation dashboard",
+    "data": {
+        "source": "synthetic",
+        "synthetic_scale": "national",
+        "synthetic_seed": 42,
+        "synthetic_end_month": "2026-09",
+        "synthetic_months": 24,
+        "epd": [],
+        "list_sizes": [],
+        "organisations": None,
+        "practice_attributes": None,
+        "max_reject_share": 0.01,
+    },
+    "period": {"end": "latest", "months": 24},
+    "organisations": {"level": "sub_icb", "codes": "all"},
+    "themes": "all",
+    "outputs": "outputs",
+    "workers": 2,
+    "renderer": "auto",
+}
+
+KNOWN_SECTIONS = set(DEFAULTS)
+
+
+class ParameterError(ValueError):
+    """A run parameter is missing, malformed or inconsistent."""
+
+
+@dataclass
+class RunConfig:
+    """Validated run parameters with paths resolved against ``project_dir``."""
+
+    project_dir: Path
+    title: str
+    data_source: str
+    synthetic_scale: str
+    synthetic_seed: int
+    synthetic_end_month: str
+    synthetic_months: int
+    epd_files: list[str]
+    list_size_files: list[str]
+    organisations_file: str | None
+    practice_attributes_file: str | None
+    max_reject_share: float
+    period_end: str
+    period_months: int
+    org_level: str
+    org_codes: list[str] | None
+    themes: list[str] | None
+    outputs_dir: Path
+    workers: int
+    renderer: str
+    raw: dict[str, Any] = field(default_factory=dict)
+    params_file: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.outputs_dir / "data"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.data_dir / f"synthetic-{self.synthetic_scale}"
+
+    @property
+    def store_path(self) -> Path:
+        return self.outputs_dir / "store" / "moopt.duckdb"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _as_list(value: Any, what: str) -> list[str] | None:
+    """``"all"``/None -> None (meaning everything); a string or list -> list of strings."""
+    if value is None or value == "all":
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ParameterError(f"{what} must be 'all' or a list of codes, not {value!r}.")
+    if not value:
+        raise ParameterError(f"{what} is an empty list: use 'all' or name at least one.")
+    return value
+
+
+def load_config(
+    params_file: str | Path | None = None,
+    project_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load, merge and validate run parameters.
+
+    Parameters
+    ----------
+    params_file : path, optional
+        YAML run file. Defaults to ``parameters/default.yml`` in the project
+        folder when that exists, else the built-in defaults.
+    project_dir : path, optional
+        Folder that relative paths are resolved against; default the current
+        working directory.
+    overrides : dict, optional
+        Values from the command line, in the same nested shape as the file
+        (e.g. ``{"organisations": {"codes": ["00L"]}}``); they win.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ParameterError
+        With a message naming the file and the parameter at fault.
+    """
+    project = Path(project_dir or Path.cwd()).resolve()
+    source = "built-in defaults"
+    from_file: dict[str, Any] = {}
+    if params_file is None and (project / "parameters" / "default.yml").exists():
+        params_file = project / "parameters" / "default.yml"
+    if params_file is not None:
+        params_path = Path(params_file)
+        if not params_path.is_absolute():
+            params_path = (Path.cwd() / params_path).resolve()
+        if not params_path.exists():
+            raise ParameterError(f"Parameter file {params_path} does not exist.")
+        source = str(params_path)
+        try:
+            from_file = yaml.safe_load(params_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"{source} is not valid YAML: {exc}") from exc
+        if not isinstance(from_file, dict):
+            raise ParameterError(f"{source} must hold a mapping of parameters, not {type(from_file).__name__}.")
+        unknown = set(from_file) - KNOWN_SECTIONS
+        if unknown:
+            raise ParameterError(
+                f"{source}: unknown parameter(s) {', '.join(sorted(unknown))}. "
+                f"Known: {', '.join(sorted(KNOWN_SECTIONS))}."
+            )
+    merged = _merge(DEFAULTS, from_file)
+    merged = _merge(merged, overrides or {})
+    return _validate(merged, project, source, Path(params_file) if params_file else None)
+
+
+def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path | None) -> RunConfig:
+    def fail(msg: str) -> None:
+        raise ParameterError(f"{source}: {msg}")
+
+    data = p["data"]
+    if not isinstance(data, dict):
+        fail("'data' must be a mapping.")
+    unknown = set(data) - set(DEFAULTS["data"])
+    if unknown:
+        fail(f"unknown data parameter(s) {', '.join(sorted(unknown))}.")
+    if data["source"] not in ("synthetic", "files"):
+        fail(f"data.source must be 'synthetic' or 'files', not {data['source']!r}.")
+    if data["source"] == "files":
+        if not data["epd"]:
+            fail("data.source is 'files' but data.epd lists no prescribing files.")
+        if not data["list_sizes"]:
+            fail("data.source is 'files' but data.list_sizes lists no list-size files.")
+        if not data["organisations"]:
+            fail("data.source is 'files' but data.organisations names no practice mapping file.")
+    share = data["max_reject_share"]
+    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        fail(f"data.max_reject_share must be a number from 0 to 1, not {share!r}.")
+    if not MONTH_PATTERN.match(str(data["synthetic_end_month"])):
+        fail(f"data.synthetic_end_month must look like 2026-09, not {data['synthetic_end_month']!r}.")
+
+    period = p["period"]
+    end = str(period.get("end", "latest"))
+    if end != "latest" and not MONTH_PATTERN.match(end):
+        fail(f"period.end must be 'latest' or a month like 2026-09, not {end!r}.")
+    months = period.get("months", 24)
+    if not isinstance(months, int) or months < 1:
+        fail(f"period.months must be a whole number of months (1 or more), not {months!r}.")
+
+    orgs = p["organisations"]
+    level = orgs.get("level", "sub_icb")
+    if level not in ORG_LEVELS or level == "england":
+        fail(
+            f"organisations.level {level!r} is not a level pages can be built for. "
+            f"Use one of: {', '.join(l for l in ORG_LEVELS if l != 'england')}."
+        )
+    codes = _as_list(orgs.get("codes", "all"), "organisations.codes")
+    for code in codes or []:
+        try:
+            check_safe_code(code)
+        except ValueError as exc:
+            fail(str(exc))
+
+    themes = _as_list(p["themes"], "themes")
+    for theme in themes or []:
+        if not THEME_PATTERN.match(theme):
+            fail(f"theme {theme!r} is not a theme id (lower-case letters, digits and _).")
+
+    workers = p["workers"]
+    if not isinstance(workers, int) or workers < 1:
+        fail(f"workers must be a whole number of 1 or more, not {workers!r}.")
+    if p["renderer"] not in ("auto", "quarto", "builtin"):
+        fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
+
+    def resolve_all(paths: Any, what: str) -> list[str]:
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list):
+            fail(f"{what} must be a path or a list of paths.")
+        return [str((project / x).resolve()) if not Path(x).is_absolute() else x for x in paths]
+
+    def resolve_one(path: Any) -> str | None:
+        if not path:
+            return None
+        return str((project / path).resolve()) if not Path(path).is_absolute() else str(path)
+
+    outputs = Path(p["outputs"])
+    return RunConfig(
+        project_dir=project,
+        title=str(p["title"]),
+        data_source=data["source"],
+        synthetic_scale=str(data["synthetic_scale"]),
+        synthetic_seed=int(data["synthetic_seed"]),
+        synthetic_end_month=str(data["synthetic_end_month"]),
+        synthetic_months=int(data["synthetic_months"]),
+        epd_files=resolve_all(data["epd"], "data.epd"),
+        list_size_files=resolve_all(data["list_sizes"], "data.list_sizes"),
+        organisations_file=resolve_one(data["organisations"]),
+        practice_attributes_file=resolve_one(data["practice_attributes"]),
+        max_reject_share=float(share),
+        period_end=end,
+        period_months=months,
+        org_level=level,
+        org_codes=codes,
+        themes=themes,
+        outputs_dir=outputs if outputs.is_absolute() else project / outputs,
+        workers=workers,
+        renderer=p["renderer"],
+        raw=p,
+        params_file=params_file,
+    )

@@ -1,0 +1,303 @@
+"""The indicator engine: every definition, every organisation level, every month.
+
+The engine turns the store's canonical tables into one tidy table,
+``indicator_values``: indicator x organisation level x organisation x period
+(month and rolling 12 months) -> numerator, denominator, value, England value,
+percentile and national deciles.
+
+It is written as Ibis expressions, not SQL strings or pandas loops, so the same
+definitions run on any Ibis backend: DuckDB for the embedded store here, and a
+cluster engine (PySpark) later, unchanged. Each step is materialised as a table
+so that the backend computes shared work once.
+
+Method (see also the methodology pages):
+
+1. One pass over prescribing sums, per practice and month, every numerator and
+   prescribing denominator: the chosen measure over rows whose BNF code matches
+   the code set (prefix, optional strength suffix, exclusions, optional
+   quantity-per-item threshold).
+2. Population denominators per practice and month from list sizes: all
+   patients, patients in an age range, and STAR-PU (patients in each age/sex band
+   times the 2013 weight of the therapeutic group).
+3. Organisation values are ratios of sums over member practices, never means
+   of practice ratios. Practices whose population denominator is missing that
+   month (no list size) are left out of both sums at higher levels, and counted.
+4. Rolling 12-month values sum numerators over 12 consecutive months; a
+   prescribing denominator is summed, a population denominator is averaged (the
+   STAR-PU of the mean list). Fewer than 12 months with data gives no value.
+5. value = numerator / denominator x multiplier, null where the denominator is
+   0 or missing.
+6. Percentile (OpenPrescribing convention): within indicator, level, period and
+   period type, among organisations with a value, (rank - 1) / (n - 1) x 100
+   with ties at their lowest rank; organisations without a value have none.
+   Deciles: the 10th to 90th percentiles of the values, linear interpolation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+
+from moopt.indicators.definitions import CodeSet, Component, Indicator
+from moopt.indicators.denominators import quinary_weights
+from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, ORG_LEVEL_COLUMNS, ORG_LEVELS
+
+log = logging.getLogger(__name__)
+
+MEASURE_COLUMNS = {"items": "items", "quantity": "total_quantity", "adq": "adq_usage", "cost": "actual_cost"}
+DECILES = tuple(range(10, 100, 10))
+PARENT_COLUMNS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
+RESULT_TABLE = "indicator_values"
+
+
+@dataclass
+class EngineReport:
+    indicators: int
+    rows: int
+    seconds: float
+    practice_months_without_list_size: int
+    months: list[str]
+
+
+def _matches(code: ir.StringColumn, pattern: str) -> ir.BooleanColumn:
+    prefix, suffix = CodeSet.split(pattern)
+    expr = code.startswith(prefix)
+    if suffix:
+        expr = expr & code.endswith(suffix)
+    return expr
+
+
+def code_set_predicate(table: ir.Table, code_set: CodeSet) -> ir.BooleanColumn:
+    """Boolean expression: does a prescribing row count towards ``code_set``?"""
+    thresholds = dict(code_set.quantity_per_item_above)
+    terms = []
+    for pattern in code_set.codes:
+        term = _matches(table.bnf_code, pattern)
+        if pattern in thresholds:
+            term = term & (table.quantity > thresholds[pattern])
+        terms.append(term)
+    predicate = terms[0]
+    for term in terms[1:]:
+        predicate = predicate | term
+    for pattern in code_set.exclude:
+        predicate = predicate & ~_matches(table.bnf_code, pattern)
+    return predicate
+
+
+def _component_key(component: Component) -> tuple:
+    if component.type == "prescribing":
+        return ("prescribing", component.measure, component.code_set)
+    if component.type == "list_size":
+        return ("list_size", component.age_from, component.age_to)
+    return ("star_pu", component.star_pu_group)
+
+
+class IndicatorEngine:
+    """Compute indicator values on an Ibis backend holding the store's tables."""
+
+    def __init__(self, backend: ibis.BaseBackend, indicators: list[Indicator]):
+        if not indicators:
+            raise ValueError("No indicators to compute.")
+        self.backend = backend
+        self.indicators = indicators
+        self._columns: dict[tuple, str] = {}
+        for ind in indicators:
+            for comp in (ind.numerator, ind.denominator):
+                self._columns.setdefault(_component_key(comp), f"c{len(self._columns)}")
+
+    # -- step 1 and 2: practice x month sums ----------------------------------------------------------
+
+    def _prescribing_sums(self, end_month) -> ir.Table:
+        rx = self.backend.table("prescribing")
+        if end_month is not None:
+            rx = rx.filter(rx.month <= end_month)
+        sums = {}
+        for key, name in self._columns.items():
+            if key[0] != "prescribing":
+                continue
+            _, measure, code_set = key
+            value = rx[MEASURE_COLUMNS[measure]].cast("float64")
+            sums[name] = ibis.ifelse(code_set_predicate(rx, code_set), value, 0.0).sum()
+        return rx.group_by(["practice_code", "month"]).aggregate(**sums)
+
+    def _population_sums(self, end_month) -> ir.Table:
+        ls = self.backend.table("list_size")
+        if end_month is not None:
+            ls = ls.filter(ls.month <= end_month)
+        sums = {}
+        groups = sorted({key[1] for key in self._columns if key[0] == "star_pu"})
+        if groups:
+            weights = quinary_weights(groups).pivot_table(
+                index=["sex", "age_lower"], columns="star_pu_group", values="weight").reset_index()
+            weights.columns = ["sex", "age_lower"] + [f"w_{g}" for g in weights.columns[2:]]
+            weights["age_lower"] = weights["age_lower"].astype("int32")
+            ls = ls.join(ibis.memtable(weights), ["sex", "age_lower"], how="left")
+        patients = ls.patients.cast("float64")
+        for key, name in self._columns.items():
+            if key[0] == "list_size":
+                _, age_from, age_to = key
+                keep = ibis.literal(True)
+                if age_from is not None:
+                    keep = keep & (ls.age_lower >= age_from)
+                if age_to is not None:
+                    keep = keep & (ls.age_lower + 4 <= age_to)
+                sums[name] = ibis.ifelse(keep, patients, 0.0).sum()
+            elif key[0] == "star_pu":
+                sums[name] = (patients * ls[f"w_{key[1]}"]).sum()
+        if not sums:
+            return None
+        return ls.group_by(["practice_code", "month"]).aggregate(**sums)
+
+    def practice_month_long(self, end_month=None) -> ir.Table:
+        """Long table: indicator_id, practice_code, month, numerator, denominator, flags."""
+        base = self._prescribing_sums(end_month)
+        pop = self._population_sums(end_month)
+        if pop is not None:
+            base = base.left_join(pop, ["practice_code", "month"]).select(
+                base, *[pop[c] for c in pop.columns if c not in ("practice_code", "month")])
+        parts = []
+        for ind in self.indicators:
+            num = self._columns[_component_key(ind.numerator)]
+            den = self._columns[_component_key(ind.denominator)]
+            parts.append(base.select(
+                indicator_id=ibis.literal(ind.id, "string"),
+                practice_code=base.practice_code,
+                month=base.month,
+                numerator=base[num].cast("float64"),
+                denominator=base[den].cast("float64"),
+                multiplier=ibis.literal(ind.multiplier, "float64"),
+                population_denominator=ibis.literal(ind.denominator.is_population, "boolean"),
+            ))
+        return ibis.union(*parts)
+
+    # -- step 3: every organisation level --------------------------------------------------------------
+
+    def level_months(self, practice_long: ir.Table) -> ir.Table:
+        orgs = self.backend.table("organisations")
+        joined = practice_long.join(orgs, "practice_code")
+        keys = ["indicator_id", "month", "multiplier", "population_denominator"]
+        per_level = []
+        for level in ORG_LEVELS:
+            if level == "practice":
+                t = joined
+                code, name = t.practice_code, t.practice_name
+                per_level.append(t.select(
+                    *[t[k] for k in keys], org_level=ibis.literal(level), org_code=code, org_name=name,
+                    numerator=t.numerator, denominator=t.denominator, n_practices=ibis.literal(1, "int64"),
+                    **{p: t[p] for p in PARENT_COLUMNS}))
+                continue
+            # Above practice level, a practice counts only in months it has the denominator.
+            t = joined.filter(joined.denominator.notnull())
+            if level == "england":
+                group = [t[k] for k in keys]
+                code_expr, name_expr = ibis.literal(ENGLAND_CODE), ibis.literal(ENGLAND_NAME)
+                agg = t.group_by(group).aggregate(
+                    numerator=t.numerator.sum(), denominator=t.denominator.sum(),
+                    n_practices=t.practice_code.count())
+                agg = agg.mutate(org_level=ibis.literal(level), org_code=code_expr, org_name=name_expr)
+            else:
+                code_col, name_col = ORG_LEVEL_COLUMNS[level]
+                parents = PARENT_COLUMNS[PARENT_COLUMNS.index(code_col) + 1:]
+                agg = t.group_by([*keys, code_col]).aggregate(
+                    org_name=t[name_col].max(), numerator=t.numerator.sum(),
+                    denominator=t.denominator.sum(), n_practices=t.practice_code.count(),
+                    **{p: t[p].max() for p in parents})
+                agg = agg.rename(org_code=code_col).mutate(org_level=ibis.literal(level))
+            for p in PARENT_COLUMNS:
+                if p not in agg.columns:
+                    agg = agg.mutate(**{p: ibis.null("string")})
+            per_level.append(agg.select(
+                *keys, "org_level", "org_code", "org_name", "numerator", "denominator", "n_practices",
+                *PARENT_COLUMNS))
+        return ibis.union(*per_level)
+
+    # -- steps 4 to 6 -----------------------------------------------------------------------------------
+
+    def with_rolling(self, monthly: ir.Table) -> ir.Table:
+        m = monthly.mutate(month_index=monthly.month.year() * 12 + monthly.month.month())
+        w = ibis.window(group_by=["indicator_id", "org_level", "org_code"], order_by=m.month_index,
+                        range=(-11, 0))
+        rolled = m.mutate(
+            num_12=m.numerator.sum().over(w),
+            den_sum_12=m.denominator.sum().over(w),
+            den_mean_12=m.denominator.mean().over(w),
+            months_12=m.month.count().over(w),
+            den_months_12=m.denominator.count().over(w),
+        )
+        complete = (rolled.months_12 == 12) & (rolled.den_months_12 == 12)
+        rolling = rolled.filter(complete).select(
+            "indicator_id", "org_level", "org_code", "org_name", "multiplier", "n_practices",
+            *PARENT_COLUMNS,
+            period=rolled.month, period_type=ibis.literal("rolling_12m"),
+            numerator=rolled.num_12,
+            denominator=ibis.ifelse(rolled.population_denominator, rolled.den_mean_12, rolled.den_sum_12),
+        )
+        month = monthly.select(
+            "indicator_id", "org_level", "org_code", "org_name", "multiplier", "n_practices",
+            *PARENT_COLUMNS, period=monthly.month, period_type=ibis.literal("month"),
+            numerator=monthly.numerator, denominator=monthly.denominator)
+        both = ibis.union(month, rolling)
+        return both.mutate(value=ibis.ifelse(
+            both.denominator > 0, both.numerator / both.denominator * both.multiplier, ibis.null("float64")))
+
+    @staticmethod
+    def benchmarked(values: ir.Table) -> ir.Table:
+        part = ["indicator_id", "org_level", "period", "period_type"]
+        england = values.filter(values.org_level == "england").select(
+            "indicator_id", "period", "period_type", england_value=values.value)
+        t = values.left_join(england, ["indicator_id", "period", "period_type"]).select(
+            values, england_value=england.england_value)
+        w = ibis.window(group_by=part, order_by=t.value)
+        n = t.value.count().over(ibis.window(group_by=part))
+        rank0 = ibis.rank().over(w)
+        t = t.mutate(percentile=ibis.ifelse(
+            t.value.notnull() & (n > 1) & (t.org_level != "england"),
+            rank0.cast("float64") / (n - 1).cast("float64") * 100.0, ibis.null("float64")))
+        valued = t.filter(t.value.notnull() & (t.org_level != "england"))
+        deciles = valued.group_by(part).aggregate(
+            **{f"decile_{d}": valued.value.quantile(d / 100) for d in DECILES})
+        return t.left_join(deciles, part).select(t, *[deciles[f"decile_{d}"] for d in DECILES])
+
+    # -- the whole thing ---------------------------------------------------------------------------------
+
+    def run(self, end_month=None, start_month=None, table_name: str = RESULT_TABLE,
+            progress=None) -> EngineReport:
+        """Compute every indicator and write ``table_name`` to the backend; return a report."""
+        say = progress or (lambda msg: None)
+        started = time.perf_counter()
+        long = self.backend.create_table("_practice_month_long", self.practice_month_long(end_month),
+                                         overwrite=True)
+        say(f"practice x month sums for {len(self.indicators)} indicators "
+            f"[{time.perf_counter() - started:.1f}s]")
+        missing = long.filter(long.population_denominator & long.denominator.isnull())
+        missing_count = int(missing.select("practice_code", "month").distinct().count().execute())
+        monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
+        say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
+        values = self.backend.create_table("_values", self.with_rolling(monthly), overwrite=True)
+        result = self.benchmarked(values)
+        if start_month is not None:
+            result = result.filter(result.period >= start_month)
+        result = result.order_by(["indicator_id", "org_level", "org_code", "period_type", "period"])
+        final = self.backend.create_table(table_name, result, overwrite=True)
+        for scratch in ("_practice_month_long", "_level_months", "_values"):
+            self.backend.drop_table(scratch, force=True)
+        months = sorted({str(p)[:7] for p in final.select("period").distinct().to_pandas()["period"]})
+        rows = int(final.count().execute())
+        say(f"{rows:,} indicator values written to {table_name} [{time.perf_counter() - started:.1f}s]")
+        return EngineReport(len(self.indicators), rows, time.perf_counter() - started, missing_count, months)
+
+
+def proportion_overflow(backend: ibis.BaseBackend, indicators: list[Indicator],
+                        table_name: str = RESULT_TABLE) -> dict[str, int]:
+    """Rows where a percentage exceeds 100 (numerator outside its denominator), per indicator."""
+    t = backend.table(table_name)
+    ids = [i.id for i in indicators if i.value_kind == "proportion"]
+    if not ids:
+        return {}
+    bad = t.filter(t.indicator_id.isin(ids) & (t.numerator > t.denominator))
+    counts = bad.group_by("indicator_id").aggregate(n=bad.count()).to_pandas()
+    return dict(zip(counts["indicator_id"], counts["n"].astype(int)))
