@@ -25,7 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "title": "Medicines optimisation dashboard",
     "data": {
         "source": "synthetic",
-        "synthetic_scale": "national",
+        # None: use the synthetic set already in outputs/data/synthetic (e.g. made by
+        # `moopt synth --scale small`), else generate the national set.
+        "synthetic_scale": None,
         "synthetic_seed": 42,
         "synthetic_end_month": "2026-09",
         "synthetic_months": 24,
@@ -57,7 +59,7 @@ class RunConfig:
     project_dir: Path
     title: str
     data_source: str
-    synthetic_scale: str
+    synthetic_scale: str | None
     synthetic_seed: int
     synthetic_end_month: str
     synthetic_months: int
@@ -83,7 +85,7 @@ class RunConfig:
 
     @property
     def synthetic_dir(self) -> Path:
-        return self.data_dir / f"synthetic-{self.synthetic_scale}"
+        return self.data_dir / "synthetic"
 
     @property
     def store_path(self) -> Path:
@@ -189,6 +191,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
             fail("data.source is 'files' but data.list_sizes lists no list-size files.")
         if not data["organisations"]:
             fail("data.source is 'files' but data.organisations names no practice mapping file.")
+    if data["synthetic_scale"] not in (None, "national", "small"):
+        fail(f"data.synthetic_scale must be national or small, not {data['synthetic_scale']!r}.")
     share = data["max_reject_share"]
     if not isinstance(share, (int, float)) or not 0 <= share <= 1:
         fail(f"data.max_reject_share must be a number from 0 to 1, not {share!r}.")
@@ -245,7 +249,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         project_dir=project,
         title=str(p["title"]),
         data_source=data["source"],
-        synthetic_scale=str(data["synthetic_scale"]),
+        synthetic_scale=None if data["synthetic_scale"] is None else str(data["synthetic_scale"]),
         synthetic_seed=int(data["synthetic_seed"]),
         synthetic_end_month=str(data["synthetic_end_month"]),
         synthetic_months=int(data["synthetic_months"]),

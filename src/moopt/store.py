@@ -138,7 +138,9 @@ class Store:
         """Move accepted rows of ``staged`` into ``table``; quarantine the rest."""
         con = self.con
         struct = con.execute(
-            f"SELECT line, 'malformed CSV line: ' || error_message, csv_line FROM {tag}_rej"
+            # DuckDB records one error per missing column; a line is one reject.
+            f"SELECT line, 'malformed CSV line: ' || arg_min(error_message, column_idx), "
+            f"any_value(csv_line) FROM {tag}_rej GROUP BY line ORDER BY line"
         ).fetchall() if _table_exists(con, f"{tag}_rej") else []
         struct_lines = np.array(sorted(r[0] for r in struct), dtype=np.int64)
         bad = con.execute(

@@ -190,22 +190,24 @@ class IndicatorEngine:
                     numerator=t.numerator, denominator=t.denominator, n_practices=ibis.literal(1, "int64"),
                     **{p: t[p] for p in PARENT_COLUMNS}))
                 continue
-            # Above practice level, a practice counts only in months it has the denominator.
-            t = joined.filter(joined.denominator.notnull())
+            # Above practice level, a practice counts (in numerator and denominator alike) only in
+            # months it has the denominator. An organisation none of whose practices has one keeps
+            # its row, with no value, rather than vanishing.
+            t = joined
+            sums = {
+                "numerator": ibis.ifelse(t.denominator.notnull(), t.numerator, ibis.null("float64")).sum(),
+                "denominator": t.denominator.sum(),
+                "n_practices": t.denominator.count(),
+            }
             if level == "england":
-                group = [t[k] for k in keys]
-                code_expr, name_expr = ibis.literal(ENGLAND_CODE), ibis.literal(ENGLAND_NAME)
-                agg = t.group_by(group).aggregate(
-                    numerator=t.numerator.sum(), denominator=t.denominator.sum(),
-                    n_practices=t.practice_code.count())
-                agg = agg.mutate(org_level=ibis.literal(level), org_code=code_expr, org_name=name_expr)
+                agg = t.group_by([t[k] for k in keys]).aggregate(**sums)
+                agg = agg.mutate(org_level=ibis.literal(level), org_code=ibis.literal(ENGLAND_CODE),
+                                 org_name=ibis.literal(ENGLAND_NAME))
             else:
                 code_col, name_col = ORG_LEVEL_COLUMNS[level]
                 parents = PARENT_COLUMNS[PARENT_COLUMNS.index(code_col) + 1:]
                 agg = t.group_by([*keys, code_col]).aggregate(
-                    org_name=t[name_col].max(), numerator=t.numerator.sum(),
-                    denominator=t.denominator.sum(), n_practices=t.practice_code.count(),
-                    **{p: t[p].max() for p in parents})
+                    org_name=t[name_col].max(), **sums, **{p: t[p].max() for p in parents})
                 agg = agg.rename(org_code=code_col).mutate(org_level=ibis.literal(level))
             for p in PARENT_COLUMNS:
                 if p not in agg.columns:

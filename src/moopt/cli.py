@@ -1,0 +1,193 @@
+"""The ``moopt`` command line.
+
+    moopt synth [--scale small|national]     write the synthetic national data set
+    moopt build [--params FILE] [overrides]  data -> store -> indicators -> notebooks -> site
+    moopt ingest [--params FILE]             validate and load the run's files into the store
+    moopt indicators list | check            the indicator library
+    moopt site                               re-render the site from the last run's notebooks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from moopt import __version__
+from moopt.config import ParameterError, load_config
+
+
+def _say(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", flush=True)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    over: dict = {}
+    if getattr(args, "orgs", None):
+        over.setdefault("organisations", {})["codes"] = args.orgs
+    if getattr(args, "level", None):
+        over.setdefault("organisations", {})["level"] = args.level
+    if getattr(args, "themes", None):
+        over["themes"] = args.themes
+    if getattr(args, "period_end", None):
+        over.setdefault("period", {})["end"] = args.period_end
+    if getattr(args, "workers", None):
+        over["workers"] = args.workers
+    if getattr(args, "renderer", None):
+        over["renderer"] = args.renderer
+    if getattr(args, "outputs", None):
+        over["outputs"] = args.outputs
+    if getattr(args, "synthetic_scale", None):
+        over.setdefault("data", {})["synthetic_scale"] = args.synthetic_scale
+    return over
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from moopt.pipeline import make_synthetic
+
+    config = load_config(args.params, overrides=_overrides(args))
+    folder = Path(args.out) if args.out else config.synthetic_dir
+    started = time.perf_counter()
+    summary = make_synthetic(folder, args.scale, args.seed, config.synthetic_end_month,
+                             config.synthetic_months, _say)
+    _say(f"synthetic {args.scale} data written to {folder} in {time.perf_counter() - started:.0f}s")
+    counts = summary.get("counts", summary) if isinstance(summary, dict) else {}
+    for key, value in counts.items():
+        if isinstance(value, (int, float, str)):
+            print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from moopt.pipeline import ensure_data, reset_store_if_data_changed
+    from moopt.store import Store, ingest_files
+
+    config = load_config(args.params, overrides=_overrides(args))
+    files = ensure_data(config, _say)
+    reset_store_if_data_changed(config.store_path, files, _say)
+    with Store(config.store_path) as store:
+        reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
+                               files.practice_attributes, config.max_reject_share, _say)
+    read = sum(r.rows_read for r in reports)
+    rejected = sum(r.rows_rejected for r in reports)
+    _say(f"{read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from moopt.pipeline import build
+
+    config = load_config(args.params, overrides=_overrides(args))
+    _say(f"moopt {__version__} build: level {config.org_level}, "
+         f"organisations {'all' if config.org_codes is None else ','.join(config.org_codes)}, "
+         f"themes {'all' if config.themes is None else ','.join(config.themes)}, outputs {config.outputs_dir}")
+    result = build(config, progress=_say, render_site=not args.no_site)
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+    _say(f"finished: {times}")
+    if result.site:
+        _say(f"site: {result.site.get('index')} ({result.site.get('pages')} pages, "
+             f"{result.site.get('renderer')} renderer)")
+    if result.failures:
+        print(f"\n{len(result.failures)} notebook(s) failed:", file=sys.stderr)
+        for f in result.failures:
+            print(f"  {f.org_level} {f.org_code} {f.theme}: {f.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from moopt.site import build_site
+
+    config = load_config(args.params, overrides=_overrides(args))
+    manifest_path = config.outputs_dir / "run_manifest.json"
+    if not manifest_path.exists():
+        raise ParameterError(f"No run manifest at {manifest_path}: run `moopt build` first.")
+    manifest = json.loads(manifest_path.read_text())
+    result = build_site(config.outputs_dir, manifest, renderer=config.renderer,
+                        base_config=config.project_dir / "_quarto.yml", progress=_say)
+    _say(f"site: {result.get('index')} ({result.get('pages')} pages, {result.get('renderer')} renderer)")
+    return 0
+
+
+def cmd_indicators(args: argparse.Namespace) -> int:
+    from moopt.indicators.definitions import load_indicators
+
+    indicators = load_indicators()
+    if args.action == "list":
+        for ind in indicators:
+            print(f"{ind.id:6} {ind.theme:18} {ind.improvement_direction:9} {ind.value_kind:10} {ind.title}")
+        return 0
+    from moopt.indicators.check import check_indicators
+
+    config = load_config(args.params, overrides=_overrides(args))
+    report = check_indicators(config.store_path if config.store_path.exists() else None)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="moopt", description="Medicines optimisation dashboards for the English NHS.")
+    p.add_argument("--version", action="version", version=f"moopt {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_common(sp):
+        sp.add_argument("--params", help="YAML run file (default parameters/default.yml)")
+        sp.add_argument("--outputs", help="outputs folder (default outputs)")
+
+    sp = sub.add_parser("synth", help="write the synthetic national data set")
+    add_common(sp)
+    sp.add_argument("--scale", choices=["national", "small"], default="national")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--out", help="folder (default outputs/data/synthetic)")
+    sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("build", help="build everything: store, indicators, notebooks, site")
+    add_common(sp)
+    sp.add_argument("--orgs", help="comma-separated organisation codes (default: all at the level)")
+    sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region"])
+    sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
+    sp.add_argument("--period-end", help="last month, YYYY-MM (default: latest in the data)")
+    sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
+    sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
+    sp.add_argument("--synthetic-scale", choices=["national", "small"],
+                    help="regenerate synthetic data at this scale if the current set differs")
+    sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")
+    sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("ingest", help="validate and load the run's files into the store")
+    add_common(sp)
+    sp.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("site", help="re-render the site from the last build")
+    add_common(sp)
+    sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
+    sp.set_defaults(func=cmd_site)
+
+    sp = sub.add_parser("indicators", help="list or check the indicator definitions")
+    add_common(sp)
+    sp.add_argument("action", choices=["list", "check"])
+    sp.set_defaults(func=cmd_indicators)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ParameterError, ValueError, FileNotFoundError) as exc:
+        print(f"moopt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

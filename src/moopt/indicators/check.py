@@ -1,0 +1,103 @@
+"""``moopt indicators check``: validate every definition and report coverage against the data.
+
+For each indicator it lists the BNF codes in the store that its numerator and
+(prescribing) denominator match. A code set that matches nothing, or a
+percentage whose numerator matches rows its denominator does not (which would
+let the value exceed 100%), is an error naming the indicator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ibis
+
+from moopt.indicators.definitions import DefinitionError, Indicator, load_indicators
+from moopt.indicators.engine import code_set_predicate
+
+
+@dataclass
+class CoverageRow:
+    indicator_id: str
+    part: str  # "numerator" or "denominator"
+    codes: list[str]
+    items: int
+
+
+@dataclass
+class CheckReport:
+    indicators: list[Indicator] = field(default_factory=list)
+    coverage: list[CoverageRow] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    store_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def text(self) -> str:
+        lines = [f"{len(self.indicators)} indicator definitions valid against the schema."]
+        if not self.store_checked:
+            lines.append("No data store found: coverage not checked (run `moopt build` or `moopt ingest`).")
+        for row in self.coverage:
+            shown = ", ".join(row.codes[:6]) + (f" and {len(row.codes) - 6} more" if len(row.codes) > 6 else "")
+            lines.append(f"  {row.indicator_id} {row.part}: {len(row.codes)} BNF codes, "
+                         f"{row.items:,} items ({shown or 'none'})")
+        if self.errors:
+            lines.append(f"{len(self.errors)} problem(s):")
+            lines.extend(f"  ERROR {e}" for e in self.errors)
+        else:
+            lines.append("No problems found.")
+        return "\n".join(lines)
+
+
+def coverage(backend: ibis.BaseBackend, indicator: Indicator) -> tuple[list[CoverageRow], list[str]]:
+    """Codes each part of ``indicator`` matches in the store, and any errors."""
+    rx = backend.table("prescribing")
+    rows, errors = [], []
+    parts = [("numerator", indicator.numerator)]
+    if indicator.denominator.type == "prescribing":
+        parts.append(("denominator", indicator.denominator))
+    predicates = {}
+    for name, comp in parts:
+        pred = code_set_predicate(rx, comp.code_set)
+        predicates[name] = pred
+        hit = rx.filter(pred).group_by("bnf_code").aggregate(items=rx.items.sum()).to_pandas()
+        codes = sorted(hit["bnf_code"].tolist())
+        rows.append(CoverageRow(indicator.id, name, codes, int(hit["items"].sum()) if len(hit) else 0))
+        if not codes:
+            errors.append(f"{indicator.id}: the {name} code set {list(comp.code_set.codes)} matches no BNF "
+                          "code in the data.")
+    if indicator.value_kind == "proportion":
+        outside = rx.filter(predicates["numerator"] & ~predicates["denominator"])
+        n = int(outside.count().execute())
+        if n:
+            example = outside.select("bnf_code").limit(3).to_pandas()["bnf_code"].tolist()
+            errors.append(f"{indicator.id}: {n:,} prescribing rows count in the numerator but not the "
+                          f"denominator (e.g. {', '.join(example)}), so the percentage could exceed 100%.")
+    return rows, errors
+
+
+def check_indicators(store_path: Path | None = None, directory: Path | None = None) -> CheckReport:
+    report = CheckReport()
+    try:
+        report.indicators = load_indicators(directory)
+    except DefinitionError as exc:
+        report.errors.append(str(exc))
+        return report
+    if store_path is None:
+        return report
+    import duckdb
+
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        backend = ibis.duckdb.from_connection(con)
+        report.store_checked = True
+        for ind in report.indicators:
+            rows, errors = coverage(backend, ind)
+            report.coverage.extend(rows)
+            report.errors.extend(errors)
+    finally:
+        con.close()
+    return report

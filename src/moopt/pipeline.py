@@ -1,0 +1,336 @@
+"""The whole run: data -> store -> indicators -> notebooks -> site.
+
+``build`` is what ``moopt build`` calls. Everything national (the indicator
+table with its percentiles and deciles) is computed once, before any notebook
+runs; each notebook then only selects, draws and explains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ibis
+import pandas as pd
+
+from moopt import __version__
+from moopt.config import ParameterError, RunConfig
+from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
+from moopt.indicators.engine import IndicatorEngine, proportion_overflow
+from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.runner import NotebookJob, NotebookResult, run_notebooks
+from moopt.store import IngestReport, Store, ingest_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    ingest: list[IngestReport] = field(default_factory=list)
+    notebooks: list[NotebookResult] = field(default_factory=list)
+    site: dict | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[NotebookResult]:
+        return [r for r in self.notebooks if r.status != "ok"]
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+@dataclass
+class DataFiles:
+    organisations: str
+    prescribing: list[str]
+    list_sizes: list[str]
+    practice_attributes: str | None
+    synthetic: bool
+    description: str
+
+
+def ensure_data(config: RunConfig, progress=None) -> DataFiles:
+    """The run's input files; generate the synthetic set first when that is the source."""
+    say = progress or (lambda msg: None)
+    if config.data_source == "files":
+        for path in [config.organisations_file, *config.epd_files, *config.list_size_files]:
+            if not Path(path).exists():
+                raise ParameterError(f"Data file {path} does not exist (check data: in the parameters).")
+        return DataFiles(config.organisations_file, sorted(config.epd_files), sorted(config.list_size_files),
+                         config.practice_attributes_file, False, "Files named in the run parameters")
+    folder = config.synthetic_dir
+    manifest = read_synthetic_manifest(folder)
+    if manifest is None or (config.synthetic_scale is not None and manifest.get("scale") != config.synthetic_scale):
+        scale = config.synthetic_scale or "national"
+        say(f"generating synthetic {scale} data in {folder} ...")
+        started = time.perf_counter()
+        make_synthetic(folder, scale, config.synthetic_seed, config.synthetic_end_month,
+                       config.synthetic_months, say)
+        manifest = read_synthetic_manifest(folder)
+        say(f"synthetic data ready [{time.perf_counter() - started:.0f}s]")
+    else:
+        say(f"using the synthetic {manifest.get('scale')} data set already in {folder}")
+    return DataFiles(
+        organisations=str(folder / "organisations" / "gp-reg-pat-prac-map.csv"),
+        prescribing=sorted(str(p) for p in (folder / "epd").glob("EPD_*.csv")),
+        list_sizes=sorted(str(p) for p in (folder / "list_sizes").glob("*.csv")),
+        practice_attributes=str(folder / "organisations" / "practice_attributes.csv"),
+        synthetic=True,
+        description=f"Synthetic data ({manifest.get('scale')} scale, seed {manifest.get('seed')})",
+    )
+
+
+def read_synthetic_manifest(folder: Path) -> dict | None:
+    """The manifest of a complete synthetic set (written last by the generator), or None."""
+    path = Path(folder) / "synthetic_manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def make_synthetic(folder: Path, scale: str, seed: int, end_month: str, months: int, progress=None) -> dict:
+    """Generate a synthetic set into ``folder``, replacing any set that is there."""
+    import shutil
+
+    from moopt.sources.synthetic import generate_synthetic
+
+    folder = Path(folder)
+    (folder / "synthetic_manifest.json").unlink(missing_ok=True)  # incomplete until rewritten
+    for sub in ("epd", "list_sizes", "organisations", "supplied"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    return generate_synthetic(folder, scale=scale, seed=seed, end_month=end_month, n_months=months,
+                              progress=progress)
+
+
+def data_set_id(files: DataFiles) -> str:
+    """Identifies the set of input files, so a store built from another set is not reused."""
+    h = hashlib.sha256()
+    for path in [files.organisations, *files.prescribing, *files.list_sizes]:
+        h.update(str(Path(path).resolve()).encode())
+    if files.synthetic:
+        manifest = read_synthetic_manifest(Path(files.organisations).parents[1]) or {}
+        h.update(json.dumps({k: manifest.get(k) for k in ("seed", "scale", "months")}).encode())
+    return h.hexdigest()
+
+
+def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=None) -> None:
+    """Start a new store when the input data set differs from the one the store was built from."""
+    if not Path(store_path).exists():
+        return
+    import duckdb
+
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        rows = con.execute("SELECT value FROM store_info WHERE key = 'data_set'").fetchall() \
+            if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_info'").fetchall()[0][0] \
+            else []
+    finally:
+        con.close()
+    if not rows or rows[0][0] != data_set_id(files):
+        if progress:
+            progress("the input data set differs from the one in the store: starting a new store")
+        Path(store_path).unlink()
+        wal = Path(str(store_path) + ".wal")
+        wal.unlink(missing_ok=True)
+
+
+# -- indicators --------------------------------------------------------------------------------------
+
+def _engine_key(store: Store, config: RunConfig) -> str:
+    """Changes whenever the inputs, the definitions, the period or moopt itself change."""
+    h = hashlib.sha256(__version__.encode())
+    for row in store.con.execute("SELECT file, file_size, file_mtime FROM ingest_log ORDER BY file").fetchall():
+        h.update(repr(row).encode())
+    for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
+        h.update(path.read_bytes())
+    h.update(Path(__file__).with_name("indicators").joinpath("engine.py").read_bytes())
+    h.update(f"{config.period_end}|{config.period_months}".encode())
+    return h.hexdigest()
+
+
+def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progress=None) -> dict:
+    say = progress or (lambda msg: None)
+    key = _engine_key(store, config)
+    con = store.con
+    con.execute("CREATE TABLE IF NOT EXISTS run_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    cached = dict(con.execute("SELECT key, value FROM run_info").fetchall())
+    if cached.get("engine_key") == key:
+        say("indicator table is up to date (inputs and definitions unchanged)")
+        return json.loads(cached["engine_report"])
+    months = store.months()
+    if not months:
+        raise ParameterError("The store holds no prescribing data to compute indicators from.")
+    end = months[-1] if config.period_end == "latest" else config.period_end
+    if end not in months:
+        raise ParameterError(f"period.end {end} is not in the data, which covers {months[0]} to {months[-1]}.")
+    end_ts = pd.Timestamp(end + "-01")
+    start_ts = end_ts - pd.DateOffset(months=config.period_months - 1)
+    backend = ibis.duckdb.from_connection(con)
+    indicators = load_indicators()
+    engine = IndicatorEngine(backend, indicators)
+    report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+    overflow = proportion_overflow(backend, indicators)
+    if overflow:
+        raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
+                         + ", ".join(f"{k} ({v} rows)" for k, v in overflow.items()))
+    info = {"rows": report.rows, "seconds": round(report.seconds, 1), "indicators": report.indicators,
+            "months": report.months,
+            "practice_months_without_list_size": report.practice_months_without_list_size}
+    if report.practice_months_without_list_size:
+        say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
+            "list size; they are left out of population-based indicators above practice level")
+    con.execute("DELETE FROM run_info")
+    con.executemany("INSERT INTO run_info VALUES (?, ?)", [
+        ["engine_key", key], ["engine_report", json.dumps(info)],
+        ["synthetic", "true" if synthetic else "false"], ["period_end", end],
+    ])
+    return info
+
+
+# -- organisations and jobs ---------------------------------------------------------------------------
+
+def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
+    """The organisations at the run's level, with parents; unknown requested codes are an error."""
+    level = config.org_level
+    code_col, name_col = ORG_LEVEL_COLUMNS[level]
+    chain = ["practice", "pcn", "sub_icb", "icb", "region"]
+    parent_level = chain[chain.index(level) + 1] if level != "region" else None
+    parent_cols = ORG_LEVEL_COLUMNS[parent_level] if parent_level else (None, None)
+    select = [f"{code_col} AS code", f"any_value({name_col}) AS name",
+              f"any_value({parent_cols[0]}) AS parent_code" if parent_level else "NULL AS parent_code",
+              f"any_value({parent_cols[1]}) AS parent_name" if parent_level else "NULL AS parent_name",
+              "any_value(region_code) AS region_code", "any_value(region_name) AS region_name"]
+    frame = store.con.execute(
+        f"SELECT {', '.join(select)} FROM organisations GROUP BY {code_col} ORDER BY {code_col}").fetchdf()
+    known = set(frame["code"])
+    if config.org_codes is not None:
+        unknown = [c for c in config.org_codes if c not in known]
+        if unknown:
+            examples = ", ".join(sorted(known)[:8])
+            raise ParameterError(
+                f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s): {', '.join(unknown)}. "
+                f"The data have {len(known)} at this level, e.g. {examples}.")
+        frame = frame[frame["code"].isin(config.org_codes)]
+    frame["level"] = level
+    return frame.where(frame.notna(), None).to_dict("records")
+
+
+def themes_for_run(config: RunConfig) -> list[Theme]:
+    themes = built_themes()
+    if config.themes is None:
+        return themes
+    known = {t.id: t for t in themes}
+    unknown = [t for t in config.themes if t not in known]
+    if unknown:
+        raise ParameterError(f"Unknown or unbuilt theme(s): {', '.join(unknown)}. "
+                             f"Built themes: {', '.join(known)}.")
+    return [known[t] for t in config.themes]
+
+
+def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> list[NotebookJob]:
+    out = config.outputs_dir
+    nb_dir = config.project_dir / "notebooks"
+    common = {"store_path": str(config.store_path), "outputs_dir": str(out), "period_end": "latest"}
+    jobs = [NotebookJob("england", ENGLAND_CODE, "overview", str(nb_dir / "overview.ipynb"),
+                        str(out / "notebooks" / "england" / ENGLAND_CODE / "overview.ipynb"),
+                        {**common, "comparison_level": config.org_level})]
+    for org in orgs:
+        for theme in themes:
+            jobs.append(NotebookJob(
+                config.org_level, org["code"], theme.id, str(nb_dir / f"{theme.notebook}.ipynb"),
+                str(out / "notebooks" / config.org_level / org["code"] / f"{theme.id}.ipynb"),
+                {**common, "org_level": config.org_level, "org_code": org["code"], "theme": theme.id}))
+    missing = sorted({j.template for j in jobs if not Path(j.template).exists()})
+    if missing:
+        raise ParameterError(f"Notebook template(s) not found: {', '.join(missing)}.")
+    return jobs
+
+
+# -- the build -------------------------------------------------------------------------------------------
+
+def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildResult:
+    """Run everything; return what happened. Notebook failures are collected, not raised."""
+    say = progress or (lambda msg: None)
+    result = BuildResult()
+    t0 = time.perf_counter()
+
+    say("1/5 data")
+    files = ensure_data(config, say)
+    result.seconds["data"] = time.perf_counter() - t0
+
+    say("2/5 store: validating and ingesting files")
+    t = time.perf_counter()
+    reset_store_if_data_changed(config.store_path, files, say)
+    with Store(config.store_path) as store:
+        store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
+        result.ingest = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
+                                     files.practice_attributes, config.max_reject_share, say)
+        read = sum(r.rows_read for r in result.ingest)
+        accepted = sum(r.rows_accepted for r in result.ingest)
+        rejected = sum(r.rows_rejected for r in result.ingest)
+        if read:
+            say(f"ingest: {read:,} rows read = {accepted:,} accepted + {rejected:,} rejected "
+                f"(rejected rows and reasons: {store.rejects_dir})")
+        result.seconds["ingest"] = time.perf_counter() - t
+
+        say("3/5 indicators: computing every indicator for every organisation level")
+        t = time.perf_counter()
+        engine_info = compute_indicators(config, store, files.synthetic, say)
+        result.seconds["indicators"] = time.perf_counter() - t
+        orgs = organisations_for_run(store, config)
+        themes = themes_for_run(config)
+    jobs = notebook_jobs(config, orgs, themes)
+
+    say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x {len(themes)} themes "
+        f"+ England overview) on {config.workers} workers")
+    t = time.perf_counter()
+    result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say)
+    result.seconds["notebooks"] = time.perf_counter() - t
+
+    manifest = {
+        "title": config.title,
+        "synthetic": files.synthetic,
+        "data_notice": (
+            "SYNTHETIC DATA: every organisation name, code and figure on this site is generated by "
+            "moopt's synthetic data generator. None of it describes real NHS organisations."
+            if files.synthetic else None),
+        "data_description": files.description,
+        "period": {"start": engine_info["months"][0] if engine_info.get("months") else None,
+                   "end": engine_info["months"][-1] if engine_info.get("months") else None},
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "moopt_version": __version__,
+        "parameters": config.raw,
+        "org_level": config.org_level,
+        "organisations": orgs,
+        "themes": [{"id": th.id, "title": th.title, "description": th.description,
+                    "indicators": [{"id": i.id, "title": i.title, "short_title": i.short_title,
+                                    "improvement_direction": i.improvement_direction, "unit": i.unit}
+                                   for i in load_indicators() if i.theme == th.id]}
+                   for th in themes],
+        "notebooks": [r.to_dict() for r in result.notebooks],
+        "ingest": [vars(r) for r in result.ingest],
+        "engine": engine_info,
+    }
+    write_json_atomic(config.outputs_dir / "run_manifest.json", manifest)
+
+    if render_site:
+        say("5/5 site: writing the Quarto project and rendering it")
+        t = time.perf_counter()
+        from moopt.site import build_site
+
+        result.site = build_site(config.outputs_dir, manifest, renderer=config.renderer,
+                                 base_config=config.project_dir / "_quarto.yml", progress=say)
+        result.seconds["site"] = time.perf_counter() - t
+    result.seconds["total"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,18 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REALDATA = SHARED / "realdata"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/factories.py
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"real NHS sample data not found at {REALDATA} (it lives beside the repository, "
+                    "in ../shared/realdata)")
+    return REALDATA

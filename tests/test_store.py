@@ -1,0 +1,163 @@
+"""Validated ingest: every row is accepted or rejected with a reason, and nothing else."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+
+import factories as f
+from moopt.store import IngestError, Store, ingest_files
+
+
+@pytest.fixture
+def store(tmp_path):
+    f.write_map(tmp_path / "map.csv")
+    s = Store(tmp_path / "store" / "moopt.duckdb")
+    s.ingest_organisations(tmp_path / "map.csv")
+    yield s
+    s.close()
+
+
+def count(store, table):
+    return store.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def test_valid_rows_accepted_and_typed(store, tmp_path):
+    path = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),
+                                              f.epd_row("2025-01", "A00002", "0501013B0AAABAB", 4)])
+    report = store.ingest_prescribing(path)
+    assert (report.rows_read, report.rows_accepted, report.rows_rejected) == (2, 2, 0)
+    assert report.months == ["2025-01"]
+    row = store.con.execute("SELECT month, items, total_quantity FROM prescribing ORDER BY items").fetchall()[0]
+    assert str(row[0]) == "2025-01-01" and row[1] == 3 and row[2] == 84.0
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_lines(store, tmp_path):
+    rows = [
+        f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),  # line 2: fine
+        f.epd_row("2025-01", "A00001", "0501013B0AAABAB", -1, quantity=7),  # line 3: negative items
+        f.epd_row("2025-01", "Z99999", "0501013B0AAABAB", 2),  # line 4: unknown practice
+        f.epd_row("2025-01", "A00002", "0501", 2),  # line 5: malformed BNF code
+        f.epd_row("2025-13", "A00002", "0501013B0AAABAB", 2),  # line 6: no such month
+        f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),  # line 7: duplicate of line 2
+    ]
+    rows[5][20] = 3
+    bad_number = f.epd_row("2025-01", "A00003", "0501013B0AAABAB", 1)
+    bad_number[20] = "lots"  # line 8: not a number
+    rows.append(bad_number)
+    path = f.write_epd(tmp_path / "epd.csv", rows)
+    with pytest.raises(IngestError, match="6 of 7 rows rejected"):
+        store.ingest_prescribing(path)  # far above the default 1% allowance
+    assert count(store, "prescribing") == 0  # the store is unchanged
+    report = store.ingest_prescribing(path, max_reject_share=1.0)
+    assert report.rows_read == 7 == report.rows_accepted + report.rows_rejected
+    assert report.rows_accepted == 1
+    rejects = dict(store.con.execute("SELECT line, reason FROM rejects").fetchall())
+    assert rejects[3] == "ITEMS is negative"
+    assert rejects[4] == "PRACTICE_CODE is not a GP practice in the organisation map"
+    assert rejects[5] == "BNF code is malformed"
+    assert rejects[6].startswith("YEAR_MONTH is not a month")
+    assert rejects[7].startswith("duplicate row")
+    assert rejects[8] == "ITEMS is not a whole number"
+    assert (store.rejects_dir / "epd.csv.rejects.csv").exists()
+
+
+def test_malformed_csv_lines_are_counted_not_lost(store, tmp_path):
+    path = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),
+                                              f.epd_row("2025-01", "A00002", "0501013B0AAABAB", 3)])
+    lines = path.read_text().splitlines()
+    lines.insert(2, "202501,too,few,columns")  # becomes line 3
+    path.write_text("\n".join(lines) + "\n")
+    report = store.ingest_prescribing(path, max_reject_share=1.0)
+    assert report.rows_read == 3 and report.rows_accepted == 2 and report.rows_rejected == 1
+    reasons = store.con.execute("SELECT line, reason FROM rejects").fetchall()
+    assert reasons[0][0] == 3 and reasons[0][1].startswith("malformed CSV line")
+
+
+def test_unknown_layout_names_file_and_expected_columns(store, tmp_path):
+    path = tmp_path / "mystery.csv"
+    path.write_text("A,B,C\n1,2,3\n")
+    with pytest.raises(ValueError) as err:
+        store.ingest_prescribing(path)
+    message = str(err.value)
+    assert "mystery.csv" in message and "YEAR_MONTH" in message and "BNF_CODE or BNF_PRESENTATION_CODE" in message
+
+
+def test_reingest_replaces_month_never_doubles(store, tmp_path):
+    path = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3)])
+    store.ingest_prescribing(path)
+    store.ingest_prescribing(path, force=True)
+    assert count(store, "prescribing") == 1
+    again = f.write_epd(tmp_path / "epd_again.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 5)])
+    store.ingest_prescribing(again)
+    assert store.con.execute("SELECT sum(items) FROM prescribing").fetchall()[0][0] == 5
+    skipped = store.ingest_prescribing(again)
+    assert skipped.skipped  # unchanged files are not read again
+
+
+@pytest.mark.parametrize("year_month", ["202501", "2025-01", "2025_01"])
+def test_year_month_formats(store, tmp_path, year_month):
+    row = f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3)
+    row[0] = year_month
+    report = store.ingest_prescribing(f.write_epd(tmp_path / "e.csv", [row]))
+    assert report.months == ["2025-01"]
+
+
+def test_gzip_and_snomed_era_column_names(store, tmp_path):
+    plain = f.write_epd(tmp_path / "e.csv", [f.epd_row("2025-02", "A00001", "0501013B0AAABAB", 3)])
+    text = plain.read_text().replace("BNF_CODE", "BNF_PRESENTATION_CODE").replace("ADQUSAGE", "ADQ_USAGE")
+    gz = tmp_path / "EPD_SNOMED_202502.csv.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write(text)
+    report = store.ingest_prescribing(gz)
+    assert report.rows_accepted == 1 and report.layout == "epd"
+
+
+def test_list_sizes_bands_totals_and_dates(store, tmp_path):
+    rows = f.list_size_rows("2025-01", "A00001", {("MALE", "0_4"): 10, ("FEMALE", "95+"): 5})
+    report = store.ingest_list_size(f.write_list_sizes(tmp_path / "ls.csv", rows))
+    assert report.rows_read == len(rows) == report.rows_accepted
+    total = store.con.execute("SELECT sum(patients), max(age_lower) FROM list_size").fetchall()[0]
+    assert total == (15, 95)
+    bad = f.list_size_rows("2025-02", "A00002", {("MALE", "0_4"): 10})
+    bad[-1][-1] = 11  # stated total disagrees with the bands
+    report = store.ingest_list_size(f.write_list_sizes(tmp_path / "ls2.csv", bad), max_reject_share=1.0)
+    assert report.rows_rejected == len(bad) and report.rows_accepted == 0
+
+
+@pytest.mark.parametrize("extract", ["01SEP2017", "01-Sep-17", "01Sep2017", "2017-09-01"])
+def test_list_size_extract_date_formats(store, tmp_path, extract):
+    rows = f.list_size_rows("2017-09", "A00001", {("MALE", "0_4"): 10})
+    for r in rows:
+        r[1] = extract
+    report = store.ingest_list_size(f.write_list_sizes(tmp_path / "ls.csv", rows))
+    assert report.months == ["2017-09"]
+
+
+def test_prescribing_needs_organisations_first(tmp_path):
+    with Store(tmp_path / "s.duckdb") as empty:
+        path = f.write_epd(tmp_path / "e.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3)])
+        with pytest.raises(IngestError, match="practice mapping file"):
+            empty.ingest_prescribing(path)
+
+
+def test_real_2017_epd_sample_every_row_accounted(realdata, tmp_path):
+    """The real Sept 2017 EPD sample (AREA_TEAM era, YYYY_MM months): rows read = accepted + rejected."""
+    sample = realdata / "openprescribing" / "e2e-data-1"
+    practices = {"L84073": ("P1", "11M", "Q1", "Y1"), "L84018": ("P1", "11M", "Q1", "Y1"),
+                 "B85054": ("P2", "03A", "Q2", "Y2"), "B85010": ("P2", "03A", "Q2", "Y2")}
+    f.write_map(tmp_path / "map.csv", practices)
+    epd = tmp_path / "epd_201709.csv"
+    shutil.copy(sample / "epd_201709.csv", epd)
+    with Store(tmp_path / "s.duckdb") as store:
+        reports = ingest_files(store, tmp_path / "map.csv", [epd], [sample / "gp-reg-pat-prac-quin-age.csv"])
+        epd_report = reports[-1]
+        assert epd_report.rows_read == 10027
+        assert epd_report.rows_accepted + epd_report.rows_rejected == 10027
+        items = store.con.execute("SELECT sum(items) FROM prescribing").fetchall()[0][0]
+        rejected_items = store.con.execute("SELECT count(*) FROM rejects").fetchall()[0][0]
+        assert rejected_items == epd_report.rows_rejected
+        assert items > 40000  # the README of the sample gives 47,000 items for the month
+        assert store.con.execute("SELECT count(DISTINCT practice_code) FROM list_size").fetchall()[0][0] == 4
