@@ -66,7 +66,7 @@ class PageContext:
         self.store_path = Path(self.store_path)
         self.outputs_dir = Path(self.outputs_dir)
         check_org_level(self.org_level)
-        if self.org_code is None:  # interactive use: start with the first organisation at the level
+        if not self.org_code:  # interactive use: start with the first organisation at the level
             rows = self.con.execute("SELECT min(org_code) FROM indicator_values WHERE org_level = ?",
                                     [self.org_level]).fetchall()
             if not rows or rows[0][0] is None:
@@ -266,17 +266,22 @@ class ThemePage:
             charts.plot_trend_with_deciles(
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 indicator_title=ind.short_title, unit=ind.unit,
-                improvement_direction=ind.improvement_direction, period_type="rolling_12m"),
+                improvement_direction=ind.improvement_direction, period_type="rolling_12m",
+                chart_id=f"{ind.id}_trend"),
             charts.plot_peer_position(
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=ctx.latest_period, period_type="rolling_12m",
-                indicator_title=ind.short_title, unit=ind.unit),
+                indicator_title=ind.short_title, unit=ind.unit,
+                improvement_direction=ind.improvement_direction, chart_id=f"{ind.id}_peers"),
         ]
         if ctx.org_level not in ("practice", "england"):
             drawn.append(charts.plot_practice_spread(
                 data.practice_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=ctx.latest_period, period_type="rolling_12m",
-                indicator_title=ind.short_title, unit=ind.unit))
+                indicator_title=ind.short_title, unit=ind.unit,
+                denominator_label=ind.denominator.description,
+                improvement_direction=ind.improvement_direction, org_name=ctx.org_name,
+                chart_id=f"{ind.id}_practices"))
         for chart in drawn:
             path, rel = ctx.csv_path(chart.chart_id)
             chart.to_csv(path)
@@ -370,7 +375,8 @@ class OverviewPage:
                  f"<p>{html.escape(ind.description)}</p>")
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
-            unit=ind.unit, improvement_direction=ind.improvement_direction, period_type="rolling_12m")
+            unit=ind.unit, improvement_direction=ind.improvement_direction, period_type="rolling_12m",
+            chart_id=f"{ind.id}_trend")
         path, rel = self.ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
         _display(chart.to_html(csv_href=rel))

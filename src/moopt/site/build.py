@@ -1,0 +1,132 @@
+"""Build the website for one run: write the Quarto project, render it, swap it into place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from moopt.site.files import fresh_temp_dir, swap_into_place
+from moopt.site.links import check_links
+from moopt.site.plan import load_manifest, plan_site
+from moopt.site.project import write_project
+from moopt.site.render import Progress, render_builtin
+
+RENDERERS = ("auto", "quarto", "builtin")
+
+
+class QuartoNotFoundError(RuntimeError):
+    """renderer="quarto" was asked for but no ``quarto`` command is on PATH."""
+
+
+def _render_with_quarto(quarto: str, project_dir: Path, site_dir: Path) -> None:
+    # --output-dir is taken relative to the project, like output-dir in _quarto.yml.
+    output_dir = os.path.relpath(site_dir, project_dir)
+    result = subprocess.run(
+        [quarto, "render", str(project_dir), "--output-dir", output_dir],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-30:])
+        raise RuntimeError(f"quarto render failed (exit code {result.returncode}):\n{tail}")
+
+
+def build_site(
+    out: Path,
+    manifest: dict | None = None,
+    renderer: str = "auto",
+    progress: Progress | None = None,
+    base_config: Path | None = None,
+) -> dict:
+    """Write the Quarto project for a run and render the website into ``out/site``.
+
+    Parameters
+    ----------
+    out : Path
+        The outputs folder holding ``notebooks/``, ``csv/``, ``pages/`` and
+        ``run_manifest.json``.
+    manifest : dict, optional
+        The run manifest; read from ``out/run_manifest.json`` when omitted.
+    renderer : {"auto", "quarto", "builtin"}
+        "auto" uses Quarto when a ``quarto`` command is on PATH, else moopt's
+        built-in renderer (nbconvert + mistune + one page shell).
+    progress : callable, optional
+        Called with one-line progress messages (moopt's convention, e.g. the
+        CLI's printer).
+    base_config : Path, optional
+        The ``_quarto.yml`` whose settings the generated project starts from;
+        by default the repository's own ``_quarto.yml``.
+
+    Returns
+    -------
+    dict
+        ``renderer`` ("quarto" or "builtin"), ``pages`` (number of pages),
+        ``site_dir`` and ``index`` (Paths), ``project_dir``, ``broken_links``
+        (from :func:`check_links`, normally empty) and ``missing_csv`` (CSV
+        downloads the notebooks link to that were not in the outputs folder).
+
+    Raises
+    ------
+    ValueError
+        For an unknown renderer or an unusable code, theme id or path in the manifest.
+    QuartoNotFoundError
+        When ``renderer="quarto"`` and Quarto is not installed.
+
+    Notes
+    -----
+    The site is rendered into ``out/site.tmp-<pid>`` and only renamed to
+    ``out/site`` once complete, so a failure part-way leaves the previous
+    site (or none) in place, never a partial one.
+
+    Examples
+    --------
+    >>> result = build_site(Path("outputs"), renderer="builtin")  # doctest: +SKIP
+    >>> result["index"]  # doctest: +SKIP
+    PosixPath('outputs/site/index.html')
+    """
+    if renderer not in RENDERERS:
+        raise ValueError(f"Unknown renderer {renderer!r}: use one of {', '.join(RENDERERS)}.")
+    quarto = shutil.which("quarto")
+    if renderer == "quarto" and quarto is None:
+        raise QuartoNotFoundError(
+            "renderer='quarto' was requested but no 'quarto' command is on PATH. Install Quarto "
+            "(https://quarto.org/docs/get-started/) or use renderer='builtin'."
+        )
+    chosen = "quarto" if (renderer == "quarto" or (renderer == "auto" and quarto)) else "builtin"
+    out = Path(out)
+    if manifest is None:
+        manifest = load_manifest(out)
+    plan = plan_site(out, manifest)
+    project_dir = out / "quarto"
+    info = write_project(plan, project_dir, base_config=base_config)
+    if progress is not None:
+        progress(f"site: Quarto project written to {project_dir} ({len(info['pages'])} pages)")
+
+    site_dir = out / "site"
+    tmp = fresh_temp_dir(site_dir)
+    try:
+        if chosen == "quarto":
+            if progress is not None:
+                progress("site: running quarto render")
+            _render_with_quarto(quarto, project_dir, tmp)
+        else:
+            render_builtin(project_dir, tmp, progress=progress)
+        if not (tmp / "index.html").is_file():
+            raise RuntimeError(f"Rendering finished without writing {tmp / 'index.html'}.")
+        broken = check_links(tmp)
+        swap_into_place(tmp, site_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "renderer": chosen,
+        "pages": len(info["pages"]),
+        "site_dir": site_dir,
+        "index": site_dir / "index.html",
+        "project_dir": project_dir,
+        "broken_links": [(page, href) for page, href in broken],
+        "missing_csv": info["missing_csv"],
+    }

@@ -1,0 +1,203 @@
+"""Prepare executed notebooks for publishing, and turn them into HTML fragments.
+
+The project writer copies every executed notebook into the Quarto project
+through :func:`prepare_notebook`, so Quarto and the built-in renderer publish
+the same, already-adjusted notebook:
+
+* a raw front-matter cell gives the page its title (Quarto reads the first
+  raw cell of an ``.ipynb`` as its front matter);
+* CSV download links are rewritten for the page's depth (see below);
+* a level-1 heading opening the first Markdown cell is dropped: the page
+  title is the page's one ``<h1>``;
+* stderr stream outputs (library warnings) are dropped: they are noise to a
+  reader and are in the executed notebook for anyone debugging;
+* every image output gets alt text in its output metadata, and a
+  ``#| fig-alt:`` cell option for Quarto.
+
+CSV links
+---------
+Notebooks link their chart downloads relative to the *outputs* folder
+(``csv/<level>/<code>/<theme>/<chart>.csv``). The site keeps the same tree
+under its root (``site/csv/...``), so a link is fixed by prefixing ``../``
+once per folder between the page and the site root:
+``orgs/<level>/<code>/<theme>.html`` gets ``../../../csv/...``. Links that
+are already relative to the page (anything not starting ``csv/`` or
+``./csv/``) are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+
+from moopt.site.markdown import front_matter, md_text, split_front_matter
+from moopt.site.style import TEMPLATE_DIR
+
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
+MISSING_ALT = (
+    "Chart. No text description was supplied with this chart; the table or CSV download "
+    "that goes with it holds the same figures."
+)
+
+# A link to a CSV download written relative to the outputs root, in HTML or Markdown.
+_CSV_IN_HTML = re.compile(
+    r"""(?P<lead>\b(?:href|src)\s*=\s*["'])(?:\./)?(?P<path>csv/[^"'\s#?]+)"""
+)
+_CSV_IN_MD_INLINE = re.compile(r"(?P<lead>\]\(\s*<?)(?:\./)?(?P<path>csv/[^\s)>#?]+)")
+_CSV_IN_MD_REF = re.compile(
+    r"(?m)(?P<lead>^[ ]{0,3}\[[^\]]+\]:[ \t]*<?)(?:\./)?(?P<path>csv/[^\s>#?]+)"
+)
+_LEADING_H1 = re.compile(r"\A\s*#[ \t]+[^\n]*(?:\n|\Z)")
+_FIG_ALT_OPTION = re.compile(r"^\s*#\|\s*fig-alt\s*:", re.M)
+_FIG_OPTION = re.compile(r"^\s*#\|\s*(fig-alt|fig-cap)\s*:\s*(.+?)\s*$", re.M)
+
+
+def rewrite_csv_links(text: str, prefix: str, found: set[str] | None = None) -> str:
+    """Prefix outputs-root-relative CSV links in HTML or Markdown ``text`` with ``prefix``.
+
+    Parameters
+    ----------
+    text : str
+        HTML or Markdown.
+    prefix : str
+        ``"../"`` repeated once per folder between the page and the site root.
+    found : set of str, optional
+        Receives every CSV path seen (relative to the site root), so the caller can copy them.
+
+    Examples
+    --------
+    >>> rewrite_csv_links('<a href="csv/icb/QAB/t/c.csv">CSV</a>', "../../../")
+    '<a href="../../../csv/icb/QAB/t/c.csv">CSV</a>'
+    """
+
+    def fix(match: re.Match) -> str:
+        if found is not None:
+            found.add(match.group("path"))
+        return f"{match.group('lead')}{prefix}{match.group('path')}"
+
+    for pattern in (_CSV_IN_HTML, _CSV_IN_MD_INLINE, _CSV_IN_MD_REF):
+        text = pattern.sub(fix, text)
+    return text
+
+
+def _join(source) -> str:
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _alt_from_cell(cell) -> str | None:
+    options = dict(
+        (m.group(1), m.group(2)) for m in _FIG_OPTION.finditer(_join(cell.get("source", "")))
+    )
+    for key in ("fig-alt", "fig-cap"):
+        if key in options:
+            value = options[key].strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            if value:
+                return value
+    alt = cell.get("metadata", {}).get("alt")
+    return str(alt) if alt else None
+
+
+def _ensure_alt_text(cell) -> None:
+    """Give every image output of a code cell alt text, and Quarto a ``fig-alt`` option."""
+    alts: list[str] = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") not in ("display_data", "execute_result"):
+            continue
+        metadata = output.setdefault("metadata", {})
+        for mime in IMAGE_MIMES:
+            if mime not in output.get("data", {}):
+                continue
+            per_mime = dict(metadata.get(mime) or {})
+            alt = per_mime.get("alt") or metadata.get("alt") or _alt_from_cell(cell) or MISSING_ALT
+            per_mime["alt"] = str(alt)
+            metadata[mime] = per_mime
+            alts.append(str(alt))
+    source = _join(cell.get("source", ""))
+    if len(alts) == 1 and not _FIG_ALT_OPTION.search(source):
+        # json.dumps gives a double-quoted string that is also valid YAML.
+        cell["source"] = f"#| fig-alt: {json.dumps(alts[0])}\n{source}"
+
+
+def prepare_notebook(
+    source: Path, title: str, depth: int
+) -> tuple[nbformat.NotebookNode, set[str]]:
+    """Read an executed notebook and adjust it for publishing (see the module notes).
+
+    Parameters
+    ----------
+    source : Path
+        The executed notebook.
+    title : str
+        Page title (plain text; escaped here for Markdown).
+    depth : int
+        Folders between the page and the site root (3 for ``orgs/<level>/<code>/``).
+
+    Returns
+    -------
+    notebook : nbformat.NotebookNode
+    csv_links : set of str
+        CSV paths (relative to the site root) that the notebook links to.
+    """
+    if depth < 0:
+        raise ValueError(f"The page depth must be 0 or more, not {depth}.")
+    nb = nbformat.read(str(source), as_version=4)
+    prefix = "../" * depth
+    found: set[str] = set()
+    meta: dict = {}
+    cells = list(nb.cells)
+    if cells and cells[0].cell_type == "raw" and _join(cells[0].source).lstrip().startswith("---"):
+        meta, _ = split_front_matter(_join(cells[0].source).lstrip())
+        cells = cells[1:]
+    meta["title"] = md_text(title)
+    kept = []
+    first_markdown = next((c for c in cells if c.cell_type == "markdown"), None)
+    if first_markdown is not None:
+        # The page title becomes the page's only <h1>; a notebook's own "# Title" would repeat it.
+        first_markdown.source = _LEADING_H1.sub("", _join(first_markdown.source), count=1)
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            cell.source = rewrite_csv_links(_join(cell.source), prefix, found)
+        elif cell.cell_type == "code":
+            outputs = []
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                    continue
+                for mime in ("text/html", "text/markdown"):
+                    if mime in output.get("data", {}):
+                        output["data"][mime] = rewrite_csv_links(
+                            _join(output["data"][mime]), prefix, found
+                        )
+                outputs.append(output)
+            cell.outputs = outputs
+            _ensure_alt_text(cell)
+        kept.append(cell)
+    header = nbformat.v4.new_raw_cell(front_matter(meta).rstrip() + "\n")
+    nb.cells = [header, *kept]
+    return nb, found
+
+
+@lru_cache(maxsize=1)
+def _exporter() -> HTMLExporter:
+    exporter = HTMLExporter(
+        template_name="moopt_fragment",
+        extra_template_basedirs=[str(TEMPLATE_DIR / "nbconvert")],
+    )
+    exporter.exclude_input = True  # code is in the executed notebook; readers see outputs
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.exclude_raw = True  # the front-matter cell is for Quarto
+    exporter.exclude_anchor_links = True  # unlabelled pilcrow links fail accessibility checks
+    return exporter
+
+
+def notebook_fragment(nb: nbformat.NotebookNode) -> str:
+    """Render a (prepared) notebook to an HTML fragment: outputs and Markdown, no code."""
+    body, _ = _exporter().from_notebook_node(nb)
+    return f'<div class="moopt-notebook">\n{body.strip()}\n</div>'

@@ -1,0 +1,690 @@
+"""Write the Quarto website project for one run (``out/quarto/``).
+
+The project is the single description of the site. ``quarto render`` turns
+it into HTML where Quarto is installed; moopt's built-in renderer
+(:mod:`moopt.site.render`) reads the very same page files otherwise, so the
+two sites show the same content.
+
+Layout of ``out/quarto/``::
+
+    _quarto.yml               base settings (repo-root _quarto.yml) + generated navigation
+    _moopt_site.json          page list, titles and breadcrumbs for the built-in renderer
+    index.qmd                 England overview, themes, organisations
+    orgs/index.qmd            every organisation with links to its theme pages
+    orgs/<level>/<code>/index.qmd
+    orgs/<level>/<code>/<theme>.ipynb   executed notebook (prepared, see moopt.site.notebooks)
+    orgs/<level>/<code>/<theme>.qmd     in its place when the notebook failed
+    themes/index.qmd, themes/<theme>.qmd
+    about.qmd
+    <section>.qmd + <extra page paths>  pages listed in manifest["extra_pages"]
+    csv/...                   chart downloads (published via project resources)
+
+Why the notebooks are not executed again: Quarto does not execute ``.ipynb``
+cells when rendering unless asked to (``--execute`` or ``execute: enabled:
+true``; quarto-web ``docs/computations/_jupyter-execute.md``, and
+quarto-dev/quarto-cli issue #5376 on the ``enabled`` option). The base
+config sets ``execute: enabled: false`` anyway so that no project-level
+setting can switch execution on. ``freeze`` only decides whether code is
+*re-executed* during a whole-project render
+(https://quarto.org/docs/projects/code-execution), so with nothing executed
+there is nothing to freeze; the generated ``.qmd`` pages have no code cells
+at all (they use Quarto's Markdown engine, which never starts a kernel).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+import nbformat
+import yaml
+
+from moopt.site.files import copy_file, fresh_temp_dir, swap_into_place
+from moopt.site.markdown import (
+    code_block,
+    front_matter,
+    html_text,
+    md_link,
+    md_text,
+    raw_html_block,
+    split_front_matter,
+)
+from moopt.site.notebooks import notebook_fragment, prepare_notebook
+from moopt.site.plan import (
+    DIRECTION_LABELS,
+    NotebookPage,
+    OrgInfo,
+    SitePlan,
+    group_orgs,
+    level_label,
+    org_index_url,
+    org_theme_url,
+    theme_url,
+)
+from moopt.site.style import render_template
+
+SITE_INFO_FILE = "_moopt_site.json"
+BANNER_FILE = "_banner.html"
+SCSS_FILE = "nhs.scss"
+
+# The repository's _quarto.yml, found when moopt is installed from a checkout (editable).
+REPO_BASE_CONFIG = Path(__file__).resolve().parents[3] / "_quarto.yml"
+
+# Used only when neither a base_config argument nor the repository's _quarto.yml is available.
+FALLBACK_BASE_CONFIG: dict = {
+    "project": {"type": "website", "output-dir": "../site"},
+    "lang": "en-GB",
+    "website": {"search": True, "bread-crumbs": True},
+    "format": {"html": {"theme": ["cosmo", SCSS_FILE], "toc": True, "notebook-links": False}},
+    "execute": {"enabled": False, "echo": False, "warning": False},
+}
+
+
+# --- small helpers ---
+
+
+def _rel(url: str, depth: int) -> str:
+    """A site-root-relative URL seen from a page ``depth`` folders below the root."""
+    return "../" * depth + url
+
+
+def _depth(output: str) -> int:
+    return len(PurePosixPath(output).parts) - 1
+
+
+def readable_time(stamp: str) -> str:
+    """ "2026-11-24T08:00:00Z" -> "24 November 2026, 08:00 UTC"; other text is returned as given."""
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        return stamp
+    offset = when.utcoffset()
+    zone = "" if offset is None else ("UTC" if not offset else when.strftime("UTC%z"))
+    return f"{when.day} {when:%B %Y, %H:%M} {zone}".strip()
+
+
+def _period_text(period: dict) -> str:
+    start, end = period.get("start"), period.get("end")
+    if start and end:
+        return f"{start} to {end}"
+    return str(start or end or "")
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """Merge ``extra`` into a copy of ``base``: nested dicts merge, everything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_base_config(base_config: Path | None = None) -> dict:
+    """Read the base Quarto settings.
+
+    Parameters
+    ----------
+    base_config : Path, optional
+        A ``_quarto.yml`` to start from. When it is not given, or does not
+        exist (callers pass ``<project dir>/_quarto.yml`` whether or not the
+        user's project has one), the repository's ``_quarto.yml`` is used when
+        moopt runs from a checkout, else :data:`FALLBACK_BASE_CONFIG`.
+
+    Raises
+    ------
+    ValueError
+        When the file exists but is not a YAML mapping.
+    """
+    for candidate in (base_config, REPO_BASE_CONFIG):
+        if candidate is not None and Path(candidate).is_file():
+            path = Path(candidate)
+            break
+    else:
+        return copy.deepcopy(FALLBACK_BASE_CONFIG)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"The base Quarto config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ValueError(f"The base Quarto config {path} must be a YAML mapping.")
+    return loaded
+
+
+# --- the page list ---
+
+
+class _Pages:
+    """Collects page files and their registry entries while the project is written."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.entries: list[dict] = []
+
+    def add(
+        self,
+        source: str,
+        title: str,
+        nav: str,
+        crumbs: list[tuple[str, str | None]],
+        kind: str = "markdown",
+        text: str | None = None,
+        notebook: nbformat.NotebookNode | None = None,
+    ) -> dict:
+        output = str(PurePosixPath(source).with_suffix(".html"))
+        path = self.root / source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if notebook is not None:
+            nbformat.write(notebook, str(path))
+        elif text is not None:
+            path.write_text(text, encoding="utf-8")
+        entry = {
+            "source": source,
+            "output": output,
+            "title": title,
+            "kind": kind,
+            "nav": nav,
+            "breadcrumbs": [{"label": label, "url": url} for label, url in crumbs],
+        }
+        self.entries.append(entry)
+        return entry
+
+
+HOME = ("Home", "index.html")
+ORGS = ("Organisations", "orgs/index.html")
+THEMES = ("Themes", "themes/index.html")
+
+
+# --- page bodies (Markdown; every data string goes through md_text / md_link) ---
+
+
+def _notice(kind: str, lines: list[str]) -> str:
+    role = ' role="alert"' if kind == "error" else ""
+    return "\n".join(
+        [
+            raw_html_block(f'<div class="moopt-notice moopt-notice--{kind}"{role}>'),
+            *lines,
+            "",
+            raw_html_block("</div>"),
+        ]
+    )
+
+
+def _failed_notice(plan: SitePlan, nb: NotebookPage) -> str:
+    org = plan.org(nb.org_level, nb.org_code)
+    theme = plan.theme(nb.theme)
+    return _notice(
+        "error",
+        [
+            "**This page failed to build.**",
+            "",
+            f"The {md_text(theme.title)} notebook for {md_text(org.label)} did not run to the end, "
+            "so its charts and tables are not shown. The error was:",
+            "",
+            code_block(nb.error or "No error message was recorded."),
+        ],
+    )
+
+
+def _org_lines(
+    plan: SitePlan, orgs: list[OrgInfo], depth: int, heading: int, with_themes: bool
+) -> list[str]:
+    lines: list[str] = []
+    for region, parents in group_orgs(orgs):
+        lines += [f"{'#' * heading} {md_text(region)}", ""]
+        for parent, members in parents:
+            if parent:
+                lines += [f"{'#' * (heading + 1)} {md_text(parent)}", ""]
+            for org in members:
+                item = f"- {md_link(org.label, _rel(org_index_url(org.level, org.code), depth))}"
+                if with_themes:
+                    links = []
+                    for nb in plan.notebooks_for_org(org.level, org.code):
+                        text = plan.theme(nb.theme).title + ("" if nb.ok else " (failed)")
+                        links.append(
+                            md_link(text, _rel(org_theme_url(org.level, org.code, nb.theme), depth))
+                        )
+                    if links:
+                        item += ": " + " · ".join(links)
+                lines.append(item)
+            lines.append("")
+    return lines
+
+
+def _theme_lines(plan: SitePlan, depth: int) -> list[str]:
+    lines = []
+    for theme in plan.themes.values():
+        pages = plan.notebooks_for_theme(theme.id)
+        failed = sum(not nb.ok for nb in pages)
+        count = f"{len(pages)} organisation{'s' if len(pages) != 1 else ''}"
+        if failed:
+            count += f", {failed} failed to build"
+        lines.append(f"- {md_link(theme.title, _rel(theme_url(theme.id), depth))} ({count})")
+    return lines + [""]
+
+
+def _listed_orgs(plan: SitePlan) -> list[OrgInfo]:
+    """Organisations that get a page: every one in the run except England, whose page is the
+    home page (England gets its own organisation page only if it has theme notebooks)."""
+    with_notebooks = {(nb.org_level, nb.org_code) for nb in plan.notebooks}
+    keys = set(plan.orgs) | with_notebooks
+    return [plan.org(*key) for key in sorted(keys) if key[0] != "england" or key in with_notebooks]
+
+
+def _index_body(plan: SitePlan, overview_html: str | None) -> str:
+    lines: list[str] = []
+    if overview_html is not None:
+        lines.append(raw_html_block(overview_html))
+    elif plan.overview is not None:
+        lines.append(_failed_notice(plan, plan.overview))
+    else:
+        lines += ["The England overview notebook was not part of this run.", ""]
+    lines += ["## Themes", ""] + _theme_lines(plan, 0)
+    orgs = _listed_orgs(plan)
+    lines += [
+        "## Organisations",
+        "",
+        f"{len(orgs)} organisations, grouped by region and parent organisation. "
+        "Each has a page per theme; "
+        f"{md_link('see all organisations with their theme pages', ORGS[1])}.",
+        "",
+    ]
+    lines += _org_lines(plan, orgs, 0, 3, with_themes=False)
+    return "\n".join(lines)
+
+
+def _org_body(plan: SitePlan, org: OrgInfo) -> str:
+    facts = [
+        f"**Organisation level:** {md_text(level_label(org.level))}",
+        f"**Code:** {md_text(org.code)}",
+    ]
+    if org.parent_name or org.parent_code:
+        facts.append(f"**Part of:** {md_text(org.parent_name or org.parent_code)}")
+    if org.region_name or org.region_code:
+        facts.append(f"**Region:** {md_text(org.region_name or org.region_code)}")
+    lines = ["  \n".join(facts), "", "## Theme pages", ""]
+    pages = plan.notebooks_for_org(org.level, org.code)
+    if not pages:
+        lines.append("No theme pages were built for this organisation in this run.")
+    for nb in pages:
+        theme = plan.theme(nb.theme)
+        note = "" if nb.ok else " (this page failed to build)"
+        lines.append(f"- {md_link(theme.title, nb.theme + '.html')}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def _theme_body(plan: SitePlan, theme_id: str) -> str:
+    theme = plan.theme(theme_id)
+    lines: list[str] = []
+    if theme.description.strip():
+        # Authored Markdown from the theme definition: keep its formatting, not raw HTML.
+        lines += [theme.description.replace("&", "&amp;").replace("<", "&lt;").strip(), ""]
+    if theme.indicators:
+        lines += [
+            "## Indicators",
+            "",
+            "| Indicator | Title | Better when | Unit |",
+            "|---|---|---|---|",
+        ]
+        for ind in theme.indicators:
+            direction = DIRECTION_LABELS.get(ind.get("improvement_direction"), "Not stated")
+            lines.append(
+                f"| {md_text(ind.get('id', ''))} | {md_text(ind.get('title', ''))} | "
+                f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} |"
+            )
+        lines.append("")
+    lines += ["## Pages for each organisation", ""]
+    pages = plan.notebooks_for_theme(theme_id)
+    if not pages:
+        lines.append("No organisation pages were built for this theme in this run.")
+    for nb in pages:
+        org = plan.org(nb.org_level, nb.org_code)
+        note = "" if nb.ok else " (this page failed to build)"
+        lines.append(
+            f"- {md_link(org.label, _rel(org_theme_url(org.level, org.code, theme_id), 1))}{note}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _about_body(plan: SitePlan) -> str:
+    level = f" ({md_text(level_label(plan.org_level))})" if plan.org_level else ""
+    lines = [
+        "## What this site is",
+        "",
+        f"This site shows medicines optimisation indicators for each organisation{level} in "
+        "England, each set against national deciles and the national median. It is meant to help "
+        "prescribers, pharmacists and commissioners spot variation worth talking about locally. "
+        "It is not a league table: an organisation far from the median may have good reasons for "
+        "it, and the figures are a starting point for questions, not a verdict.",
+        "",
+        f"Data period: {md_text(_period_text(plan.period) or 'not recorded')}. "
+        f"Built by moopt {md_text(plan.version or 'unknown version')} on "
+        f"{md_text(readable_time(plan.generated_at) or 'an unrecorded date')}.",
+        "",
+        "Every chart has a CSV download of the figures it plots, linked beneath it.",
+        "",
+        "## Data sources",
+        "",
+    ]
+    if plan.data_description:
+        lines += [md_text(plan.data_description), ""]
+    if plan.synthetic:
+        lines += [
+            "**The data on this site are synthetic.** " + md_text(plan.data_notice),
+            "",
+            "The organisations, codes and figures are generated by moopt to exercise the "
+            "dashboards; they are fictional and any likeness to a real organisation is chance.",
+            "",
+        ]
+    if plan.data_sources:
+        for source in plan.data_sources:
+            if isinstance(source, dict):
+                text = md_text(source.get("name", ""))
+                if source.get("licence"):
+                    text += f" ({md_text(source['licence'])})"
+            else:
+                text = md_text(source)
+            lines.append(f"- {text}")
+        lines.append("")
+    else:
+        lines += [
+            "With real data, moopt reads these published sources:",
+            "",
+            "- English Prescribing Dataset, NHS Business Services Authority "
+            "(monthly prescribing by practice)",
+            "- Patients Registered at a GP Practice, NHS England (list sizes by age and sex)",
+            "- Organisation Data Service reference files "
+            "(practices, PCNs, sub-ICB locations, ICBs, regions)",
+            "",
+            "These are published under the Open Government Licence v3.0.",
+            "",
+        ]
+    lines += [
+        "## Accessibility statement",
+        "",
+        "We want as many people as possible to be able to use this site. It aims to meet the Web "
+        "Content Accessibility Guidelines (WCAG) 2.2 at level AA. You should be able to:",
+        "",
+        "- move through every page with a keyboard alone, starting from the skip link;",
+        "- zoom to 400% without losing content;",
+        "- read every chart through its text description, and get its figures as a CSV file;",
+        "- use the site with a screen reader (pages use headings, landmarks and labelled "
+        "navigation).",
+        "",
+        "Known limits: charts are images, so their detail is in the text description and the CSV "
+        "rather than in the picture itself; tables copied from notebooks may be wide on small "
+        "screens.",
+        "",
+    ]
+    if plan.contact:
+        lines += [f"If you find a problem, please tell us: {md_text(plan.contact)}.", ""]
+    else:
+        lines += [
+            "If you find a problem, please report it to the team that published this site.",
+            "",
+        ]
+    prepared = readable_time(plan.generated_at) or "the date of this build"
+    lines += [f"This statement was prepared on {md_text(prepared)}, when the site was built.", ""]
+    return "\n".join(lines)
+
+
+def _section_body(plan: SitePlan, slug: str) -> str:
+    lines = []
+    for page in plan.extra_pages:
+        if page.slug == slug:
+            lines.append(f"- {md_link(page.title, str(page.path.with_suffix('.html')))}")
+    return "\n".join(lines) + "\n"
+
+
+# --- the whole project ---
+
+
+def _navigation(plan: SitePlan) -> list[dict]:
+    nav = [
+        {"label": "Home", "url": "index.html", "key": "home", "source": "index.qmd"},
+        {"label": "Organisations", "url": ORGS[1], "key": "orgs", "source": "orgs/index.qmd"},
+        {"label": "Themes", "url": THEMES[1], "key": "themes", "source": "themes/index.qmd"},
+    ]
+    for slug, section in plan.sections().items():
+        nav.append(
+            {
+                "label": section,
+                "url": f"{slug}.html",
+                "key": f"section:{slug}",
+                "source": f"{slug}.qmd",
+            }
+        )
+    nav.append({"label": "About", "url": "about.html", "key": "about", "source": "about.qmd"})
+    return nav
+
+
+def _quarto_config(
+    plan: SitePlan, base: dict, pages: list[dict], nav: list[dict], orgs: list[OrgInfo]
+) -> dict:
+    # Navigation labels and the footer use entity escaping only (html_text): Quarto may show
+    # them as Markdown or insert them as HTML, and entities are safe and readable either way.
+    footer = html_text(f"Built {readable_time(plan.generated_at)} by moopt {plan.version}")
+    sidebar_orgs = [
+        {
+            "text": html_text(org.label),
+            "href": org_index_url(org.level, org.code).replace(".html", ".qmd"),
+        }
+        for org in sorted(orgs, key=lambda o: (o.name, o.code))
+    ]
+    sidebar_themes = [
+        {"text": html_text(t.title), "href": f"themes/{t.id}.qmd"} for t in plan.themes.values()
+    ]
+    generated = {
+        "project": {
+            "type": "website",
+            "output-dir": "../site",
+            "render": [page["source"] for page in pages],
+            "resources": sorted(
+                set(base.get("project", {}).get("resources", []) or []) | {"csv/**"}
+            ),
+        },
+        "website": {
+            "title": html_text(plan.title),
+            "navbar": {
+                "left": [{"text": html_text(item["label"]), "href": item["source"]} for item in nav]
+            },
+            "sidebar": [
+                {
+                    "style": "docked",
+                    "contents": [
+                        {"section": "Themes", "contents": sidebar_themes},
+                        {"section": "Organisations", "contents": sidebar_orgs},
+                    ],
+                }
+            ],
+            "page-footer": {
+                "left": footer,
+                "right": html_text(f"Data period {_period_text(plan.period)}"),
+            },
+        },
+    }
+    config = deep_merge(base, generated)
+    if plan.synthetic:
+        html = config.setdefault("format", {}).setdefault("html", {})
+        before = html.get("include-before-body") or []
+        before = [before] if isinstance(before, str) else list(before)
+        html["include-before-body"] = [*before, BANNER_FILE]
+    return config
+
+
+def write_project(plan: SitePlan, project_dir: Path, base_config: Path | None = None) -> dict:
+    """Write the Quarto project for ``plan`` into ``project_dir`` (replacing it as a whole).
+
+    Parameters
+    ----------
+    plan : SitePlan
+        From :func:`moopt.site.plan.plan_site`.
+    project_dir : Path
+        Usually ``out/quarto``. Written into a temporary sibling, then swapped into place.
+    base_config : Path, optional
+        The ``_quarto.yml`` to start from (see :func:`load_base_config`).
+
+    Returns
+    -------
+    dict
+        The site description also written to ``_moopt_site.json``: ``site`` (title,
+        notice, navigation...), ``pages`` (one entry per page) and ``missing_csv``.
+    """
+    project_dir = Path(project_dir)
+    base = load_base_config(base_config)
+    tmp = fresh_temp_dir(project_dir)
+    try:
+        info = _write_into(plan, tmp, base)
+        swap_into_place(tmp, project_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
+    pages = _Pages(root)
+    csv_wanted: set[str] = set()
+    orgs = _listed_orgs(plan)
+    nav = _navigation(plan)
+
+    # Home: the England overview notebook, pre-rendered to HTML so that a .qmd can hold it.
+    overview_html = None
+    if plan.overview is not None and plan.overview.ok:
+        nb, found = prepare_notebook(plan.overview.source, "England overview", depth=0)
+        csv_wanted |= found | {str(c) for c in plan.overview.csv}
+        overview_html = notebook_fragment(nb)
+    pages.add(
+        "index.qmd",
+        plan.title,
+        "home",
+        [("Home", None)],
+        text=front_matter({"title": md_text(plan.title)}) + _index_body(plan, overview_html),
+    )
+
+    pages.add(
+        "orgs/index.qmd",
+        "Organisations",
+        "orgs",
+        [HOME, ("Organisations", None)],
+        text=front_matter({"title": "Organisations"})
+        + "Every organisation in this run, with links to its theme pages.\n\n"
+        + "\n".join(_org_lines(plan, orgs, 1, 2, with_themes=True)),
+    )
+
+    for org in orgs:
+        base_dir = f"orgs/{org.level}/{org.code}"
+        org_crumb = (org.name, org_index_url(org.level, org.code))
+        pages.add(
+            f"{base_dir}/index.qmd",
+            org.label,
+            "orgs",
+            [HOME, ORGS, (org.name, None)],
+            text=front_matter({"title": md_text(org.label)}) + _org_body(plan, org),
+        )
+        for nb in plan.notebooks_for_org(org.level, org.code):
+            theme = plan.theme(nb.theme)
+            title = f"{theme.title}: {org.name}"
+            crumbs = [HOME, ORGS, org_crumb, (theme.title, None)]
+            if nb.ok:
+                notebook, found = prepare_notebook(nb.source, title, depth=3)
+                csv_wanted |= found | {str(c) for c in nb.csv}
+                pages.add(
+                    f"{base_dir}/{nb.theme}.ipynb",
+                    title,
+                    "orgs",
+                    crumbs,
+                    kind="notebook",
+                    notebook=notebook,
+                )
+            else:
+                pages.add(
+                    f"{base_dir}/{nb.theme}.qmd",
+                    title,
+                    "orgs",
+                    crumbs,
+                    text=front_matter({"title": md_text(title)}) + _failed_notice(plan, nb),
+                )
+
+    pages.add(
+        "themes/index.qmd",
+        "Themes",
+        "themes",
+        [HOME, ("Themes", None)],
+        text=front_matter({"title": "Themes"}) + "\n".join(_theme_lines(plan, 1)),
+    )
+    for theme in plan.themes.values():
+        pages.add(
+            f"themes/{theme.id}.qmd",
+            theme.title,
+            "themes",
+            [HOME, THEMES, (theme.title, None)],
+            text=front_matter({"title": md_text(theme.title)}) + _theme_body(plan, theme.id),
+        )
+
+    for slug, section in plan.sections().items():
+        pages.add(
+            f"{slug}.qmd",
+            section,
+            f"section:{slug}",
+            [HOME, (section, None)],
+            text=front_matter({"title": md_text(section)}) + _section_body(plan, slug),
+        )
+    for extra in plan.extra_pages:
+        meta, body = split_front_matter(extra.source.read_text(encoding="utf-8"))
+        meta.setdefault("title", md_text(extra.title))
+        pages.add(
+            str(extra.path),
+            extra.title,
+            f"section:{extra.slug}",
+            [HOME, (extra.section, f"{extra.slug}.html"), (extra.title, None)],
+            text=front_matter(meta) + body,
+        )
+
+    pages.add(
+        "about.qmd",
+        "About this site",
+        "about",
+        [HOME, ("About", None)],
+        text=front_matter({"title": "About this site"}) + _about_body(plan),
+    )
+
+    missing = []
+    for rel in sorted(csv_wanted):
+        source = plan.out / rel
+        if source.is_file():
+            copy_file(source, root / rel)
+        else:
+            missing.append(rel)
+
+    (root / SCSS_FILE).write_text(render_template("quarto/nhs.scss.j2"), encoding="utf-8")
+    if plan.synthetic:
+        (root / BANNER_FILE).write_text(
+            render_template("banner.html.j2", notice=plan.data_notice), encoding="utf-8"
+        )
+    config = _quarto_config(plan, base, pages.entries, nav, orgs)
+    (root / "_quarto.yml").write_text(
+        "# Generated by moopt.site from the repository's _quarto.yml; edits here are overwritten.\n"
+        + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
+        encoding="utf-8",
+    )
+    info = {
+        "site": {
+            "title": plan.title,
+            "synthetic": plan.synthetic,
+            "data_notice": plan.data_notice,
+            "generated_at": plan.generated_at,
+            "generated_text": readable_time(plan.generated_at),
+            "version": plan.version,
+            "period_text": _period_text(plan.period),
+            "nav": nav,
+        },
+        "pages": pages.entries,
+        "missing_csv": missing,
+    }
+    (root / SITE_INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    return info

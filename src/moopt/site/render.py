@@ -1,0 +1,90 @@
+"""moopt's built-in renderer: the Quarto project to a static HTML site, without Quarto.
+
+It reads the project :func:`moopt.site.project.write_project` wrote: Markdown
+pages (``.qmd``/``.md``) lose their YAML front matter and go through mistune,
+notebook pages (``.ipynb``) go through nbconvert with code hidden, and every
+page is wrapped in one NHS-styled shell (``templates/page.html.j2``) with the
+header, navigation, skip link, breadcrumb, synthetic-data banner and footer.
+Titles and breadcrumbs come from ``_moopt_site.json`` as plain text and are
+escaped by Jinja2's autoescape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import nbformat
+from markupsafe import Markup
+
+from moopt.site.files import copy_tree
+from moopt.site.markdown import render_markdown, split_front_matter
+from moopt.site.notebooks import notebook_fragment
+from moopt.site.project import SITE_INFO_FILE
+from moopt.site.style import environment, render_template
+
+# moopt's progress convention: a callable taking one plain-English message.
+Progress = Callable[[str], None]
+
+
+def read_site_info(project_dir: Path) -> dict:
+    """Read ``_moopt_site.json`` from a project written by moopt."""
+    path = Path(project_dir) / SITE_INFO_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{project_dir} is not a project written by moopt.site ({SITE_INFO_FILE} is missing)."
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def page_body(project_dir: Path, page: dict) -> str:
+    """HTML of one page's content (no shell)."""
+    source = Path(project_dir) / page["source"]
+    if page["kind"] == "notebook":
+        return notebook_fragment(nbformat.read(str(source), as_version=4))
+    _, body = split_front_matter(source.read_text(encoding="utf-8"))
+    return render_markdown(body)
+
+
+def render_builtin(
+    project_dir: Path, site_dir: Path, progress: Progress | None = None
+) -> list[str]:
+    """Render every page of the project into ``site_dir``.
+
+    Parameters
+    ----------
+    project_dir : Path
+        The Quarto project (``out/quarto``).
+    site_dir : Path
+        An empty folder to write the site into.
+    progress : callable, optional
+        Called with a one-line message (e.g. ``"site: 120/966 pages rendered"``)
+        about every tenth of the pages and after the last one.
+
+    Returns
+    -------
+    list of str
+        Site-root-relative paths of the pages written.
+    """
+    project_dir, site_dir = Path(project_dir), Path(site_dir)
+    info = read_site_info(project_dir)
+    template = environment().get_template("page.html.j2")
+    written = []
+    total = len(info["pages"])
+    report_every = max(1, total // 10)
+    for done, page in enumerate(info["pages"], start=1):
+        body = page_body(project_dir, page)
+        depth = len(PurePosixPath(page["output"]).parts) - 1
+        html = template.render(site=info["site"], page=page, root="../" * depth, body=Markup(body))
+        target = site_dir / page["output"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+        written.append(page["output"])
+        if progress is not None and (done % report_every == 0 or done == total):
+            progress(f"site: {done}/{total} pages rendered")
+    copy_tree(project_dir / "csv", site_dir / "csv")
+    assets = site_dir / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "moopt.css").write_text(render_template("moopt.css.j2"), encoding="utf-8")
+    return written

@@ -1,0 +1,45 @@
+"""Run parameters: defaults, overrides and plain messages for bad values."""
+
+import pytest
+
+from moopt.config import ParameterError, load_config
+
+
+def test_default_file_is_valid(tmp_path):
+    config = load_config("parameters/default.yml", project_dir=tmp_path)
+    assert config.org_level == "sub_icb" and config.org_codes is None and config.themes is None
+    assert config.store_path == tmp_path / "outputs" / "store" / "moopt.duckdb"
+
+
+def test_command_line_overrides_win(tmp_path):
+    config = load_config("parameters/default.yml", project_dir=tmp_path, overrides={
+        "organisations": {"codes": "A1B,C2D", "level": "icb"}, "themes": "safety", "workers": 3})
+    assert config.org_codes == ["A1B", "C2D"] and config.org_level == "icb"
+    assert config.themes == ["safety"] and config.workers == 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"organisations": {"level": "ccg_only"}}, "organisations.level 'ccg_only'"),
+    ({"organisations": {"codes": ["../etc"]}}, "letters or digits"),
+    ({"period": {"end": "Sept 2026"}}, "period.end"),
+    ({"themes": ["Antimicrobials!"]}, "is not a theme id"),
+    ({"workers": 0}, "workers"),
+    ({"data": {"source": "files"}}, "data.epd"),
+    ({"data": {"max_reject_share": 2}}, "max_reject_share"),
+    ({"renderer": "pdf"}, "renderer"),
+])
+def test_bad_parameters_get_clear_messages(tmp_path, override, message):
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config("parameters/default.yml", project_dir=tmp_path, overrides=override)
+
+
+def test_unknown_section_and_bad_yaml_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("organisation: {level: sub_icb}\n")
+    with pytest.raises(ParameterError, match="bad.yml: unknown parameter"):
+        load_config(bad, project_dir=tmp_path)
+    bad.write_text("period: [unclosed\n")
+    with pytest.raises(ParameterError, match="not valid YAML"):
+        load_config(bad, project_dir=tmp_path)
+    with pytest.raises(ParameterError, match="does not exist"):
+        load_config(tmp_path / "missing.yml", project_dir=tmp_path)

@@ -1,0 +1,35 @@
+"""The notebook runner: parallel papermill runs that survive a failing notebook."""
+
+import json
+
+import nbformat
+
+from moopt.runner import NotebookJob, run_notebooks
+
+
+def make_notebook(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("value = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return str(path)
+
+
+def test_failures_are_collected_and_others_finish(tmp_path):
+    good = make_notebook(tmp_path / "good.ipynb", "print(value * 2)")
+    bad = make_notebook(tmp_path / "bad.ipynb", "raise RuntimeError(f'broken for {value}')")
+    out = tmp_path / "outputs"
+    jobs = [NotebookJob("sub_icb", "A1", "theme", good, str(out / "notebooks/sub_icb/A1/theme.ipynb"), {"value": 21}),
+            NotebookJob("sub_icb", "B2", "theme", bad, str(out / "notebooks/sub_icb/B2/theme.ipynb"), {"value": 5})]
+    messages = []
+    results = run_notebooks(jobs, out, workers=2, progress=messages.append)
+    assert [r.status for r in results] == ["ok", "failed"]
+    assert "RuntimeError" in results[1].error and "broken for 5" in results[1].error
+    executed = json.loads((out / "notebooks/sub_icb/A1/theme.ipynb").read_text())
+    assert "42" in json.dumps(executed["cells"][-1]["outputs"])  # the injected parameter was used
+    # The failed notebook is kept under a name that says so, never as the finished notebook.
+    assert not (out / "notebooks/sub_icb/B2/theme.ipynb").exists()
+    assert (out / "notebooks/sub_icb/B2/theme.failed.ipynb").exists()
+    assert len(messages) == 2 and any("FAILED" in m for m in messages)
