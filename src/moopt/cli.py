@@ -37,6 +37,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over.setdefault("period", {})["end"] = args.period_end
     if getattr(args, "workers", None):
         over["workers"] = args.workers
+    if getattr(args, "runner", None):
+        over["runner"] = args.runner
     if getattr(args, "renderer", None):
         over["renderer"] = args.renderer
     if getattr(args, "outputs", None):
@@ -154,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: latest in the data)")
     sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
     sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
+    sp.add_argument("--runner", choices=["warm", "papermill"],
+                    help="warm: one kernel per worker, reused (default); papermill: a new kernel each")
     sp.add_argument("--synthetic-scale", choices=["national", "small"],
                     help="regenerate synthetic data at this scale if the current set differs")
     sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")

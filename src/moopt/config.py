@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "outputs": "outputs",
     "workers": 2,
     "renderer": "auto",
+    "runner": "warm",
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -76,6 +77,7 @@ class RunConfig:
     outputs_dir: Path
     workers: int
     renderer: str
+    runner: str
     raw: dict[str, Any] = field(default_factory=dict)
     params_file: Path | None = None
 
@@ -229,6 +231,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     workers = p["workers"]
     if not isinstance(workers, int) or workers < 1:
         fail(f"workers must be a whole number of 1 or more, not {workers!r}.")
+    if p["runner"] not in ("warm", "papermill"):
+        fail(f"runner must be warm (one kernel per worker, reused) or papermill, not {p['runner']!r}.")
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
@@ -266,6 +270,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         outputs_dir=outputs if outputs.is_absolute() else project / outputs,
         workers=workers,
         renderer=p["renderer"],
+        runner=p["runner"],
         raw=p,
         params_file=params_file,
     )

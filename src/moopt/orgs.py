@@ -21,6 +21,16 @@ ORG_LEVEL_LABELS: dict[str, str] = {
     "england": "England",
 }
 
+# Plural forms for running text ("higher than 40% of sub-ICB locations").
+ORG_LEVEL_PLURALS: dict[str, str] = {
+    "practice": "GP practices",
+    "pcn": "primary care networks",
+    "sub_icb": "sub-ICB locations",
+    "icb": "integrated care boards",
+    "region": "NHS England regions",
+    "england": "England",
+}
+
 # Column of the organisation table that holds each level's code and name.
 ORG_LEVEL_COLUMNS: dict[str, tuple[str, str]] = {
     "practice": ("practice_code", "practice_name"),

@@ -23,6 +23,7 @@ from moopt import __version__
 from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
+from moopt.methodology import write_methodology
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.runner import NotebookJob, NotebookResult, run_notebooks
 from moopt.store import IngestReport, Store, ingest_files
@@ -295,7 +296,8 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
     say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x {len(themes)} themes "
         f"+ England overview) on {config.workers} workers")
     t = time.perf_counter()
-    result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say)
+    result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
+                                     mode=config.runner)
     result.seconds["notebooks"] = time.perf_counter() - t
 
     manifest = {
@@ -321,6 +323,7 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         "notebooks": [r.to_dict() for r in result.notebooks],
         "ingest": [vars(r) for r in result.ingest],
         "engine": engine_info,
+        "extra_pages": write_methodology(config.outputs_dir),
     }
     write_json_atomic(config.outputs_dir / "run_manifest.json", manifest)
 

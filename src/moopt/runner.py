@@ -89,9 +89,89 @@ def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> N
                           round(time.perf_counter() - started, 2), csv)
 
 
+# -- warm kernels ----------------------------------------------------------------------------------
+# Starting a kernel and importing the scientific stack costs seconds per notebook. In "warm" mode
+# each worker process keeps one kernel for all its notebooks: papermill still parameterises each
+# notebook (the same injected-parameters cell as a papermill run) and nbclient executes it, after
+# the kernel's namespace is reset so that no notebook sees another's variables.
+
+_WARM_CLIENT = None
+_RESET_SOURCE = "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt"
+
+
+def _warm_client(cwd: str | None):
+    global _WARM_CLIENT
+    if _WARM_CLIENT is None:
+        import nbformat
+        from nbclient import NotebookClient
+
+        _WARM_CLIENT = NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3", timeout=1800,
+                                      resources={"metadata": {"path": cwd or os.getcwd()}})
+    return _WARM_CLIENT
+
+
+def _drop_warm_client() -> None:
+    global _WARM_CLIENT
+    if _WARM_CLIENT is not None:
+        try:
+            _WARM_CLIENT._cleanup_kernel()
+        except Exception:  # noqa: BLE001 - a dead kernel cannot be shut down cleanly
+            pass
+    _WARM_CLIENT = None
+
+
+def execute_job_warm(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> NotebookResult:
+    """Execute one notebook job in this worker's long-lived kernel."""
+    import nbformat
+    import papermill
+
+    started = time.perf_counter()
+    output = Path(job.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.ipynb")
+    failed_copy = output.with_name(output.stem + ".failed.ipynb")
+    csv_dir = Path(outputs_dir) / "csv" / job.org_level / job.org_code / job.theme
+    nb = None
+    try:
+        # papermill parameterises exactly as in a papermill run, without executing.
+        nb = papermill.execute_notebook(job.template, str(tmp), parameters=job.parameters,
+                                        prepare_only=True, kernel_name="python3", progress_bar=False)
+        client = _warm_client(cwd)
+        client.nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_RESET_SOURCE)])
+        client.execute(cleanup_kc=False)
+        client.nb = nb
+        client.execute(cleanup_kc=False)
+        nbformat.write(nb, tmp)
+        os.replace(tmp, output)
+        failed_copy.unlink(missing_ok=True)
+        status, error = "ok", None
+    except BaseException as exc:  # noqa: BLE001 - any failure is reported, never fatal to the run
+        status, error = "failed", _short_error(exc)
+        if nb is not None:
+            nbformat.write(nb, failed_copy)  # the notebook as far as it ran, with the error
+        output.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        if not getattr(exc, "ename", None):  # not a cell error: the kernel itself may be broken
+            _drop_warm_client()
+    csv = sorted(str(p.relative_to(outputs_dir)) for p in csv_dir.glob("*.csv")) if csv_dir.exists() else []
+    rel = str(output.relative_to(outputs_dir)) if output.is_relative_to(outputs_dir) else str(output)
+    return NotebookResult(job.org_level, job.org_code, job.theme, rel, status, error,
+                          round(time.perf_counter() - started, 2), csv)
+
+
+EXECUTORS = {"warm": execute_job_warm, "papermill": execute_job}
+
+
 def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, cwd: Path | None = None,
-                  progress=None) -> list[NotebookResult]:
-    """Execute every job, ``workers`` at a time, reporting progress as each finishes."""
+                  progress=None, mode: str = "warm") -> list[NotebookResult]:
+    """Execute every job, ``workers`` at a time, reporting progress as each finishes.
+
+    ``mode`` is ``"warm"`` (one kernel per worker, reused; the default) or ``"papermill"``
+    (``papermill.execute_notebook`` with a fresh kernel per notebook).
+    """
+    if mode not in EXECUTORS:
+        raise ValueError(f"Unknown notebook runner mode {mode!r}: use warm or papermill.")
+    execute = EXECUTORS[mode]
     say = progress or (lambda msg: None)
     results: list[NotebookResult] = []
     if not jobs:
@@ -100,7 +180,7 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
     total = len(jobs)
     out = str(Path(outputs_dir).resolve())
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(execute_job, job, out, str(cwd) if cwd else None): job for job in jobs}
+        futures = {pool.submit(execute, job, out, str(cwd) if cwd else None): job for job in jobs}
         for done, future in enumerate(as_completed(futures), 1):
             job = futures[future]
             try:

@@ -1,0 +1,149 @@
+"""Methodology pages generated from the indicator definitions.
+
+Nothing is written twice: each page is made from the same YAML definition
+the engine computes from and the notebooks label their charts with. Pages
+are Markdown files under ``outputs/pages/methodology/`` that the site
+builder renders with the rest of the site.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from moopt.indicators.definitions import MEASURE_LABELS, Component, Indicator, load_indicators, load_themes
+
+DIRECTION_TEXT = {
+    "decrease": "Lower values are generally preferable (improvement direction: decrease).",
+    "increase": "Higher values are generally preferable (improvement direction: increase).",
+    "neutral": "No direction is preferred (improvement direction: neutral); the value describes variation.",
+}
+INTERVAL_TEXT = {
+    "proportion": "Wilson score intervals (a proportion of items).",
+    "rate": "Exact Poisson intervals for fewer than 10 items, Byar's method from 10 (a count per population).",
+    "ratio": "The count interval of the items (exact Poisson below 10, Byar from 10) divided by the STAR-PU "
+             "(observed over expected).",
+    "none": "None: ADQs, quantities and costs are not counts, so percentiles and overdispersion-adjusted funnel "
+            "limits are used instead.",
+}
+
+
+def _text(value: str) -> str:
+    """Definition text for Markdown: HTML-escaped so stray angle brackets stay text."""
+    return html.escape(" ".join(str(value).split()), quote=False)
+
+
+def _codes(component: Component) -> list[str]:
+    lines = []
+    cs = component.code_set
+    thresholds = dict(cs.quantity_per_item_above)
+    for pattern in cs.codes:
+        prefix, _, suffix = pattern.partition("*")
+        text = f"`{prefix}`" + (f" with strength suffix `{suffix}`" if suffix else "")
+        if pattern in thresholds:
+            text += f", only where the quantity per item is more than {thresholds[pattern]:g}"
+        lines.append(f"- {text}")
+    for pattern in cs.exclude:
+        lines.append(f"- excluding `{pattern.replace('*', '...')}`")
+    return lines
+
+
+def _component(title: str, component: Component) -> list[str]:
+    lines = [f"### {title}", "", _text(component.description), ""]
+    if component.type == "prescribing":
+        lines += [f"Measure: {MEASURE_LABELS[component.measure]}. BNF codes (prefixes):", "", *_codes(component), ""]
+    elif component.type == "list_size":
+        band = ""
+        if component.age_from is not None or component.age_to is not None:
+            band = f" aged {component.age_from or 0} to {component.age_to if component.age_to else 'any age'}"
+        lines += [f"Registered patients{band}, from NHS Digital list sizes for the same month "
+                  "(the average over the 12 months for a 12-month value).", ""]
+    else:
+        lines += [f"STAR-PU: the sum over age and sex bands of registered patients times the 2013 "
+                  f"`{component.star_pu_group}` weight for the band (the average list over the 12 months for a "
+                  "12-month value).", ""]
+    return lines
+
+
+def indicator_page(ind: Indicator, theme_title: str) -> str:
+    lines = [
+        f"# {ind.id}: {_text(ind.title)}", "",
+        f"**Theme:** {_text(theme_title)} · **Status:** {ind.status} · **Unit:** {_text(ind.unit)}", "",
+        "## What it measures", "", _text(ind.description), "",
+        "## Why it matters", "", _text(ind.why_it_matters), "",
+        "## How it is calculated", "",
+        f"Value = numerator ÷ denominator × {ind.multiplier:g}, for each organisation as the sum of its practices' "
+        "numerators over the sum of their denominators (never an average of practice values). Monthly values and "
+        "12-month rolling values are both calculated.", "",
+        *_component("Numerator", ind.numerator),
+        *_component("Denominator", ind.denominator),
+        "## Reading the value", "",
+        DIRECTION_TEXT[ind.improvement_direction], "",
+    ]
+    if ind.national_expectation:
+        lines += [f"National expectation: {_text(ind.national_expectation)}", ""]
+    lines += [f"Confidence intervals: {INTERVAL_TEXT[ind.value_kind]}", "",
+              f"Seasonal: {'yes: compare 12-month values, or seasonally adjusted monthly values' if ind.seasonal else 'no'}.", ""]
+    lines += ["## Caveats", "", *[f"- {_text(c)}" for c in ind.caveats], ""]
+    lines += ["## Source and review", "", f"- Source: {_text(ind.source)}"]
+    lines += [f"- Reference: {_text(r)}" for r in ind.references]
+    lines += [f"- Authored by: {_text(ind.authored_by)}", f"- Checked by: {_text(ind.checked_by)}",
+              f"- Date reviewed: {ind.date_reviewed}", f"- Next review: {ind.next_review}", ""]
+    return "\n".join(lines)
+
+
+def methods_page() -> str:
+    return "\n".join([
+        "# How moopt calculates and compares", "",
+        "## Data", "",
+        "Prescribing comes from the English Prescribing Dataset (one row per practice, month, BNF presentation "
+        "and quantity per item); registered patients from NHS Digital's quinary age and sex list sizes; the "
+        "practice to PCN, sub-ICB location, ICB and region mapping from NHS Digital's practice mapping file. "
+        "Every file is validated when it is loaded: rows that fail are kept aside with the reason, and each run "
+        "reports rows read, accepted and rejected.", "",
+        "## Organisations", "",
+        "Values are calculated for practices, primary care networks, sub-ICB locations, ICBs, regions and England. "
+        "An organisation's value is the sum of its practices' numerators divided by the sum of their denominators. "
+        "A practice without a list size in a month is left out of both sums for population-based indicators that "
+        "month.", "",
+        "## Periods", "",
+        "Monthly values, and 12-month rolling values ending in each month: numerators summed over the 12 months; "
+        "prescribing denominators summed; population denominators averaged (the STAR-PU of the average list).", "",
+        "## Percentiles and deciles", "",
+        "Within each indicator, organisation level and period, organisations with a value are ranked: percentile = "
+        "(rank − 1) ÷ (number of organisations − 1) × 100, ties taking the lowest rank. National deciles are the "
+        "10th to 90th percentiles of the values, by linear interpolation. This follows OpenPrescribing.", "",
+        "## Reading the charts", "",
+        "- **Trend**: the organisation (solid blue line with markers) against the national deciles (dotted grey), "
+        "the national median (dashed black) and England (dash-dot). Half of organisations lie between the 25th "
+        "and 75th percentiles; the deciles show how wide the spread is.",
+        "- **Position among peers**: every organisation at the same level in the latest 12 months, ranked, with "
+        "this organisation marked by shape, colour and a label, and England as a reference line.",
+        "- **Practices**: the organisation's practices by value and by size of denominator. Small practices vary "
+        "more by chance, so a funnel shape is expected; the three most extreme practices are labelled.", "",
+        "Every chart has alt text, a caption and a CSV download of exactly what it plots.", "",
+        "## What the comparisons mean", "",
+        "The dashboard describes variation to start local discussion. It sets no targets and is not a league "
+        "table. Prescribing data are overdispersed: with large denominators almost every difference is "
+        "statistically significant, so a statistical difference is not necessarily an important one.", "",
+    ])
+
+
+def write_methodology(out: Path, indicators: list[Indicator] | None = None) -> list[dict]:
+    """Write the methodology pages under ``out/pages/methodology``; return manifest entries."""
+    indicators = indicators if indicators is not None else load_indicators()
+    themes = {t.id: t.title for t in load_themes()}
+    folder = Path(out) / "pages" / "methodology"
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = [("methods.md", "How values are calculated and compared", methods_page())]
+    pages += [(f"{ind.id}.md", f"{ind.id}: {ind.short_title}", indicator_page(ind, themes.get(ind.theme, ind.theme)))
+              for ind in indicators]
+    entries = []
+    for name, title, text in pages:
+        target = folder / name
+        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+        entries.append({"path": f"methodology/{name}", "title": title, "section": "Methodology"})
+    return entries

@@ -1,0 +1,1 @@
+"""Readers and generators for the published data moopt uses (prescribing, list sizes, organisations)."""

@@ -1,0 +1,461 @@
+"""Percentiles, national deciles and rankings (OpenPrescribing conventions).
+
+An organisation's percentile in a period is its position among organisations
+of the same level with a value for the same indicator, period and period
+type: ``(rank_min - 1) / (n - 1) x 100`` where ``rank_min`` gives tied values
+the lowest rank, as SQL ``PERCENT_RANK``. National deciles are the linearly
+interpolated 10th..90th percentiles of the same values (``PERCENTILE_CONT``,
+NumPy's default ``linear`` method).
+
+The work is done with one sort of (group, value) pairs, so millions of rows
+take about a second rather than a Python loop over groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from moopt.stats._validate import (
+    assign_columns,
+    DEFAULT_GROUP_COLUMNS,
+    check_columns,
+    check_dataframe,
+    check_group_columns,
+    direction_codes,
+    group_codes,
+    numeric_column,
+)
+
+DECILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+# Groups at least this large on average are sorted one by one (see below).
+_MIN_AVERAGE_GROUP = 64
+
+
+# --------------------------------------------------------------------------- core
+
+
+def _sort_within_groups(
+    codes: np.ndarray, values: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the non-missing values by group, then by value.
+
+    Returns the original row positions in sorted order, the sorted values, the
+    sorted group codes, each group's start in the sorted arrays and each
+    group's number of non-missing values.
+    """
+    present = np.flatnonzero(~np.isnan(values))
+    v = values[present]
+    g = codes[present]
+    counts = np.bincount(g, minlength=n_groups)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    # A stable sort on small unsigned integers is a radix sort in NumPy: fast.
+    small = np.min_scalar_type(max(n_groups - 1, 0))
+    if n_groups * _MIN_AVERAGE_GROUP <= len(v):
+        # Few, large groups (the usual indicator x level x period): bring each
+        # group together, then sort each group's slice on its own. Small sorts
+        # stay in cache, which beats one global sort about two to one; the
+        # loop is over groups, never rows.
+        by_group = np.argsort(g.astype(small, copy=False), kind="stable")
+        grouped = v[by_group]
+        order = np.empty(len(v), dtype=np.int64)
+        for start, count in zip(starts.tolist(), counts.tolist()):
+            if count:
+                stop = start + count
+                order[start:stop] = by_group[start:stop][np.argsort(grouped[start:stop])]
+    else:
+        by_value = np.argsort(v)
+        order = by_value[np.argsort(g[by_value].astype(small, copy=False), kind="stable")]
+    return present[order], v[order], g[order], starts, counts
+
+
+def _percentiles_from_sorted(
+    sorted_values: np.ndarray,
+    sorted_groups: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+) -> np.ndarray:
+    """(rank_min - 1)/(n - 1) x 100 for each sorted position; NaN when n == 1."""
+    size = len(sorted_values)
+    if size == 0:
+        return np.empty(0)
+    new_block = np.ones(size, dtype=bool)
+    new_block[1:] = (sorted_groups[1:] != sorted_groups[:-1]) | (
+        sorted_values[1:] != sorted_values[:-1]
+    )
+    block_start = np.maximum.accumulate(np.where(new_block, np.arange(size), 0))
+    rank_min_minus_one = block_start - starts[sorted_groups]
+    n = counts[sorted_groups].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 1, rank_min_minus_one / (n - 1.0) * 100.0, np.nan)
+
+
+def _quantiles_from_sorted(
+    sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray, fractions: Sequence[float]
+) -> np.ndarray:
+    """Linear-interpolation quantiles per group, shape (n_groups, len(fractions)).
+
+    Matches ``numpy.quantile(method="linear")`` including its two-sided lerp;
+    groups without values give NaN.
+    """
+    out = np.full((len(counts), len(fractions)), np.nan)
+    has = counts > 0
+    if not has.any():
+        return out
+    start = starts[has]
+    last = counts[has] - 1
+    for j, fraction in enumerate(fractions):
+        position = last * fraction
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, last)
+        t = position - below
+        a = sorted_values[start + below]
+        b = sorted_values[start + above]
+        diff = b - a
+        out[has, j] = np.where(t >= 0.5, b - diff * (1.0 - t), a + diff * t)
+    return out
+
+
+def _first_row_of_each_group(codes: np.ndarray) -> np.ndarray:
+    # group_codes numbers groups in order of first appearance, so the first
+    # occurrences, in row order, are also in code order.
+    return pd.Series(codes).drop_duplicates().index.to_numpy()
+
+
+def _prepare(
+    df: pd.DataFrame, value: str, group_columns: Sequence[str] | str | None, function: str
+) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    check_dataframe(df, function)
+    groups = check_group_columns(group_columns)
+    check_columns(df, [value, *groups], function)
+    values = numeric_column(df, value, function)
+    if np.isinf(values).any():
+        raise ValueError(
+            f"{function}: column {value!r} has infinite values; replace them with NaN "
+            "(e.g. a value with a zero denominator) before ranking."
+        )
+    codes, n_groups = group_codes(df, groups, function)
+    return values, codes, n_groups, groups
+
+
+def _check_deciles(deciles: Sequence[float], function: str) -> list[float]:
+    out = list(deciles)
+    if not out or any(not 0 <= d <= 100 for d in out):
+        raise ValueError(f"{function}: deciles must be percentages between 0 and 100, got {out}.")
+    return out
+
+
+def _decile_name(d: float) -> str:
+    return f"decile_{d:g}".replace(".", "_")
+
+
+# --------------------------------------------------------------------------- public
+
+
+def assign_percentiles(
+    df: pd.DataFrame,
+    value: str = "value",
+    group_columns: Sequence[str] | str | None = DEFAULT_GROUP_COLUMNS,
+    output: str = "percentile",
+) -> pd.DataFrame:
+    """Add each organisation's percentile among its peers of the same level.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The tidy indicator table (one row per indicator, organisation, period).
+    value : str, default "value"
+        Column ranked. Missing values stay missing and are not counted.
+    group_columns : sequence of str, default ("indicator_id", "org_level", "period", "period_type")
+        Rows sharing these keys are ranked together.
+    output : str, default "percentile"
+        Name of the new column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``df`` with a float column ``output`` between 0 and 100.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, ``value`` is not numeric or holds infinities.
+
+    Notes
+    -----
+    ``percentile = (rank_min - 1) / (n - 1) x 100`` among the ``n`` rows of
+    the group with a value; ties share the lowest rank. The lowest value
+    gets 0 and the highest 100. A group with a single value (for example
+    England, or one organisation with data) gets NaN rather than SQL
+    ``PERCENT_RANK``'s 0, because a percentile among one organisation says
+    nothing and 0 would read as "lowest in the country".
+
+    References
+    ----------
+    OpenPrescribing measure calculations (``PERCENT_RANK`` over organisations
+    of the same type each month), Bennett Institute for Applied Data Science.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"value": [.12, .09, .15, .09, .14, .075, .15, .08, .10, .16, .11, .13]})
+    >>> out = assign_percentiles(df, group_columns=None)
+    >>> out["percentile"].round(6).tolist()[:3]
+    [54.545455, 18.181818, 81.818182]
+    >>> float(out["percentile"].min()), float(out["percentile"].max())
+    (0.0, 100.0)
+    """
+    function = "assign_percentiles"
+    values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
+    rows, sorted_values, sorted_groups, starts, counts = _sort_within_groups(
+        codes, values, n_groups
+    )
+    percentile = np.full(len(df), np.nan)
+    percentile[rows] = _percentiles_from_sorted(sorted_values, sorted_groups, starts, counts)
+    return assign_columns(df, {output: percentile})
+
+
+def calculate_deciles(
+    df: pd.DataFrame,
+    value: str = "value",
+    group_columns: Sequence[str] | str | None = DEFAULT_GROUP_COLUMNS,
+    deciles: Sequence[float] = DECILES,
+) -> pd.DataFrame:
+    """National deciles per group: one row per group.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The tidy indicator table.
+    value : str, default "value"
+        Column summarised; missing values are ignored.
+    group_columns : sequence of str, default ("indicator_id", "org_level", "period", "period_type")
+        One output row per combination of these keys.
+    deciles : sequence of float, default (10, 20, ..., 90)
+        Percentages to compute; each becomes a column ``decile_<d>``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The group columns, ``n_organisations`` (rows with a value) and the
+        ``decile_<d>`` columns (NaN for groups without values), in order of
+        first appearance of the group in ``df``.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, ``value`` is not numeric, or a decile is
+        outside 0..100.
+
+    Notes
+    -----
+    Linear interpolation between order statistics: with sorted values
+    ``v[0..n-1]`` the q-th quantile is at position ``h = (n - 1) q``,
+    ``v[floor h] + (h - floor h)(v[floor h + 1] - v[floor h])``, the same as
+    ``numpy.quantile`` and SQL ``PERCENTILE_CONT``.
+
+    References
+    ----------
+    Hyndman RJ, Fan Y (1996). Sample quantiles in statistical packages.
+    The American Statistician 50:361-365 (definition 7).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"value": [.12, .09, .15, .09, .14, .075, .15, .08, .10, .16, .11, .13]})
+    >>> calculate_deciles(df, group_columns=None).iloc[0, 1:].round(6).tolist()
+    [0.081, 0.09, 0.093, 0.104, 0.115, 0.126, 0.137, 0.148, 0.15]
+    """
+    function = "calculate_deciles"
+    wanted = _check_deciles(deciles, function)
+    values, codes, n_groups, groups = _prepare(df, value, group_columns, function)
+    _, sorted_values, _, starts, counts = _sort_within_groups(codes, values, n_groups)
+    table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
+    if groups:
+        first = _first_row_of_each_group(codes)
+        out = df.iloc[first][groups].reset_index(drop=True)
+    else:
+        out = pd.DataFrame(index=range(n_groups))
+    out["n_organisations"] = counts
+    for j, d in enumerate(wanted):
+        out[_decile_name(d)] = table[:, j]
+    return out
+
+
+def assign_deciles(
+    df: pd.DataFrame,
+    value: str = "value",
+    group_columns: Sequence[str] | str | None = DEFAULT_GROUP_COLUMNS,
+    deciles: Sequence[float] = DECILES,
+) -> pd.DataFrame:
+    """Add the group's national deciles to every row (``decile_10`` ... ``decile_90``).
+
+    Parameters and method as :func:`calculate_deciles`; the deciles of each
+    row's group are repeated on the row, as the tidy indicator table expects.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"g": ["a", "a", "a", "b"], "value": [1.0, 2.0, 3.0, 7.0]})
+    >>> assign_deciles(df, group_columns="g", deciles=[50])["decile_50"].tolist()
+    [2.0, 2.0, 2.0, 7.0]
+    """
+    return assign_percentiles_and_deciles(
+        df, value, group_columns, deciles=deciles, percentile=None
+    )
+
+
+def assign_percentiles_and_deciles(
+    df: pd.DataFrame,
+    value: str = "value",
+    group_columns: Sequence[str] | str | None = DEFAULT_GROUP_COLUMNS,
+    deciles: Sequence[float] = DECILES,
+    percentile: str | None = "percentile",
+) -> pd.DataFrame:
+    """Add percentiles and national deciles in one pass (one sort instead of two).
+
+    Same definitions as :func:`assign_percentiles` and :func:`calculate_deciles`.
+    ``percentile=None`` skips the percentile column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"value": [3.0, 1.0, 2.0, None]})
+    >>> out = assign_percentiles_and_deciles(df, group_columns=None, deciles=[50])
+    >>> out["percentile"].tolist(), out["decile_50"].tolist()
+    ([100.0, 0.0, 50.0, nan], [2.0, 2.0, 2.0, 2.0])
+    """
+    function = "assign_percentiles_and_deciles"
+    wanted = _check_deciles(deciles, function)
+    values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
+    rows, sorted_values, sorted_groups, starts, counts = _sort_within_groups(
+        codes, values, n_groups
+    )
+    new_columns: dict[str, np.ndarray] = {}
+    if percentile is not None:
+        column = np.full(len(df), np.nan)
+        column[rows] = _percentiles_from_sorted(sorted_values, sorted_groups, starts, counts)
+        new_columns[percentile] = column
+    table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
+    for j, d in enumerate(wanted):
+        new_columns[_decile_name(d)] = table[codes, j]
+    return assign_columns(df, new_columns)
+
+
+def calculate_percentile_ranking(
+    df: pd.DataFrame,
+    periods: int = 6,
+    percentile: str = "percentile",
+    period: str = "period",
+    indicator: str = "indicator_id",
+    org_code: str = "org_code",
+    by: Sequence[str] = ("org_level", "period_type"),
+    improvement_direction: str = "improvement_direction",
+) -> pd.DataFrame:
+    """Rank organisations and indicators by mean percentile over recent periods.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The tidy table with percentiles (see :func:`assign_percentiles`).
+    periods : int, default 6
+        How many of the latest periods of each indicator (per ``by`` group)
+        to average over.
+    percentile, period, indicator, org_code : str
+        Column names.
+    by : sequence of str, default ("org_level", "period_type")
+        Further keys kept apart (organisations are ranked among their level).
+    improvement_direction : str, default "improvement_direction"
+        A direction word for all rows, or a column name. Used to orient the
+        ranking so that rank 1 is the most room for improvement.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per indicator, ``by`` keys and organisation with
+        ``mean_percentile`` (mean of the non-missing percentiles in the last
+        ``periods`` periods), ``periods_used``, ``concern_percentile``
+        (``mean_percentile`` when lower is better, ``100 - mean_percentile``
+        when higher is better, NaN for neutral indicators),
+        ``rank_within_indicator`` (1 = the organisation with most room for
+        improvement on that indicator, among its level) and
+        ``rank_within_organisation`` (1 = the indicator on which the
+        organisation sits furthest towards the worse end). Ranks use the
+        lowest rank for ties and are missing where ``concern_percentile`` is.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing or ``periods`` is not a positive integer.
+
+    Notes
+    -----
+    The "latest periods" are the ``periods`` most recent distinct values of
+    ``period`` present for the indicator and ``by`` group, whether or not a
+    given organisation has data in all of them; organisations with no
+    percentile in that window get NaN.
+
+    References
+    ----------
+    OpenPrescribing: measures on an organisation's page are ordered by mean
+    percentile over the last six months.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"indicator_id": ["A"] * 4, "org_level": ["pcn"] * 4,
+    ...     "period_type": ["month"] * 4, "org_code": ["X", "Y", "X", "Y"],
+    ...     "period": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-02-01", "2024-02-01"]),
+    ...     "percentile": [0.0, 100.0, 20.0, 80.0]})
+    >>> out = calculate_percentile_ranking(df, improvement_direction="decrease")
+    >>> out[["org_code", "mean_percentile", "rank_within_indicator"]].values.tolist()
+    [['X', 10.0, 2], ['Y', 90.0, 1]]
+    """
+    function = "calculate_percentile_ranking"
+    check_dataframe(df, function)
+    if isinstance(periods, bool) or not isinstance(periods, (int, np.integer)) or periods < 1:
+        raise ValueError(f"{function}: periods must be a positive whole number, not {periods!r}.")
+    by = list(by)
+    check_columns(df, [percentile, period, indicator, org_code, *by], function)
+    values = numeric_column(df, percentile, function)
+    direction = direction_codes(df, improvement_direction, function)
+    series_keys = [indicator, *by]
+
+    work = df[[*series_keys, org_code, period]].copy()
+    work["_percentile"] = values
+    work["_direction"] = direction
+    distinct = work[[*series_keys, period]].drop_duplicates()
+    distinct["_recency"] = distinct.groupby(series_keys, sort=False, dropna=False)[period].rank(
+        method="dense", ascending=False
+    )
+    recent = distinct.loc[distinct["_recency"] <= periods, [*series_keys, period]]
+    work = work.merge(recent, on=[*series_keys, period], how="inner")
+
+    out = (
+        work.groupby([*series_keys, org_code], sort=True, dropna=False, observed=True)
+        .agg(
+            mean_percentile=("_percentile", "mean"),
+            periods_used=("_percentile", "count"),
+            _direction=("_direction", "first"),
+        )
+        .reset_index()
+    )
+    concern = np.select(
+        [out["_direction"] == -1, out["_direction"] == 1],
+        [out["mean_percentile"], 100.0 - out["mean_percentile"]],
+        default=np.nan,
+    )
+    out["concern_percentile"] = concern
+    out["rank_within_indicator"] = (
+        out.groupby(series_keys, sort=False, dropna=False)["concern_percentile"]
+        .rank(method="min", ascending=False)
+        .astype("Int64")
+    )
+    out["rank_within_organisation"] = (
+        out.groupby([*by, org_code], sort=False, dropna=False)["concern_percentile"]
+        .rank(method="min", ascending=False)
+        .astype("Int64")
+    )
+    return out.drop(columns="_direction")

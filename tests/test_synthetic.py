@@ -1,0 +1,609 @@
+"""Tests for the embedded synthetic data generator (moopt.sources.synthetic).
+
+Most checks read back the files a small-scale run writes, the way an ingest would, and
+compute realism figures from them independently of the generator's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from moopt.sources import synthetic
+from moopt.sources.synthetic import SCALES, build_organisations, generate_synthetic
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+REALDATA = SHARED / "realdata"
+
+# The published layouts, written out here rather than imported so that a change in the
+# module cannot silently change what the test expects.
+EPD_HEADER = (
+    "YEAR_MONTH,REGIONAL_OFFICE_NAME,REGIONAL_OFFICE_CODE,ICB_NAME,ICB_CODE,PCO_NAME,PCO_CODE,"
+    "PRACTICE_NAME,PRACTICE_CODE,ADDRESS_1,ADDRESS_2,ADDRESS_3,ADDRESS_4,POSTCODE,"
+    "BNF_CHEMICAL_SUBSTANCE,CHEMICAL_SUBSTANCE_BNF_DESCR,BNF_CODE,BNF_DESCRIPTION,"
+    "BNF_CHAPTER_PLUS_CODE,QUANTITY,ITEMS,TOTAL_QUANTITY,ADQUSAGE,NIC,ACTUAL_COST,UNIDENTIFIED"
+)
+LIST_HEADER = (
+    "PUBLICATION,EXTRACT_DATE,ORG_TYPE,ORG_CODE,ONS_CODE,POSTCODE,SEX,AGE_GROUP_5,NUMBER_OF_PATIENTS"
+)
+MAP_HEADER = (
+    "PUBLICATION,EXTRACT_DATE,PRACTICE_CODE,PRACTICE_NAME,PRACTICE_POSTCODE,PCN_CODE,PCN_NAME,"
+    "ONS_SUB_ICB_LOCATION_CODE,SUB_ICB_LOCATION_CODE,SUB_ICB_LOCATION_NAME,ONS_ICB_CODE,ICB_CODE,"
+    "ICB_NAME,ONS_COMM_REGION_CODE,COMM_REGION_CODE,COMM_REGION_NAME,SUPPLIER_NAME"
+)
+ATTRIBUTES_HEADER = "PRACTICE_CODE,DEPRIVATION_SCORE,RURAL,CARE_HOME_BEDS"
+
+MONTHS = [f"{y}-{m:02d}" for y, m in [(2024, 10), (2024, 11), (2024, 12)]] + [
+    f"2025-{m:02d}" for m in range(1, 13)
+] + [f"2026-{m:02d}" for m in range(1, 10)]
+
+# STAR-PU bands and the quinary bands that fold into them.
+STARPU_OF_QUINARY = {
+    "0_4": "0-4", "5_9": "5-14", "10_14": "5-14", "15_19": "15-24", "20_24": "15-24",
+    "25_29": "25-34", "30_34": "25-34", "35_39": "35-44", "40_44": "35-44", "45_49": "45-54",
+    "50_54": "45-54", "55_59": "55-64", "60_64": "55-64", "65_69": "65-74", "70_74": "65-74",
+    "75_79": "75+", "80_84": "75+", "85_89": "75+", "90_94": "75+", "95+": "75+",
+}  # fmt: skip
+
+
+def _read(path: Path, strings: tuple[str, ...]) -> pd.DataFrame:
+    types = {c: pa.string() for c in strings}
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+    return table.to_pandas()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """One small-scale run, read back the way an ingest would read it."""
+    out = tmp_path_factory.mktemp("synthetic_small")
+    messages: list[str] = []
+    summary = generate_synthetic(out, scale="small", seed=7, progress=messages.append)
+    code_cols = ("PRACTICE_CODE", "BNF_CODE", "BNF_CHEMICAL_SUBSTANCE", "PCO_CODE", "ICB_CODE")
+    epd = pd.concat(
+        [_read(p, code_cols) for p in sorted((out / "epd").glob("EPD_*.csv"))], ignore_index=True
+    )
+    lists = pd.concat(
+        [
+            _read(p, ("ORG_CODE",)).assign(file=p.name)
+            for p in sorted((out / "list_sizes").glob("*.csv"))
+        ],
+        ignore_index=True,
+    )
+    mapping = _read(
+        out / "organisations" / "gp-reg-pat-prac-map.csv",
+        ("PRACTICE_CODE", "PCN_CODE", "SUB_ICB_LOCATION_CODE", "ICB_CODE", "COMM_REGION_CODE"),
+    )
+    attributes = _read(out / "organisations" / "practice_attributes.csv", ("PRACTICE_CODE",))
+    return {
+        "out": out,
+        "summary": summary,
+        "messages": messages,
+        "epd": epd,
+        "lists": lists,
+        "map": mapping,
+        "attributes": attributes,
+    }
+
+
+@pytest.fixture(scope="module")
+def starpu(small):
+    """Oral-antibacterial item STAR-PU per practice from the list-size files (mean list)."""
+    weights = synthetic._age_weights()["oral_antibacterials_item"]  # (2, 9) male, female
+    bands = list(synthetic.STARPU_BANDS)
+    lists = small["lists"]
+    bands_only = lists[(lists.SEX != "ALL") & (lists.AGE_GROUP_5 != "ALL")].copy()
+    bands_only["weight"] = [
+        weights[0 if sex == "MALE" else 1, bands.index(STARPU_OF_QUINARY[age])]
+        for sex, age in zip(bands_only.SEX, bands_only.AGE_GROUP_5)
+    ]
+    bands_only["units"] = bands_only.NUMBER_OF_PATIENTS * bands_only.weight
+    n_months = bands_only.file.nunique()
+    return bands_only.groupby("ORG_CODE").units.sum() / n_months
+
+
+def _items(epd: pd.DataFrame, pattern: str) -> pd.Series:
+    """Items by month for BNF codes matching a regular expression."""
+    hit = epd.BNF_CODE.str.match(pattern)
+    return epd[hit].groupby("YEAR_MONTH").ITEMS.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# API and validation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_scales_are_the_documented_ones():
+    assert set(SCALES) == {"national", "small"}
+
+
+def test_unknown_scale_names_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="national.*small|small.*national"):
+        generate_synthetic(tmp_path, scale="regional")
+    with pytest.raises(ValueError, match="Unknown synthetic data scale"):
+        build_organisations("tiny")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"end_month": "2026-13"}, "end_month"),
+        ({"end_month": "202609"}, "end_month"),
+        ({"n_months": 0}, "n_months"),
+        ({"n_months": 2.0}, "n_months"),
+    ],
+)
+def test_bad_arguments_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_synthetic(tmp_path, scale="small", **kwargs)
+
+
+def test_module_constants_match_the_published_layouts():
+    assert ",".join(synthetic.EPD_COLUMNS) == EPD_HEADER
+    assert ",".join(synthetic.LIST_SIZE_COLUMNS) == LIST_HEADER
+    assert ",".join(synthetic.MAP_COLUMNS) == MAP_HEADER
+    assert ",".join(synthetic.ATTRIBUTE_COLUMNS) == ATTRIBUTES_HEADER
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and headers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_file_type_has_the_exact_header(small):
+    out = small["out"]
+    epd_files = sorted((out / "epd").glob("*.csv"))
+    list_files = sorted((out / "list_sizes").glob("*.csv"))
+    assert [p.name for p in epd_files] == [f"EPD_{m.replace('-', '')}.csv" for m in MONTHS]
+    assert [p.name for p in list_files] == [
+        f"gp-reg-pat-prac-quin-age_{m.replace('-', '')}.csv" for m in MONTHS
+    ]
+    for path in epd_files:
+        assert path.read_text().split("\n", 1)[0] == EPD_HEADER
+    for path in list_files:
+        assert path.read_text().split("\n", 1)[0] == LIST_HEADER
+    org = out / "organisations"
+    assert (org / "gp-reg-pat-prac-map.csv").read_text().split("\n", 1)[0] == MAP_HEADER
+    assert (org / "practice_attributes.csv").read_text().split("\n", 1)[0] == ATTRIBUTES_HEADER
+
+
+def test_no_temporary_files_are_left_behind(small):
+    leftovers = [p for p in small["out"].rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_manifest_marks_a_complete_synthetic_set(small):
+    manifest = json.loads((small["out"] / "synthetic_manifest.json").read_text())
+    assert manifest["synthetic"] is True
+    assert manifest["generator"] == "moopt.sources.synthetic"
+    assert manifest["seed"] == 7 and manifest["scale"] == "small"
+    assert manifest["months"] == MONTHS
+    assert "fictional" in manifest["notice"].lower()
+    assert manifest["counts"]["practices"] == small["map"].PRACTICE_CODE.nunique()
+    # written last: no file is newer than the manifest
+    manifest_time = (small["out"] / "synthetic_manifest.json").stat().st_mtime_ns
+    others = [p for p in small["out"].rglob("*.csv")]
+    assert max(p.stat().st_mtime_ns for p in others) <= manifest_time
+
+
+def test_summary_reports_counts_rows_and_time(small):
+    summary = small["summary"]
+    assert summary["counts"] == {
+        "regions": 2,
+        "icbs": 3,
+        "sub_icbs": 6,
+        "pcns": small["map"].PCN_CODE.nunique(),
+        "practices": len(small["map"]),
+        "out_of_hours_cost_centres": 3,
+    }
+    assert summary["rows"]["epd"] == len(small["epd"])
+    assert summary["rows"]["list_sizes"] == len(small["lists"])
+    assert summary["rows"]["practice_map"] == len(small["map"])
+    assert summary["months"] == MONTHS
+    assert 0 < summary["seconds"] < 60
+    assert any(re.fullmatch(r"writing EPD 2025-03 \(6/24\)", m) for m in small["messages"])
+
+
+def test_small_scale_is_small_and_fast(small):
+    assert 90 <= len(small["map"]) <= 150
+    assert 15 <= small["map"].PCN_CODE.nunique() <= 35
+    assert small["summary"]["seconds"] < 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Organisation structure
+# ---------------------------------------------------------------------------------------------
+
+
+def test_small_hierarchy_counts_and_parents_are_consistent(small):
+    m = small["map"]
+    assert m.COMM_REGION_CODE.nunique() == 2
+    assert m.ICB_CODE.nunique() == 3
+    assert m.SUB_ICB_LOCATION_CODE.nunique() == 6
+    assert m.PRACTICE_CODE.is_unique
+    # every child has exactly one parent
+    for child, parent in [
+        ("PCN_CODE", "SUB_ICB_LOCATION_CODE"),
+        ("SUB_ICB_LOCATION_CODE", "ICB_CODE"),
+        ("ICB_CODE", "COMM_REGION_CODE"),
+        ("SUB_ICB_LOCATION_CODE", "SUB_ICB_LOCATION_NAME"),
+        ("ICB_CODE", "ICB_NAME"),
+    ]:
+        assert m.groupby(child)[parent].nunique().max() == 1, (child, parent)
+
+
+def test_codes_are_format_valid_and_names_fictional(small):
+    m = small["map"]
+    assert m.PRACTICE_CODE.str.fullmatch(r"[A-Z]\d{5}").all()
+    assert not m.PRACTICE_CODE.str[0].isin(list("ABCDEFGHJKLMNPWY")).any()
+    assert m.PCN_CODE.str.fullmatch(r"U\d{5}").all()
+    assert m.SUB_ICB_LOCATION_CODE.str.fullmatch(r"\d\d[A-Z]|[A-Z]\d[A-Z]\d[A-Z]").all()
+    assert m.ICB_CODE.str.fullmatch(r"Q\d[A-Z]").all()
+    assert m.COMM_REGION_CODE.str.fullmatch(r"Y7\d").all()
+    assert m.ONS_SUB_ICB_LOCATION_CODE.str.fullmatch(r"E38\d{6}").all()
+    assert m.PRACTICE_POSTCODE.str.fullmatch(r"[A-Z]{2}\d{1,2} \d[A-Z]{2}").all()
+    assert m.ICB_NAME.str.contains("Synthetic").all()
+    assert m.COMM_REGION_NAME.str.contains("Synthetic").all()
+    assert set(m.SUPPLIER_NAME) <= {"EMIS", "TPP", "Unknown"}
+
+
+def test_epd_organisation_columns_agree_with_the_map(small):
+    epd, m = small["epd"], small["map"].set_index("PRACTICE_CODE")
+    gp = epd[epd.PRACTICE_CODE.isin(m.index)]
+    first = gp.drop_duplicates("PRACTICE_CODE").set_index("PRACTICE_CODE")
+    parent = m.loc[first.index]
+    assert (first.ICB_CODE == parent.ICB_CODE).all()
+    assert (first.REGIONAL_OFFICE_CODE == parent.COMM_REGION_CODE).all()
+    expected_pco = np.where(
+        parent.SUB_ICB_LOCATION_CODE.str.len() == 3,
+        parent.SUB_ICB_LOCATION_CODE + "00",
+        parent.SUB_ICB_LOCATION_CODE,
+    )
+    assert (first.PCO_CODE.to_numpy() == expected_pco).all()
+    assert (first.PRACTICE_NAME == parent.PRACTICE_NAME).all()
+    # one set of organisation columns per practice across every row and month
+    assert gp.groupby("PRACTICE_CODE")[["ICB_CODE", "PCO_CODE"]].nunique().max().max() == 1
+
+
+def test_out_of_hours_cost_centres_are_not_in_the_map_and_are_rare(small):
+    epd, m = small["epd"], small["map"]
+    unknown = epd[~epd.PRACTICE_CODE.isin(m.PRACTICE_CODE)]
+    assert unknown.PRACTICE_CODE.nunique() == 3  # one per ICB
+    assert unknown.PRACTICE_CODE.str.fullmatch(r"Y0\d{4}").all()
+    assert unknown.PRACTICE_NAME.str.contains("OUT OF HOURS").all()
+    assert 0.0002 < len(unknown) / len(epd) < 0.01
+    assert not unknown.PRACTICE_CODE.isin(small["lists"].ORG_CODE).any()
+    assert not unknown.PRACTICE_CODE.isin(small["attributes"].PRACTICE_CODE).any()
+
+
+def test_attributes_cover_every_practice_with_sensible_values(small):
+    a, m = small["attributes"], small["map"]
+    assert sorted(a.PRACTICE_CODE) == sorted(m.PRACTICE_CODE)
+    assert a.DEPRIVATION_SCORE.between(0, 100).all()
+    assert set(a.RURAL) <= {"Y", "N"}
+    assert (a.CARE_HOME_BEDS >= 0).all() and (a.CARE_HOME_BEDS > 0).any()
+    # deprivation is clustered by sub-ICB: between-area variance is a real share of the total
+    merged = a.merge(m[["PRACTICE_CODE", "SUB_ICB_LOCATION_CODE"]], on="PRACTICE_CODE")
+    log_dep = np.log(merged.DEPRIVATION_SCORE)
+    area_means = log_dep.groupby(merged.SUB_ICB_LOCATION_CODE).transform("mean")
+    assert area_means.var() / log_dep.var() > 0.15
+
+
+def test_national_structure_without_writing_prescribing():
+    orgs = build_organisations("national", seed=42)
+    counts = orgs.counts
+    assert (counts["regions"], counts["icbs"], counts["sub_icbs"]) == (7, 42, 106)
+    assert 6_100 <= counts["practices"] <= 6_300
+    assert 1_200 <= counts["pcns"] <= 1_350
+    assert counts["out_of_hours_cost_centres"] == 42
+    subs_per_region = sorted(orgs.sub_icbs.groupby("region_code").size())
+    assert subs_per_region == [5, 7, 11, 14, 19, 23, 27]
+    code_lengths = orgs.sub_icbs.sub_icb_code.str.len().value_counts().to_dict()
+    assert code_lengths == {3: 97, 5: 9}
+    sizes = synthetic.practice_list_counts(orgs, 0).sum(axis=(1, 2))
+    # England, January 2021: mean 9,103, median 7,931, p5 2,601, p95 19,293, max 89,786
+    assert 8_600 <= sizes.mean() <= 9_600
+    assert 7_500 <= np.median(sizes) <= 8_400
+    assert 2_200 <= np.percentile(sizes, 5) <= 3_000
+    assert 18_000 <= np.percentile(sizes, 95) <= 20_600
+    assert 40_000 <= sizes.max() <= 95_000
+    assert orgs.practices.practice_code.is_unique
+    assert orgs.pcns.pcn_code.is_unique
+
+
+# ---------------------------------------------------------------------------------------------
+# List sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_list_size_rows_are_internally_consistent(small):
+    lists = small["lists"]
+    assert set(lists.PUBLICATION) == {"GP_PRAC_PAT_LIST"}
+    assert set(lists.ORG_TYPE) == {"GP"}
+    assert set(lists.EXTRACT_DATE) == {
+        f"01{pd.Timestamp(m + '-01').strftime('%b').upper()}{m[:4]}" for m in MONTHS
+    }
+    bands = [f"{a}_{a + 4}" for a in range(0, 95, 5)] + ["95+"]
+    assert set(lists.AGE_GROUP_5) == set(bands) | {"ALL"}
+    key = ["file", "ORG_CODE"]
+    total = lists[(lists.SEX == "ALL") & (lists.AGE_GROUP_5 == "ALL")].set_index(key).NUMBER_OF_PATIENTS
+    by_sex = lists[(lists.SEX != "ALL") & (lists.AGE_GROUP_5 == "ALL")].groupby(key).NUMBER_OF_PATIENTS.sum()
+    by_band = lists[(lists.SEX != "ALL") & (lists.AGE_GROUP_5 != "ALL")].groupby(key).NUMBER_OF_PATIENTS.sum()
+    assert (total.sort_index() == by_sex.sort_index()).all()
+    assert (total.sort_index() == by_band.sort_index()).all()
+    assert (lists[lists.SEX != "ALL"].groupby(key).size() == 42).all()
+
+
+def test_list_sizes_drift_slowly(small):
+    lists = small["lists"]
+    total = lists[(lists.SEX == "ALL")].pivot(index="ORG_CODE", columns="file", values="NUMBER_OF_PATIENTS")
+    monthly_change = total.pct_change(axis=1).iloc[:, 1:].abs()
+    assert monthly_change.stack().quantile(0.99) < 0.02
+    growth = total.iloc[:, -1].sum() / total.iloc[:, 0].sum() - 1
+    assert 0.0 < growth < 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Prescribing: arithmetic and codes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_epd_arithmetic_and_code_columns(small):
+    epd = small["epd"]
+    assert np.allclose(epd.TOTAL_QUANTITY, epd.QUANTITY * epd.ITEMS)
+    assert (epd.ITEMS >= 1).all() and (epd.QUANTITY > 0).all()
+    assert (epd.ADQUSAGE >= 0).all() and (epd.ADQUSAGE > 0).any()
+    assert (epd.NIC > 0).all()
+    ratio = epd.ACTUAL_COST.sum() / epd.NIC.sum()
+    assert 0.88 <= ratio <= 0.97
+    assert epd.BNF_CODE.str.len().eq(15).all()
+    assert (epd.BNF_CHEMICAL_SUBSTANCE == epd.BNF_CODE.str[:9]).all()
+    assert (epd.BNF_CHAPTER_PLUS_CODE.str[:2] == epd.BNF_CODE.str[:2]).all()
+    assert set(epd.UNIDENTIFIED) == {"N"}
+    assert epd.YEAR_MONTH.between(202410, 202609).all()
+    assert sorted(epd.YEAR_MONTH.unique()) == [int(m.replace("-", "")) for m in MONTHS]
+    # ADQ usage is consistent within a presentation: ADQs per unit of quantity are constant
+    per_unit = (epd.ADQUSAGE / epd.TOTAL_QUANTITY).groupby(epd.BNF_CODE)
+    assert (per_unit.max() - per_unit.min()).max() < 1e-3
+
+
+def test_rows_are_split_by_pack_size(small):
+    epd = small["epd"]
+    key = ["YEAR_MONTH", "PRACTICE_CODE", "BNF_CODE"]
+    assert not epd.duplicated(key + ["QUANTITY"]).any()
+    split = epd.groupby(key).size()
+    assert 1.15 <= split.mean() <= 2.5
+    multi = epd.groupby("BNF_CODE").QUANTITY.nunique()
+    multi_codes = multi[multi > 1].index
+    split_multi = epd[epd.BNF_CODE.isin(multi_codes)].groupby(key).size().mean()
+    assert 1.5 <= split_multi <= 2.8
+
+
+def test_every_indicator_code_family_is_present(small):
+    codes = pd.Series(small["epd"].BNF_CODE.unique())
+    families = [
+        # AMR01-06, including the selected-antibacterial sections and AMR03's exclusions
+        "0501", "050101", "0501021", "050103", "050104", "050105", "050106", "050107",
+        "050108", "050109", "050110", "050111", "050112", "050113", "0501013K0", "0501080W0",
+        "0501130R0", "0501130H0", "0501015P0",
+        # SAF01-04
+        "100101", "1001010J0", "1001010P0", "0401", "0401010AD", "0408010G0", "0408010AE",
+        "040702",
+        # MH01-02
+        "0403", "040201", "040202",
+        # CVD01-02
+        "0208020AA", "0208020X0", "0208020Y0", "0208020Z0", "0208020V0", "0212",
+        # RES01-02
+        "0301011R0", "0301011V0", "0302",
+        # DIA01-03
+        "0601012V0", "0601012X0", "0601012Z0", "0601012S0", "0601023AG", "0601023AL",
+        "0601023AM", "0601023AN", "0601060D0",
+    ]  # fmt: skip
+    missing = [f for f in families if not codes.str.startswith(f).any()]
+    assert missing == []
+
+
+def test_uti_presentations_have_short_and_long_courses_and_brands(small):
+    epd = small["epd"]
+    # chemical, strength suffix, longest 3-day quantity (OpenPrescribing uti_antibiotics_3_day)
+    thresholds = [
+        ("0501015P0", "AB", 10), ("0501080W0", "AE", 6), ("0501130R0", "AA", 12),
+        ("0501130R0", "AD", 12), ("0501130R0", "AG", 6),
+    ]  # fmt: skip
+    for chemical, suffix, limit in thresholds:
+        rows = epd[epd.BNF_CODE.str.startswith(chemical) & epd.BNF_CODE.str.endswith(suffix)]
+        assert (rows.QUANTITY <= limit).any(), chemical + suffix
+        assert (rows.QUANTITY > limit).any(), chemical + suffix
+        long_share = rows.ITEMS[rows.QUANTITY > limit].sum() / rows.ITEMS.sum()
+        assert 0.1 < long_share < 0.8, (chemical + suffix, long_share)
+    brands = epd[
+        epd.BNF_CODE.str.match(r"^(0501015P0|0501080W0|0501130R0)")
+        & (epd.BNF_CODE.str[9:11] != "AA")
+    ]
+    assert brands.BNF_CODE.nunique() >= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Prescribing: realism
+# ---------------------------------------------------------------------------------------------
+
+
+def test_items_per_patient_per_month_is_plausible(small):
+    epd, lists, m = small["epd"], small["lists"], small["map"]
+    gp_items = epd[epd.PRACTICE_CODE.isin(m.PRACTICE_CODE)].ITEMS.sum()
+    patient_months = lists[lists.SEX == "ALL"].NUMBER_OF_PATIENTS.sum()
+    assert 1.3 <= gp_items / patient_months <= 2.1
+
+
+def test_chapter_mix_is_plausible(small):
+    epd = small["epd"]
+    share = epd.groupby(epd.BNF_CODE.str[:2]).ITEMS.sum() / epd.ITEMS.sum()
+    assert 0.24 <= share["02"] <= 0.38  # cardiovascular, the largest chapter
+    assert 0.15 <= share["04"] <= 0.26  # central nervous system, the second
+    assert 0.02 <= share["05"] <= 0.06  # infections
+    assert share.idxmax() == "02"
+
+
+def test_antibacterial_items_per_starpu(small, starpu):
+    epd = small["epd"]
+    ab = epd[epd.BNF_CODE.str.startswith("0501")].groupby("PRACTICE_CODE").ITEMS.sum()
+    ab = ab.reindex(starpu.index).fillna(0) / len(MONTHS) * 12  # per year
+    national = ab.sum() / starpu.sum()
+    assert 0.6 <= national <= 1.3
+    rates = ab / starpu
+    assert 0.4 <= rates.quantile(0.05) and rates.quantile(0.95) <= 1.8
+
+
+def test_practice_antibiotic_counts_are_overdispersed(small, starpu):
+    epd = small["epd"]
+    observed = (
+        epd[epd.BNF_CODE.str.startswith("0501")]
+        .groupby("PRACTICE_CODE")
+        .ITEMS.sum()
+        .reindex(starpu.index)
+        .fillna(0)
+    )
+    expected = starpu * observed.sum() / starpu.sum()
+    dispersion = (((observed - expected) ** 2) / expected).sum() / (len(observed) - 1)
+    assert dispersion > 20  # a Poisson process would give about 1
+
+
+def test_a_few_practices_are_outliers(small, starpu):
+    epd = small["epd"]
+    ab = epd[epd.BNF_CODE.str.startswith("0501")].groupby("PRACTICE_CODE").ITEMS.sum()
+    ab_rate = (ab.reindex(starpu.index) / starpu).dropna()
+    assert ab_rate.max() > 2.2 * ab_rate.median()
+    hyp = epd[epd.BNF_CODE.str.match(r"^0401(010|020)") & ~epd.BNF_CODE.str.startswith("0401010AD")]
+    patients = small["lists"][small["lists"].SEX == "ALL"].groupby("ORG_CODE").NUMBER_OF_PATIENTS.mean()
+    hyp_rate = (hyp.groupby("PRACTICE_CODE").ADQUSAGE.sum().reindex(patients.index) / patients).dropna()
+    assert hyp_rate.max() > 4.0 * hyp_rate.median()
+
+
+def test_outlying_practices_are_about_half_a_percent():
+    orgs = build_organisations("national", seed=42)
+    model = synthetic._build_model(orgs, 24)
+    n = len(orgs.practices)
+    flagged = np.concatenate(list(model.outliers.values()))
+    assert len(np.unique(flagged)) == len(flagged)
+    assert 0.003 <= len(flagged) / n <= 0.008
+    antibacterial = model.formulary.bnf_code.str.startswith("0501").to_numpy()
+    level = model.effect[:, antibacterial].mean(axis=1)
+    assert np.all(level[model.outliers["antibacterial"]] > 2.0 * np.median(level))
+
+
+def test_winter_antibiotic_peak(small):
+    ab = _items(small["epd"], r"^0501")
+    winter = ab.loc[[202412, 202501, 202512, 202601]].mean()
+    summer = ab.loc[[202506, 202507, 202606, 202607]].mean()
+    assert 1.15 <= winter / summer <= 1.6
+
+
+def test_national_trends(small):
+    epd = small["epd"]
+    first, last = [202410, 202411, 202412, 202501, 202502, 202503], [
+        202604, 202605, 202606, 202607, 202608, 202609
+    ]
+    doac = _items(epd, r"^0208020(AA|X0|Y0|Z0)")
+    warfarin = _items(epd, r"^0208020V0")
+    share = doac / (doac + warfarin)
+    assert 0.78 <= share.loc[first].mean() < share.loc[last].mean() <= 0.95
+    broad = _items(epd, r"^(0501013K0|0501021|050112)")
+    selected = _items(epd, r"^(050101|0501021|050103|050105|050108|050111|050112|050113)")
+    broad_share = broad.groupby(broad.index >= 202510).sum() / selected.groupby(
+        selected.index >= 202510
+    ).sum()  # whole years, so seasonality cancels
+    assert 0.05 <= broad_share.mean() <= 0.13
+    assert broad_share.loc[True] < 0.98 * broad_share.loc[False]
+    sglt2 = _items(epd, r"^0601023A[GLMN]")
+    assert sglt2.loc[last].mean() > 1.15 * sglt2.loc[first].mean()
+    pain = _items(epd, r"^(040702|0408010G0|0408010AE)")
+    assert pain.loc[last].mean() < pain.loc[first].mean()
+
+
+def test_older_lists_prescribe_more(small):
+    lists, epd = small["lists"], small["epd"]
+    bands = lists[(lists.SEX != "ALL") & (lists.AGE_GROUP_5 != "ALL")]
+    older = bands.AGE_GROUP_5.isin(["65_69", "70_74", "75_79", "80_84", "85_89", "90_94", "95+"])
+    share_65 = (
+        bands[older].groupby("ORG_CODE").NUMBER_OF_PATIENTS.sum()
+        / bands.groupby("ORG_CODE").NUMBER_OF_PATIENTS.sum()
+    )
+    patients = lists[lists.SEX == "ALL"].groupby("ORG_CODE").NUMBER_OF_PATIENTS.sum()
+    per_patient = epd.groupby("PRACTICE_CODE").ITEMS.sum().reindex(patients.index) / patients
+    assert np.corrcoef(share_65, per_patient.loc[share_65.index])[0, 1] > 0.4
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+# ---------------------------------------------------------------------------------------------
+
+
+def _file_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, seed in [(a, 3), (b, 3), (c, 4)]:
+        generate_synthetic(folder, scale="small", seed=seed, end_month="2025-02", n_months=2)
+    files_a, files_b, files_c = _file_bytes(a), _file_bytes(b), _file_bytes(c)
+    assert files_a == files_b
+    assert files_a.keys() == files_c.keys()
+    assert files_a["epd/EPD_202502.csv"] != files_c["epd/EPD_202502.csv"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Packaged facts against the real published data (skipped where ../shared is absent)
+# ---------------------------------------------------------------------------------------------
+
+needs_realdata = pytest.mark.skipif(
+    not REALDATA.is_dir(), reason="../shared/realdata is not available next to the repository"
+)
+
+
+@needs_realdata
+@pytest.mark.realdata
+def test_packaged_starpu_weights_match_the_published_ones():
+    published = json.loads((REALDATA / "openprescribing" / "star_pu_weights.json").read_text())
+    packaged = synthetic._age_weights()
+    starpu_groups = [g for g in packaged if g in published]
+    assert len(starpu_groups) >= 10
+    for group in starpu_groups:
+        expected = np.array([published[group][band] for band in synthetic.STARPU_BANDS]).T
+        assert np.allclose(packaged[group], expected, atol=1e-6), group
+
+
+@needs_realdata
+@pytest.mark.realdata
+def test_formulary_codes_and_names_are_real_bnf_presentations():
+    adq = pd.read_csv(REALDATA / "openprescribing" / "adqs_april_16.csv", dtype=str)
+    names = dict(zip(adq["BNF Code"], adq["BNF Name"]))
+    formulary = synthetic._formulary()
+    known = formulary[formulary.bnf_code.isin(names)]
+    assert len(known) >= 0.9 * len(formulary)
+    assert (known.bnf_description == known.bnf_code.map(names)).all()
+
+
+@needs_realdata
+@pytest.mark.realdata
+def test_synthetic_organisations_do_not_reuse_real_codes_or_names():
+    real_map = pd.read_csv(
+        REALDATA / "gp-reg-pat-prac-map_2025-10" / "gp-reg-pat-prac-map_01Oct2025.csv", dtype=str
+    )
+    orgs = build_organisations("national", seed=42)
+    p = orgs.practices
+    assert not p.practice_code.isin(real_map.PRACTICE_CODE).any()
+    assert not orgs.sub_icbs.sub_icb_code.isin(real_map.SUB_ICB_LOCATION_CODE).any()
+    assert not orgs.sub_icbs.icb_code.isin(real_map.ICB_CODE).any()
+    assert not orgs.sub_icbs.region_code.isin(real_map.COMM_REGION_CODE).any()
+    assert not p.practice_name.isin(real_map.PRACTICE_NAME.str.upper()).any()
+    assert not orgs.pcns.pcn_name.isin(real_map.PCN_NAME.str.upper()).any()
