@@ -23,6 +23,7 @@ from moopt import __version__
 from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
+from moopt.benchmark import add_statistics
 from moopt.methodology import write_methodology
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.runner import NotebookJob, NotebookResult, run_notebooks
@@ -154,7 +155,10 @@ def _engine_key(store: Store, config: RunConfig) -> str:
         h.update(repr(row).encode())
     for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
         h.update(path.read_bytes())
-    h.update(Path(__file__).with_name("indicators").joinpath("engine.py").read_bytes())
+    package = Path(__file__).parent
+    for path in [package / "indicators" / "engine.py", package / "benchmark.py",
+                 *sorted((package / "stats").glob("*.py"))]:
+        h.update(path.read_bytes())
     h.update(f"{config.period_end}|{config.period_months}".encode())
     return h.hexdigest()
 
@@ -180,13 +184,15 @@ def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progres
     indicators = load_indicators()
     engine = IndicatorEngine(backend, indicators)
     report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+    benchmark_info = add_statistics(con, indicators, say)
     overflow = proportion_overflow(backend, indicators)
     if overflow:
         raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
                          + ", ".join(f"{k} ({v} rows)" for k, v in overflow.items()))
     info = {"rows": report.rows, "seconds": round(report.seconds, 1), "indicators": report.indicators,
             "months": report.months,
-            "practice_months_without_list_size": report.practice_months_without_list_size}
+            "practice_months_without_list_size": report.practice_months_without_list_size,
+            "benchmark": benchmark_info}
     if report.practice_months_without_list_size:
         say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
             "list size; they are left out of population-based indicators above practice level")
@@ -246,6 +252,11 @@ def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> l
                         str(out / "notebooks" / "england" / ENGLAND_CODE / "overview.ipynb"),
                         {**common, "comparison_level": config.org_level})]
     for org in orgs:
+        jobs.append(NotebookJob(
+            config.org_level, org["code"], "summary", str(nb_dir / "summary.ipynb"),
+            str(out / "notebooks" / config.org_level / org["code"] / "summary.ipynb"),
+            {**common, "org_level": config.org_level, "org_code": org["code"],
+             "themes": [t.id for t in themes]}))
         for theme in themes:
             jobs.append(NotebookJob(
                 config.org_level, org["code"], theme.id, str(nb_dir / f"{theme.notebook}.ipynb"),
@@ -293,8 +304,8 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         themes = themes_for_run(config)
     jobs = notebook_jobs(config, orgs, themes)
 
-    say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x {len(themes)} themes "
-        f"+ England overview) on {config.workers} workers")
+    say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x ({len(themes)} themes + summary) "
+        f"+ England overview) on {config.workers} workers, {config.runner} kernels")
     t = time.perf_counter()
     result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
                                      mode=config.runner)
@@ -315,7 +326,10 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         "parameters": config.raw,
         "org_level": config.org_level,
         "organisations": orgs,
-        "themes": [{"id": th.id, "title": th.title, "description": th.description,
+        "themes": [{"id": "summary", "title": "Summary",
+                    "description": "Every indicator for one organisation at a glance: a spine chart against "
+                                   "England and the range across organisations, with links to the theme pages.",
+                    "indicators": []}] + [{"id": th.id, "title": th.title, "description": th.description,
                     "indicators": [{"id": i.id, "title": i.title, "short_title": i.short_title,
                                     "improvement_direction": i.improvement_direction, "unit": i.unit}
                                    for i in load_indicators() if i.theme == th.id]}

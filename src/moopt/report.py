@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from moopt import charts
+from moopt import charts, stats
 from moopt.indicators.definitions import Indicator, get_indicator, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
@@ -160,6 +160,20 @@ class IndicatorData:
             [self.indicator.id, self.ctx.org_code, self.ctx.latest_period])
 
     @cached_property
+    def national_practice_rows(self) -> pd.DataFrame:
+        """Every practice in the latest rolling period: the population a practice funnel is set by."""
+        return self.ctx.query(
+            "SELECT indicator_id, org_level, org_code, period, period_type, numerator, denominator "
+            "FROM indicator_values WHERE indicator_id = ? AND org_level = 'practice' AND period = ? "
+            "AND period_type = 'rolling_12m' AND value IS NOT NULL",
+            [self.indicator.id, self.ctx.latest_period])
+
+    @cached_property
+    def monthly_rows(self) -> pd.DataFrame:
+        rows = self.org_rows
+        return rows[rows.period_type == "month"].sort_values("period").reset_index(drop=True)
+
+    @cached_property
     def latest(self) -> pd.Series | None:
         rows = self.org_rows[(self.org_rows.period_type == "rolling_12m")
                              & (self.org_rows.period == self.ctx.latest_period)]
@@ -179,6 +193,18 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
         peers = ORG_LEVEL_PLURALS[level]
         text += (f" Its value was higher than about {row['percentile']:.0f}% of {peers}"
                  f" with a value.")
+    comparisons = []
+    for prefix, against in (("england", "England"), ("peer", "its 10 most similar organisations")):
+        label = row.get(f"{prefix}_comparison_99_8")
+        if isinstance(label, str):
+            comparisons.append(f"{label} than {against}" if label != "similar" else f"similar to {against}")
+    if comparisons:
+        text += (" At 99.8% confidence the value is " + " and ".join(comparisons)
+                 + " (statistically different is not necessarily important: prescribing data vary more "
+                 "than chance alone explains).")
+    elif indicator.value_kind == "none":
+        text += (" ADQs and costs are not counts, so no confidence interval is given; the funnel "
+                 "and percentile show how unusual the value is.")
     if indicator.improvement_direction == "neutral":
         text += " This indicator has no preferred direction: it describes variation to discuss locally."
     else:
@@ -186,6 +212,60 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
         text += (f" For this indicator {better} values are generally preferable, but the right value "
                  "depends on the local population; the figure is a prompt for discussion, not a target.")
     return text
+
+
+def funnel_lines(indicator: Indicator, population: pd.DataFrame, denominators: pd.Series) -> pd.DataFrame | None:
+    """Funnel limit lines set by ``population`` (one level, one period), over ``denominators``.
+
+    The limits use Spiegelhalter's overdispersion adjustment (on by default in
+    :func:`moopt.stats.calculate_funnel_parameters`). None when there is too little to draw.
+    """
+    population = population[(population["denominator"] > 0) & population["numerator"].notna()]
+    dens = pd.to_numeric(denominators, errors="coerce").dropna()
+    dens = dens[dens > 0]
+    if len(population) < 3 or dens.empty:
+        return None
+    params = stats.calculate_funnel_parameters(population, kind=indicator.value_kind,
+                                               multiplier=indicator.multiplier)
+    grid = pd.Series(sorted(set(dens) | set(
+        pd.Series(range(1, 101)).map(lambda i: dens.min() * (dens.max() / dens.min()) ** (i / 100)))))
+    lines = stats.calculate_funnel_lines(params, denominators=grid.to_numpy(), prefix="")
+    return lines[["denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"]]
+
+
+def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, org_level: str, period):
+    """Every organisation at the level on a funnel, this one highlighted."""
+    points = level_rows[level_rows["value"].notna() & (level_rows["denominator"] > 0)]
+    limits = funnel_lines(indicator, level_rows, points["denominator"])
+    if limits is None:
+        limits = pd.DataFrame(columns=["denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"])
+    return charts.plot_funnel(
+        points, limits, org_code, indicator_title=indicator.short_title, unit=indicator.unit,
+        org_level=org_level, denominator_label=indicator.denominator.description,
+        centre_value=float(points["england_value"].iloc[0]) if len(points) else None,
+        improvement_direction=indicator.improvement_direction,
+        period_label=f"12 months to {_month_label(period)}", chart_id=f"{indicator.id}_funnel")
+
+
+def spc_chart(indicator: Indicator, monthly: pd.DataFrame, org_code: str, org_name: str):
+    """XmR chart of monthly values; seasonally adjusted (STL) for seasonal indicators."""
+    series = monthly[monthly["value"].notna()].copy()
+    series["improvement_direction"] = indicator.improvement_direction
+    title = indicator.short_title
+    if indicator.seasonal and len(series) >= 24:
+        series = stats.calculate_seasonal_adjustment(series)
+        series["value"] = series["seasonally_adjusted"]
+        title += " (seasonally adjusted)"
+    spc = stats.calculate_spc(series) if len(series) else series
+    table = pd.DataFrame({
+        "period": spc.get("period"), "value": spc.get("value"), "mean": spc.get("spc_mean"),
+        "lower_process_limit": spc.get("spc_lower_limit"), "upper_process_limit": spc.get("spc_upper_limit"),
+        "point_type": spc.get("spc_point_type")})
+    if "point_type" in table and len(table):
+        table["point_type"] = table["point_type"].astype(str)
+    return charts.plot_spc(table, indicator_title=title, unit=indicator.unit, org_name=org_name,
+                           improvement_direction=indicator.improvement_direction, org_code=org_code,
+                           chart_id=f"{indicator.id}_spc")
 
 
 class ThemePage:
@@ -279,11 +359,14 @@ class ThemePage:
         if ctx.org_level not in ("practice", "england"):
             drawn.append(charts.plot_practice_spread(
                 data.practice_rows, org_code=ctx.org_code, org_level=ctx.org_level,
+                limits=funnel_lines(ind, data.national_practice_rows, data.practice_rows["denominator"]),
                 period=ctx.latest_period, period_type="rolling_12m",
                 indicator_title=ind.short_title, unit=ind.unit,
                 denominator_label=ind.denominator.description,
                 improvement_direction=ind.improvement_direction, org_name=ctx.org_name,
                 chart_id=f"{ind.id}_practices"))
+        drawn.append(funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, ctx.latest_period))
+        drawn.append(spc_chart(ind, data.monthly_rows, ctx.org_code, ctx.org_name))
         for chart in drawn:
             path, rel = ctx.csv_path(chart.chart_id)
             chart.to_csv(path)
@@ -381,3 +464,85 @@ class OverviewPage:
         path, rel = self.ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
         _display(chart.to_html(csv_href=rel))
+
+
+class SummaryPage:
+    """Every indicator for one organisation at a glance: a spine chart and a table of links."""
+
+    def __init__(self, store_path, outputs_dir, org_level: str, org_code: str, period_end: str = "latest"):
+        self.ctx = PageContext(Path(store_path), Path(outputs_dir), org_level, org_code, "summary", period_end)
+
+    def header(self) -> None:
+        ctx = self.ctx
+        parts = []
+        if ctx.is_synthetic:
+            parts.append(f'<div class="moopt-synthetic-notice" role="note"><strong>'
+                         f'{html.escape(SYNTHETIC_NOTICE)}</strong></div>')
+        parts.append(
+            f"<h2>Summary: {html.escape(ctx.org_name)}</h2>"
+            f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. Every indicator "
+            f"for the 12 months to {_month_label(ctx.latest_period)}, against England and the range across "
+            f"{html.escape(ORG_LEVEL_PLURALS[ctx.org_level])}.</p>")
+        _display("\n".join(parts))
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One row per indicator: value, England, spread across the level and the comparison."""
+        ctx = self.ctx
+        level = ctx.query(
+            "SELECT indicator_id, org_code, value, england_value, england_assessment_99_8 "
+            "FROM indicator_values WHERE org_level = ? AND period = ? AND period_type = 'rolling_12m'",
+            [ctx.org_level, ctx.latest_period])
+        themes = {t.id: (t.order, t.title) for t in load_themes()}
+        rows = []
+        for ind_id, group in level.groupby("indicator_id"):
+            ind = get_indicator(ind_id)
+            own = group[group.org_code == ctx.org_code]
+            values = group["value"].dropna()
+            if own.empty or values.empty or pd.isna(own["value"].iloc[0]):
+                continue
+            rows.append({
+                "indicator_id": ind.id, "short_title": ind.short_title, "theme": ind.theme,
+                "theme_title": themes[ind.theme][1], "theme_order": themes[ind.theme][0],
+                "unit": ind.unit, "improvement_direction": ind.improvement_direction,
+                "value": own["value"].iloc[0], "england_value": own["england_value"].iloc[0],
+                "minimum": values.min(), "p25": values.quantile(0.25), "p75": values.quantile(0.75),
+                "maximum": values.max(), "assessment": own["england_assessment_99_8"].iloc[0],
+                "decimals": ind.value_decimals,
+            })
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        return frame.sort_values(["theme_order", "indicator_id"]).reset_index(drop=True)
+
+    def spine_chart(self) -> None:
+        ctx = self.ctx
+        frame = self.summary_frame()
+        if frame.empty:
+            _display("<p>No indicator has a 12-month value for this organisation yet.</p>")
+            return
+        chart = charts.plot_spine(
+            frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
+            period_label=f"12 months to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
+        path, rel = ctx.csv_path(chart.chart_id)
+        chart.to_csv(path)
+        _display(chart.to_html(csv_href=rel))
+
+    def theme_links(self, themes: list[str]) -> None:
+        """A table of every indicator with its comparison in words, linking to the theme pages."""
+        frame = self.summary_frame()
+        if frame.empty:
+            return
+        rows = []
+        for _, r in frame[frame["theme"].isin(themes)].iterrows():
+            d = int(r["decimals"])
+            label = r["assessment"] if isinstance(r["assessment"], str) else "not compared"
+            rows.append(
+                f'<tr><td><a href="{html.escape(r["theme"])}.html#{html.escape(r["indicator_id"])}">'
+                f'{html.escape(r["indicator_id"])} {html.escape(r["short_title"])}</a></td>'
+                f"<td>{html.escape(r['theme_title'])}</td><td>{_fmt(r['value'], d)}</td>"
+                f"<td>{_fmt(r['england_value'], d)}</td><td>{html.escape(label)}</td></tr>")
+        _display(
+            '<table class="moopt-table"><caption>Every indicator, latest 12 months. The comparison is with '
+            "England at 99.8% confidence: statistically different is not necessarily important.</caption>"
+            "<thead><tr><th>Indicator</th><th>Theme</th><th>Value</th><th>England</th>"
+            "<th>Compared with England</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

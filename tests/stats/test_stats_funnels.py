@@ -216,6 +216,8 @@ def test_lines_agree_with_row_limits_and_narrow():
     np.testing.assert_allclose(lines["funnel_lower_95"], rows["funnel_lower_95"])
     np.testing.assert_allclose(lines["funnel_upper_99_8"], rows["funnel_upper_99_8"])
     assert list(lines["indicator_id"].unique()) == ["A"]
+    plain = calculate_funnel_lines(params, points=5, prefix="")
+    assert {"denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"} <= set(plain)
     grid = calculate_funnel_lines(params, points=50)
     assert len(grid) == 50
     assert grid["denominator"].iloc[0] == pytest.approx(df["denominator"].min())

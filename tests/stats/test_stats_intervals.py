@@ -230,7 +230,9 @@ def test_poisson_rejects_non_counts():
 
 
 def test_unknown_kind_is_rejected():
-    df = pd.DataFrame({"kind": ["percent"], "numerator": [1], "denominator": [2], "multiplier": [1]})
+    df = pd.DataFrame(
+        {"kind": ["percent"], "numerator": [1], "denominator": [2], "multiplier": [1]}
+    )
     with pytest.raises(ValueError, match="allowed are"):
         calculate_intervals(df)
     with pytest.raises(ValueError, match="neither"):

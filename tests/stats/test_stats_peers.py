@@ -96,3 +96,5 @@ def test_peer_benchmark_is_ratio_of_peer_sums_and_feeds_comparison():
     compared = calculate_comparison(both, benchmark="peer_value", prefix="peer",
                                     improvement_direction="neutral", confidence=0.95)
     assert (compared["peer_comparison_95"] == "higher").all()
+    with pytest.raises(ValueError, match="rows repeat"):
+        calculate_peer_benchmark(pd.concat([df, df.iloc[:1]]), peers)

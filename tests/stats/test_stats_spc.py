@@ -28,6 +28,13 @@ def flagged(out, rule):
     return [i for i, r in enumerate(rules(out)) if r == rule]
 
 
+def test_constants_match_making_data_count():
+    from moopt.stats.spc import LIMIT_FACTOR, NEAR_LIMIT_FACTOR, SCREENING_FACTOR
+
+    assert (LIMIT_FACTOR, SCREENING_FACTOR) == (2.66, 3.267)
+    assert round(NEAR_LIMIT_FACTOR, 4) == 1.7733
+
+
 def test_baseline_limits_are_as_designed():
     out = run_spc([10.5])
     row = out.iloc[0]
@@ -269,3 +276,10 @@ def test_validation():
                       baseline_points=1)
     with pytest.raises(ValueError, match="not found"):
         calculate_spc(df, improvement_direction="increase")
+    rolling = pd.DataFrame({"period": [1, 2], "value": [1.0, 2.0],
+                            "period_type": ["month", "rolling_12m"]})
+    with pytest.raises(ValueError, match="overlapping rolling sums"):
+        calculate_spc(rolling, series_columns="period_type", improvement_direction="increase")
+    out = calculate_spc(rolling, series_columns="period_type", improvement_direction="increase",
+                        period_type=None)
+    assert len(out) == 2

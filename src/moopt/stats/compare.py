@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from moopt.stats._validate import (
-    assign_columns,
     DEFAULT_CONFIDENCE,
+    assign_columns,
     categorical_from_codes,
     check_columns,
     check_confidence,

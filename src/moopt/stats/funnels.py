@@ -29,10 +29,10 @@ import pandas as pd
 from scipy import special, stats
 
 from moopt.stats._validate import (
-    assign_columns,
     DEFAULT_CONFIDENCE,
     DEFAULT_GROUP_COLUMNS,
     INDICATOR_KINDS,
+    assign_columns,
     categorical_from_codes,
     check_choice,
     check_columns,
@@ -256,7 +256,9 @@ def _group_statistics(
         z, s = _z_scores(kind, x, n, target, transform)
         scored = usable & np.isfinite(z) & np.isfinite(s) & (s > 0)
         zc = np.where(scored, z, np.nan)
-        _, sorted_z, _, starts, counts = _sort_within_groups(codes, zc, n_groups)
+        _, sorted_z, _, starts, counts = _sort_within_groups(
+            codes, zc, n_groups, with_rows=False
+        )
         bounds = _quantiles_from_sorted(sorted_z, starts, counts, [winsorise, 1.0 - winsorise])
         z_w = np.clip(zc, bounds[codes, 0], bounds[codes, 1])
         k = np.bincount(codes, weights=scored.astype(np.float64), minlength=n_groups)
@@ -658,6 +660,7 @@ def calculate_funnel_lines(
     denominators: Sequence[float] | np.ndarray | None = None,
     points: int = 100,
     confidence: float | Sequence[float] = DEFAULT_CONFIDENCE,
+    prefix: str = "funnel_",
 ) -> pd.DataFrame:
     """Smooth funnel limit lines over a grid of denominators, for drawing.
 
@@ -673,13 +676,17 @@ def calculate_funnel_lines(
         Grid size when ``denominators`` is None.
     confidence : float or sequence of float, default (0.95, 0.998)
         Levels of the lines.
+    prefix : str, default "funnel_"
+        Start of the limit and target column names. ``prefix=""`` gives
+        ``lower_95``, ``upper_99_8``..., the names :mod:`moopt.charts.funnel`
+        reads.
 
     Returns
     -------
     pandas.DataFrame
         Long format: the parameters' group columns, ``denominator``,
-        ``funnel_target`` and ``funnel_lower_<level>`` /
-        ``funnel_upper_<level>`` on the value scale.
+        ``<prefix>target`` and ``<prefix>lower_<level>`` /
+        ``<prefix>upper_<level>`` on the value scale.
 
     Raises
     ------
@@ -735,7 +742,7 @@ def calculate_funnel_lines(
     out["denominator"] = grid.ravel()
     target = parameters["funnel_target"].to_numpy(dtype=float)
     scale = parameters["funnel_multiplier"].to_numpy(dtype=float)
-    out["funnel_target"] = target[funnel_index]
+    out[f"{prefix}target"] = target[funnel_index]
     n = grid.ravel()
     for level in levels:
         lower = np.full(n.shape, np.nan)
@@ -757,6 +764,6 @@ def calculate_funnel_lines(
             )
             lower[pick] = low * scale[fi]
             upper[pick] = up * scale[fi]
-        out[funnel_lower_column(level)] = lower
-        out[funnel_upper_column(level)] = upper
+        out[f"{prefix}lower_{confidence_label(level)}"] = lower
+        out[f"{prefix}upper_{confidence_label(level)}"] = upper
     return out

@@ -20,9 +20,9 @@ import pandas as pd
 from scipy import stats
 
 from moopt.stats._validate import (
-    assign_columns,
     DEFAULT_CONFIDENCE,
     INDICATOR_KINDS,
+    assign_columns,
     check_columns,
     check_confidence,
     check_dataframe,

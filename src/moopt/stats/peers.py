@@ -233,6 +233,11 @@ def calculate_peer_benchmark(
     keys = list(keys)
     check_columns(df, [numerator, denominator, org_code, org_level, *keys], function)
     check_columns(peer_groups, ["org_level", "org_code", "peer_code"], function)
+    if df.duplicated([org_level, org_code, *keys]).any():
+        raise ValueError(
+            f"{function}: rows repeat for the same organisation and {', '.join(keys)}; "
+            "give one row per organisation and indicator value."
+        )
     x = numeric_column(df, numerator, function)
     n = numeric_column(df, denominator, function)
     scale = multiplier_values(df, multiplier, function)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from moopt.stats._validate import (
-    assign_columns,
     DEFAULT_GROUP_COLUMNS,
+    assign_columns,
     check_columns,
     check_dataframe,
     check_group_columns,
@@ -38,19 +38,21 @@ _MIN_AVERAGE_GROUP = 64
 
 
 def _sort_within_groups(
-    codes: np.ndarray, values: np.ndarray, n_groups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    codes: np.ndarray, values: np.ndarray, n_groups: int, with_rows: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sort the non-missing values by group, then by value.
 
-    Returns the original row positions in sorted order, the sorted values, the
-    sorted group codes, each group's start in the sorted arrays and each
-    group's number of non-missing values.
+    Returns the original row positions in sorted order (None when
+    ``with_rows`` is False and only the sorted values are wanted), the sorted
+    values, the sorted group codes, each group's start in the sorted arrays
+    and each group's number of non-missing values.
     """
     present = np.flatnonzero(~np.isnan(values))
     v = values[present]
     g = codes[present]
     counts = np.bincount(g, minlength=n_groups)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    sorted_groups = np.repeat(np.arange(n_groups), counts)
     # A stable sort on small unsigned integers is a radix sort in NumPy: fast.
     small = np.min_scalar_type(max(n_groups - 1, 0))
     if n_groups * _MIN_AVERAGE_GROUP <= len(v):
@@ -60,6 +62,11 @@ def _sort_within_groups(
         # loop is over groups, never rows.
         by_group = np.argsort(g.astype(small, copy=False), kind="stable")
         grouped = v[by_group]
+        if not with_rows:
+            for start, count in zip(starts.tolist(), counts.tolist()):
+                if count > 1:
+                    grouped[start:start + count].sort()
+            return None, grouped, sorted_groups, starts, counts
         order = np.empty(len(v), dtype=np.int64)
         for start, count in zip(starts.tolist(), counts.tolist()):
             if count:
@@ -68,7 +75,7 @@ def _sort_within_groups(
     else:
         by_value = np.argsort(v)
         order = by_value[np.argsort(g[by_value].astype(small, copy=False), kind="stable")]
-    return present[order], v[order], g[order], starts, counts
+    return present[order], v[order], sorted_groups, starts, counts
 
 
 def _percentiles_from_sorted(
@@ -271,7 +278,9 @@ def calculate_deciles(
     function = "calculate_deciles"
     wanted = _check_deciles(deciles, function)
     values, codes, n_groups, groups = _prepare(df, value, group_columns, function)
-    _, sorted_values, _, starts, counts = _sort_within_groups(codes, values, n_groups)
+    _, sorted_values, _, starts, counts = _sort_within_groups(
+        codes, values, n_groups, with_rows=False
+    )
     table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
     if groups:
         first = _first_row_of_each_group(codes)
@@ -331,7 +340,7 @@ def assign_percentiles_and_deciles(
     wanted = _check_deciles(deciles, function)
     values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
     rows, sorted_values, sorted_groups, starts, counts = _sort_within_groups(
-        codes, values, n_groups
+        codes, values, n_groups, with_rows=percentile is not None
     )
     new_columns: dict[str, np.ndarray] = {}
     if percentile is not None:

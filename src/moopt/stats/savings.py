@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from moopt.stats._validate import (
-    assign_columns,
     DEFAULT_GROUP_COLUMNS,
+    assign_columns,
     check_columns,
     check_dataframe,
     check_finite_or_missing,

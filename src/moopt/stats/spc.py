@@ -220,6 +220,7 @@ def calculate_spc(
     improvement_direction: str = "improvement_direction",
     baseline_points: int | None = None,
     screen_outliers: bool = True,
+    period_type: str | None = "period_type",
 ) -> pd.DataFrame:
     """Add XmR control limits, special-cause rules and point types to every row.
 
@@ -233,8 +234,9 @@ def calculate_spc(
         point type, but do get their series' limits.
     period : str, default "period"
         Sortable time column.
-    series_columns : sequence of str, default ("indicator_id", "org_level", "org_code", "period_type")
-        Columns identifying one series.
+    series_columns : sequence of str, default DEFAULT_SERIES_COLUMNS
+        Columns identifying one series: ("indicator_id", "org_level",
+        "org_code", "period_type").
     improvement_direction : str, default "improvement_direction"
         "increase", "decrease" or "neutral" for all rows, or a column name.
     baseline_points : int or None, default None
@@ -242,6 +244,11 @@ def calculate_spc(
         series only (later points are judged against them); None uses all.
     screen_outliers : bool, default True
         Drop moving ranges at or above 3.267 x their mean before the limits.
+    period_type : str or None, default "period_type"
+        If this column exists, rows whose period type starts with "rolling"
+        are refused: consecutive rolling 12-month sums share 11 months, so
+        the run and trend rules would fire on overlap alone. ``None`` skips
+        the check.
 
     Returns
     -------
@@ -259,7 +266,8 @@ def calculate_spc(
     ------
     ValueError
         If a column is missing, ``value`` is not numeric, a series repeats a
-        period, a direction is unknown, or ``baseline_points`` < 2.
+        period, a direction is unknown, ``baseline_points`` < 2, or the data
+        hold rolling-period rows.
 
     Notes
     -----
@@ -294,6 +302,14 @@ def calculate_spc(
         or baseline_points < 2
     ):
         raise ValueError(f"{function}: baseline_points must be a whole number >= 2 or None.")
+    if period_type is not None and period_type in df.columns:
+        rolling = df[period_type].astype("str").str.startswith("rolling").fillna(False)
+        if rolling.any():
+            raise ValueError(
+                f"{function}: {int(rolling.sum())} row(s) have a rolling {period_type!r}; "
+                "SPC rules are not valid on overlapping rolling sums. Use monthly rows "
+                "(seasonally adjusted for seasonal indicators) or year-on-year change."
+            )
     y_all = numeric_column(df, value, function)
     if np.isinf(y_all).any():
         raise ValueError(f"{function}: column {value!r} has infinite values.")

@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from moopt.stats._validate import (
-    assign_columns,
     INDICATOR_KINDS,
+    assign_columns,
     check_choice,
     check_columns,
     check_dataframe,
@@ -89,8 +89,9 @@ def calculate_seasonal_adjustment(
         Column to decompose.
     period : str, default "period"
         Datetime column (one row per calendar month, no gaps).
-    series_columns : sequence of str, default ("indicator_id", "org_level", "org_code", "period_type")
-        Columns identifying one series.
+    series_columns : sequence of str, default DEFAULT_SERIES_COLUMNS
+        Columns identifying one series: ("indicator_id", "org_level",
+        "org_code", "period_type").
     seasonal_period : int, default 12
         Length of the seasonal cycle in months.
     robust : bool, default True
@@ -227,8 +228,9 @@ def calculate_trend_model(
         Exposure (list size, STAR-PU...); enters as a log offset, must be > 0.
     period : str, default "period"
         Datetime column; months must be consecutive.
-    series_columns : sequence of str, default ("indicator_id", "org_level", "org_code", "period_type")
-        Columns identifying one series.
+    series_columns : sequence of str, default DEFAULT_SERIES_COLUMNS
+        Columns identifying one series: ("indicator_id", "org_level",
+        "org_code", "period_type").
     family : {"quasi_poisson", "negative_binomial"}, default "quasi_poisson"
         Variance model. Quasi-Poisson estimates the dispersion from the
         Pearson chi-squared (``scale="X2"``); negative binomial uses a
@@ -411,8 +413,9 @@ def calculate_recent_trend(
         Counts; for proportions the numerator may not exceed the denominator.
     period : str, default "period"
         Sortable time column.
-    series_columns : sequence of str, default ("indicator_id", "org_level", "org_code", "period_type")
-        Columns identifying one series.
+    series_columns : sequence of str, default DEFAULT_SERIES_COLUMNS
+        Columns identifying one series: ("indicator_id", "org_level",
+        "org_code", "period_type").
     kind : {"proportion", "rate", "ratio"}, default "proportion"
         Binomial (Cochran-Armitage) or Poisson score test for trend.
     points : int, default 5

@@ -1,0 +1,106 @@
+"""End to end: the small synthetic set through store, engine, theme notebooks and site."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from moopt.cli import main
+from moopt.site import check_links
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project folder with the repository's notebooks and parameters, built on small synthetic data."""
+    folder = tmp_path_factory.mktemp("project")
+    for name in ("notebooks", "parameters"):
+        shutil.copytree(ROOT / name, folder / name)
+    shutil.copy(ROOT / "_quarto.yml", folder / "_quarto.yml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(project) -> Path:
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        assert main(["synth", "--scale", "small"]) == 0
+        store = project / "outputs" / "store" / "moopt.duckdb"
+        # Build two sub-ICB locations and two themes, with papermill starting a kernel per notebook.
+        codes = _first_codes(project, 2)
+        status = main(["build", "--orgs", ",".join(codes), "--themes", "antimicrobials,safety",
+                       "--runner", "papermill"])
+        assert status == 0
+        assert store.exists()
+    finally:
+        os.chdir(cwd)
+    return project / "outputs"
+
+
+def _first_codes(project: Path, n: int) -> list[str]:
+    mapping = pd.read_csv(project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv")
+    return sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[:n]
+
+
+def test_site_links_every_organisation_and_all_links_resolve(built):
+    manifest = json.loads((built / "run_manifest.json").read_text())
+    index = (built / "site" / "index.html").read_text()
+    assert len(manifest["organisations"]) == 2
+    for org in manifest["organisations"]:
+        assert f"orgs/sub_icb/{org['code']}/index.html" in index
+        for theme in ("antimicrobials", "safety"):
+            page = built / "site" / "orgs" / "sub_icb" / org["code"] / f"{theme}.html"
+            html = page.read_text()
+            assert "<img" in html and 'alt="' in html  # real charts with alt text
+            assert "SYNTHETIC DATA" in html.upper()
+    assert check_links(built / "site") == []
+    assert (built / "site" / "methodology" / "AMR01.html").exists()
+
+
+def test_every_notebook_ran_and_ingest_accounts_for_every_row(built):
+    manifest = json.loads((built / "run_manifest.json").read_text())
+    assert all(nb["status"] == "ok" for nb in manifest["notebooks"])
+    assert len(manifest["notebooks"]) == 2 * (2 + 1) + 1  # themes + summary per organisation, + England
+    for report in manifest["ingest"]:
+        if not report["skipped"]:
+            assert report["rows_read"] == report["rows_accepted"] + report["rows_rejected"]
+
+
+def test_chart_csv_is_exactly_the_computed_indicator_values(built):
+    manifest = json.loads((built / "run_manifest.json").read_text())
+    code = manifest["organisations"][0]["code"]
+    trend = pd.read_csv(built / "csv" / "sub_icb" / code / "antimicrobials" / "AMR01_trend.csv")
+    org_series = trend[trend["series"] == "organisation"].sort_values("period")
+    con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
+    expected = con.execute(
+        "SELECT period, value FROM indicator_values WHERE indicator_id = 'AMR01' AND org_level = 'sub_icb' "
+        "AND org_code = ? AND period_type = 'rolling_12m' ORDER BY period", [code]).fetchdf()
+    con.close()
+    assert len(org_series) == len(expected) > 0
+    assert org_series["value"].to_numpy() == pytest.approx(expected["value"].to_numpy())
+    # The value is computed from data, in a plausible range for items per STAR-PU a year.
+    assert 0.5 < expected["value"].iloc[-1] < 1.5
+
+
+def test_unknown_organisation_code_is_a_clear_error(project, capsys):
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        status = main(["build", "--orgs", "NOPE1", "--themes", "safety", "--no-site"])
+    finally:
+        os.chdir(cwd)
+    assert status == 2
+    assert re.search(r"Unknown sub-icb location code\(s\): NOPE1", capsys.readouterr().err, re.I)
