@@ -104,3 +104,40 @@ def test_unknown_organisation_code_is_a_clear_error(project, capsys):
         os.chdir(cwd)
     assert status == 2
     assert re.search(r"Unknown sub-icb location code\(s\): NOPE1", capsys.readouterr().err, re.I)
+
+
+def test_benchmarked_table_has_intervals_and_comparisons(built):
+    con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT indicator_id, value, lower_95, upper_95, lower_99_8, upper_99_8, england_comparison_95, "
+        "peer_value FROM indicator_values WHERE org_level = 'sub_icb' AND period_type = 'rolling_12m'").fetchdf()
+    con.close()
+    with_ci = rows[rows.lower_95.notna()]
+    assert len(with_ci) > 0
+    assert (with_ci.lower_99_8 <= with_ci.lower_95).all() and (with_ci.lower_95 <= with_ci.value).all()
+    assert (with_ci.value <= with_ci.upper_95).all() and (with_ci.upper_95 <= with_ci.upper_99_8).all()
+    assert set(with_ci.england_comparison_95.dropna()) <= {"higher", "similar", "lower"}
+    # ADQ and cost indicators get no Poisson interval.
+    assert rows.loc[rows.indicator_id == "SAF02", "lower_95"].isna().all()
+    assert rows["peer_value"].notna().any()
+
+
+def test_theme_page_charts_and_summary_page(built):
+    manifest = json.loads((built / "run_manifest.json").read_text())
+    code = manifest["organisations"][0]["code"]
+    folder = built / "csv" / "sub_icb" / code / "antimicrobials"
+    for chart in ("trend", "peers", "practices", "funnel", "spc"):
+        assert (folder / f"AMR01_{chart}.csv").exists(), chart
+    spc = pd.read_csv(folder / "AMR01_spc.csv")
+    con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
+    raw = con.execute("SELECT value FROM indicator_values WHERE indicator_id = 'AMR01' AND org_level = 'sub_icb' "
+                      "AND org_code = ? AND period_type = 'month' ORDER BY period", [code]).fetchdf()
+    con.close()
+    values = spc[spc["series"] == "value"]["value"].to_numpy() if "series" in spc else spc["value"].to_numpy()
+    assert len(values) == len(raw)
+    assert not (abs(values - raw["value"].to_numpy()) < 1e-12).all()  # seasonally adjusted, not raw
+    summary = (built / "site" / "orgs" / "sub_icb" / code / "summary.html").read_text()
+    assert "antimicrobials.html#AMR01" in summary and "<img" in summary
+    page = (built / "site" / "orgs" / "sub_icb" / code / "antimicrobials.html").read_text().lower()
+    for judgemental in ("failing", "poor performance", "league table position"):
+        assert judgemental not in page

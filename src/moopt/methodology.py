@@ -122,7 +122,43 @@ def methods_page() -> str:
         "this organisation marked by shape, colour and a label, and England as a reference line.",
         "- **Practices**: the organisation's practices by value and by size of denominator. Small practices vary "
         "more by chance, so a funnel shape is expected; the three most extreme practices are labelled.", "",
+        "- **Funnel plot**: every organisation at the same level by value and size of denominator, with 95% and "
+        "99.8% limits around England. The limits include Spiegelhalter's additive overdispersion adjustment "
+        "(the between-organisation variance tau² is estimated from Winsorised z-scores), because prescribing "
+        "varies far more than chance alone would make it; without it almost every organisation would look "
+        "unusual.",
+        "- **Practices**: the organisation's practices on a funnel whose limits are set by every practice in England.",
+        "- **SPC chart** (NHS Making Data Count): monthly values with their mean and process limits (mean ± 2.66 × "
+        "mean moving range). Special-cause points (outside the limits, a run of 7 on one side of the mean, a trend "
+        "of 7, or 2 of 3 near a limit) are marked by shape and colour. Seasonal indicators (antibiotics) are "
+        "seasonally adjusted first (STL, period 12), because seasonality would otherwise trigger the rules; "
+        "12-month rolling values are never used for SPC. Fewer than 13 points give trial limits.",
+        "- **Spine chart** (summary page): one row per indicator, England at the centre, the bar showing the range "
+        "across organisations with the middle half shaded; the marker's shape, colour and text give the "
+        "comparison with England. Rows where lower is better are mirrored so that better is always to the right.",
+        "",
         "Every chart has alt text, a caption and a CSV download of exactly what it plots.", "",
+        "## Confidence intervals and comparisons", "",
+        "Proportions use Wilson score intervals; counts per population use exact Poisson limits below 10 "
+        "items and Byar's method from 10; items per STAR-PU (observed/expected) use the count limits divided by "
+        "the STAR-PU. ADQs, quantities and costs are not counts and get no interval. An organisation is "
+        "'higher' than England when its lower limit is above the England value, 'lower' when its upper limit "
+        "is below it, otherwise 'similar'; the indicator's direction turns higher/lower into better/worse, or "
+        "leaves it as higher/lower when no direction is preferred. Comparisons are reported at 95% and 99.8%.", "",
+        "## Similar organisations (peers)", "",
+        "Each organisation's peer group is the 10 organisations of the same level nearest to it on list size, "
+        "share of patients aged 65 and over and deprivation score (each standardised to mean 0 and standard "
+        "deviation 1 within the level; Euclidean distance). The peer value is the ratio of the peers' summed "
+        "numerators to their summed denominators; the organisation is never part of its own peer group.", "",
+        "## Trends", "",
+        "The change per year is exp(12β) − 1 from a quasi-Poisson regression of the monthly numerator with "
+        "log(denominator) as offset and month-of-year terms for seasonal indicators, with "
+        "heteroscedasticity- and autocorrelation-consistent standard errors. For non-seasonal indicators the "
+        "last five months also get a chi-squared test for trend at 99.8%.", "",
+        "## Cost-saving opportunity", "",
+        "For cost-based indicators: what the organisation would have spent over 12 months had its value been at "
+        "the 10th percentile (or median) of organisations at its level, priced at its own costs. This shows the "
+        "scale of variation, not a target.", "",
         "## What the comparisons mean", "",
         "The dashboard describes variation to start local discussion. It sets no targets and is not a league "
         "table. Prescribing data are overdispersed: with large denominators almost every difference is "

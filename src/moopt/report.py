@@ -268,6 +268,47 @@ def spc_chart(indicator: Indicator, monthly: pd.DataFrame, org_code: str, org_na
                            chart_id=f"{indicator.id}_spc")
 
 
+def describe_trend(indicator: Indicator, monthly: pd.DataFrame) -> str:
+    """Neutral sentences on the change over time: GLM change per year, and the recent-trend marker."""
+    series = monthly[(monthly["denominator"] > 0) & monthly["numerator"].notna()]
+    if indicator.value_kind == "none" or len(series) < 24:
+        return ""
+    text = ""
+    try:
+        model = stats.calculate_trend_model(series, seasonal=indicator.seasonal)
+    except ValueError:
+        model = pd.DataFrame()
+    if len(model) and pd.notna(model["change_per_year"].iloc[0]):
+        m = model.iloc[0]
+        text += (f"Over the {int(m['trend_points'])} months shown, the modelled change was "
+                 f"{100 * m['change_per_year']:+.1f}% a year (95% confidence interval "
+                 f"{100 * m['change_per_year_lower']:+.1f}% to {100 * m['change_per_year_upper']:+.1f}%; "
+                 f"{'allowing for the time of year, ' if indicator.seasonal else ''}"
+                 "quasi-Poisson model with robust standard errors).")
+    if not indicator.seasonal:
+        recent = stats.calculate_recent_trend(series, kind=indicator.value_kind)
+        if len(recent):
+            text += f" Over the last five months: {recent['recent_trend'].iloc[0]} (test for trend at 99.8%)."
+    return text
+
+
+def describe_saving(indicator: Indicator, row: pd.Series | None, level: str) -> str:
+    """For cost-based indicators: spending at the 10th and 50th percentile of organisations."""
+    if not indicator.is_cost_based or row is None or pd.isna(row.get("value")):
+        return ""
+    frame = stats.calculate_cost_savings(pd.DataFrame([row]))
+    parts = []
+    for d, words in ((10, "10th percentile"), (50, "median")):
+        saving = frame[f"cost_saving_{d}"].iloc[0]
+        if pd.notna(saving):
+            parts.append(f"£{abs(saving):,.0f} {'less' if saving >= 0 else 'more'} at the {words}")
+    if not parts:
+        return ""
+    return ("If its 12-month value had been at the level of other " + ORG_LEVEL_PLURALS[level]
+            + ", priced at its own costs, it would have spent " + " and ".join(parts)
+            + ". This shows the scale of variation, not a target.")
+
+
 class ThemePage:
     """One organisation's page for one theme.
 
@@ -343,7 +384,10 @@ class ThemePage:
             f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
             f"<p>{html.escape(ind.description)}</p>"
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
-            f"<p>{html.escape(describe_position(ind, data.latest, ctx.org_name, ctx.org_level))}</p>")
+            + "".join(f"<p>{html.escape(text)}</p>" for text in (
+                describe_position(ind, data.latest, ctx.org_name, ctx.org_level),
+                describe_trend(ind, data.monthly_rows),
+                describe_saving(ind, data.latest, ctx.org_level)) if text))
         drawn = [
             charts.plot_trend_with_deciles(
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
