@@ -73,7 +73,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     reset_store_if_data_changed(config.store_path, files, _say)
     with Store(config.store_path) as store:
         reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                               files.practice_attributes, config.max_reject_share, _say)
+                               files.practice_attributes, config.max_reject_share, _say,
+                               supplied=files.supplied)
     read = sum(r.rows_read for r in reports)
     rejected = sum(r.rows_rejected for r in reports)
     _say(f"{read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "list_sizes": [],
         "organisations": None,
         "practice_attributes": None,
+        "supplied": [],
         "max_reject_share": 0.01,
     },
     "period": {"end": "latest", "months": 24},
@@ -68,6 +69,7 @@ class RunConfig:
     list_size_files: list[str]
     organisations_file: str | None
     practice_attributes_file: str | None
+    supplied_files: list[str]
     max_reject_share: float
     period_end: str
     period_months: int
@@ -261,6 +263,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         list_size_files=resolve_all(data["list_sizes"], "data.list_sizes"),
         organisations_file=resolve_one(data["organisations"]),
         practice_attributes_file=resolve_one(data["practice_attributes"]),
+        supplied_files=resolve_all(data["supplied"], "data.supplied"),
         max_reject_share=float(share),
         period_end=end,
         period_months=months,

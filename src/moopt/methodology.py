@@ -51,7 +51,9 @@ def _codes(component: Component) -> list[str]:
 
 def _component(title: str, component: Component) -> list[str]:
     lines = [f"### {title}", "", _text(component.description), ""]
-    if component.type == "prescribing":
+    if component.type == "supplied":
+        lines += ["Supplied from outside the prescribing data (see the source below).", ""]
+    elif component.type == "prescribing":
         lines += [f"Measure: {MEASURE_LABELS[component.measure]}. BNF codes (prefixes):", "", *_codes(component), ""]
     elif component.type == "list_size":
         band = ""
@@ -73,9 +75,14 @@ def indicator_page(ind: Indicator, theme_title: str) -> str:
         "## What it measures", "", _text(ind.description), "",
         "## Why it matters", "", _text(ind.why_it_matters), "",
         "## How it is calculated", "",
-        f"Value = numerator ÷ denominator × {ind.multiplier:g}, for each organisation as the sum of its practices' "
-        "numerators over the sum of their denominators (never an average of practice values). Monthly values and "
-        "12-month rolling values are both calculated.", "",
+        f"Value = numerator ÷ denominator × {ind.multiplier:g}, for each organisation as the sum of its members' "
+        "numerators over the sum of their denominators (never an average of member values). "
+        + ("Monthly values and 12-month rolling values are both calculated." if not ind.is_supplied else
+           f"Supplied {ind.supplied['period_type'].replace('rolling_12m', '12-month').replace('_', ' ')} values "
+           f"from {'QOF achievement files' if ind.supplied['source_layout'] == 'qof_achievement' else 'tidy supplied files'}"
+           + (f" (QOF indicator {', '.join(ind.supplied['qof_indicator_codes'])})"
+              if ind.supplied.get('qof_indicator_codes') else "")
+           + ", rolled up from the level they are supplied at."), "",
         *_component("Numerator", ind.numerator),
         *_component("Denominator", ind.denominator),
         "## Reading the value", "",

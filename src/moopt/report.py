@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 
 from moopt import charts, stats
-from moopt.indicators.definitions import Indicator, get_indicator, load_themes
+from moopt.indicators.definitions import Indicator, get_indicator, load_indicators, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
 
@@ -49,6 +49,13 @@ def _fmt(value: float, decimals: int) -> str:
 
 def _month_label(period) -> str:
     return pd.Timestamp(period).strftime("%B %Y")
+
+
+def period_label(period, period_type: str) -> str:
+    """'the 12 months to September 2026', 'the quarter to June 2026' or 'September 2026'."""
+    month = _month_label(period)
+    return {"rolling_12m": f"the 12 months to {month}", "quarter": f"the quarter to {month}"}.get(
+        period_type, month)
 
 
 @dataclass
@@ -131,6 +138,15 @@ class IndicatorData:
     def __init__(self, ctx: PageContext, indicator: Indicator):
         self.ctx = ctx
         self.indicator = indicator
+        self.period_type = indicator.main_period_type
+
+    @cached_property
+    def period(self) -> pd.Timestamp:
+        """The latest period of this indicator's main period type, up to the page's period."""
+        rows = self.ctx.con.execute(
+            "SELECT max(period) FROM indicator_values WHERE indicator_id = ? AND period_type = ? "
+            "AND period <= ?", [self.indicator.id, self.period_type, self.ctx.latest_period]).fetchall()
+        return pd.Timestamp(rows[0][0]) if rows and rows[0][0] is not None else self.ctx.latest_period
 
     @cached_property
     def org_rows(self) -> pd.DataFrame:
@@ -145,8 +161,8 @@ class IndicatorData:
         """Every organisation of the same level in the latest rolling period."""
         return self.ctx.query(
             "SELECT * FROM indicator_values WHERE indicator_id = ? AND org_level = ? AND period = ? "
-            "AND period_type = 'rolling_12m'",
-            [self.indicator.id, self.ctx.org_level, self.ctx.latest_period])
+            "AND period_type = ?",
+            [self.indicator.id, self.ctx.org_level, self.period, self.period_type])
 
     @cached_property
     def practice_rows(self) -> pd.DataFrame:
@@ -156,8 +172,8 @@ class IndicatorData:
         parent = ORG_LEVEL_COLUMNS[self.ctx.org_level][0]
         return self.ctx.query(
             f"SELECT * FROM indicator_values WHERE indicator_id = ? AND org_level = 'practice' "
-            f"AND {parent} = ? AND period = ? AND period_type = 'rolling_12m'",
-            [self.indicator.id, self.ctx.org_code, self.ctx.latest_period])
+            f"AND {parent} = ? AND period = ? AND period_type = ?",
+            [self.indicator.id, self.ctx.org_code, self.period, self.period_type])
 
     @cached_property
     def national_practice_rows(self) -> pd.DataFrame:
@@ -165,29 +181,31 @@ class IndicatorData:
         return self.ctx.query(
             "SELECT indicator_id, org_level, org_code, period, period_type, numerator, denominator "
             "FROM indicator_values WHERE indicator_id = ? AND org_level = 'practice' AND period = ? "
-            "AND period_type = 'rolling_12m' AND value IS NOT NULL",
-            [self.indicator.id, self.ctx.latest_period])
+            "AND period_type = ? AND value IS NOT NULL",
+            [self.indicator.id, self.period, self.period_type])
 
     @cached_property
     def monthly_rows(self) -> pd.DataFrame:
+        """The series SPC and trend models use: monthly for prescribing, the supplied periods otherwise."""
         rows = self.org_rows
-        return rows[rows.period_type == "month"].sort_values("period").reset_index(drop=True)
+        kind = "month" if not self.indicator.is_supplied else self.period_type
+        return rows[rows.period_type == kind].sort_values("period").reset_index(drop=True)
 
     @cached_property
     def latest(self) -> pd.Series | None:
-        rows = self.org_rows[(self.org_rows.period_type == "rolling_12m")
-                             & (self.org_rows.period == self.ctx.latest_period)]
+        rows = self.org_rows[(self.org_rows.period_type == self.period_type)
+                             & (self.org_rows.period == self.period)]
         return rows.iloc[0] if len(rows) else None
 
 
 def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str, level: str) -> str:
     """A neutral sentence about the organisation's latest 12-month value."""
     if row is None or pd.isna(row["value"]):
-        return (f"There is no 12-month value for {org_name} in this period "
+        return (f"There is no value for {org_name} in the latest period "
                 "(fewer than 12 months of data, or no denominator).")
     d = indicator.value_decimals
-    period = _month_label(row["period"])
-    text = (f"In the 12 months to {period}, {org_name} had {_fmt(row['value'], d)} {indicator.unit} "
+    when = period_label(row["period"], row["period_type"])
+    text = (f"In {when}, {org_name} had {_fmt(row['value'], d)} {indicator.unit} "
             f"(England {_fmt(row['england_value'], d)}).")
     if not pd.isna(row.get("percentile")):
         peers = ORG_LEVEL_PLURALS[level]
@@ -233,7 +251,8 @@ def funnel_lines(indicator: Indicator, population: pd.DataFrame, denominators: p
     return lines[["denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"]]
 
 
-def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, org_level: str, period):
+def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, org_level: str, period,
+                 period_type: str = "rolling_12m"):
     """Every organisation at the level on a funnel, this one highlighted."""
     points = level_rows[level_rows["value"].notna() & (level_rows["denominator"] > 0)]
     limits = funnel_lines(indicator, level_rows, points["denominator"])
@@ -244,7 +263,7 @@ def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, 
         org_level=org_level, denominator_label=indicator.denominator.description,
         centre_value=float(points["england_value"].iloc[0]) if len(points) else None,
         improvement_direction=indicator.improvement_direction,
-        period_label=f"12 months to {_month_label(period)}", chart_id=f"{indicator.id}_funnel")
+        period_label=period_label(period, period_type).removeprefix("the "), chart_id=f"{indicator.id}_funnel")
 
 
 def spc_chart(indicator: Indicator, monthly: pd.DataFrame, org_code: str, org_name: str):
@@ -256,7 +275,9 @@ def spc_chart(indicator: Indicator, monthly: pd.DataFrame, org_code: str, org_na
         series = stats.calculate_seasonal_adjustment(series)
         series["value"] = series["seasonally_adjusted"]
         title += " (seasonally adjusted)"
-    spc = stats.calculate_spc(series) if len(series) else series
+    # Supplied 12-month values (e.g. QOF years) do not overlap, so the rolling-sum guard does not apply.
+    spc = stats.calculate_spc(series, period_type=None if indicator.is_supplied else "period_type") \
+        if len(series) else series
     table = pd.DataFrame({
         "period": spc.get("period"), "value": spc.get("value"), "mean": spc.get("spc_mean"),
         "lower_process_limit": spc.get("spc_lower_limit"), "upper_process_limit": spc.get("spc_upper_limit"),
@@ -388,29 +409,32 @@ class ThemePage:
                 describe_position(ind, data.latest, ctx.org_name, ctx.org_level),
                 describe_trend(ind, data.monthly_rows),
                 describe_saving(ind, data.latest, ctx.org_level)) if text))
+        period, period_type = data.period, data.period_type
         drawn = [
             charts.plot_trend_with_deciles(
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 indicator_title=ind.short_title, unit=ind.unit,
-                improvement_direction=ind.improvement_direction, period_type="rolling_12m",
+                improvement_direction=ind.improvement_direction, period_type=period_type,
                 chart_id=f"{ind.id}_trend"),
             charts.plot_peer_position(
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
-                period=ctx.latest_period, period_type="rolling_12m",
+                period=period, period_type=period_type,
                 indicator_title=ind.short_title, unit=ind.unit,
                 improvement_direction=ind.improvement_direction, chart_id=f"{ind.id}_peers"),
         ]
-        if ctx.org_level not in ("practice", "england"):
+        # Practices only where the data go down to practices (supplied data may start higher).
+        if ctx.org_level not in ("practice", "england") and len(data.national_practice_rows):
             drawn.append(charts.plot_practice_spread(
                 data.practice_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 limits=funnel_lines(ind, data.national_practice_rows, data.practice_rows["denominator"]),
-                period=ctx.latest_period, period_type="rolling_12m",
+                period=period, period_type=period_type,
                 indicator_title=ind.short_title, unit=ind.unit,
                 denominator_label=ind.denominator.description,
                 improvement_direction=ind.improvement_direction, org_name=ctx.org_name,
                 chart_id=f"{ind.id}_practices"))
-        drawn.append(funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, ctx.latest_period))
-        drawn.append(spc_chart(ind, data.monthly_rows, ctx.org_code, ctx.org_name))
+        drawn.append(funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, period, period_type))
+        if len(data.monthly_rows.dropna(subset=["value"])) >= 6:  # too few points for SPC otherwise
+            drawn.append(spc_chart(ind, data.monthly_rows, ctx.org_code, ctx.org_name))
         for chart in drawn:
             path, rel = ctx.csv_path(chart.chart_id)
             chart.to_csv(path)
@@ -419,6 +443,33 @@ class ThemePage:
         if ind.caveats:
             _display("<p><em>Caveats.</em></p><ul>"
                      + "".join(f"<li>{html.escape(c)}</li>" for c in ind.caveats) + "</ul>")
+
+
+    def transfer_of_care_comparison(self, indicator_id: str) -> None:
+        """The indicator's breakdown groups (e.g. follow-up completed or not), here and in England."""
+        ind = get_indicator(indicator_id)
+        groups = (ind.supplied or {}).get("breakdowns")
+        if not groups:
+            raise ValueError(f"{indicator_id} has no breakdowns to compare.")
+        data = IndicatorData(self.ctx, ind)
+        rows = self.ctx.query(
+            "SELECT org_level, org_code, org_name, breakdown, numerator, denominator FROM supplied_breakdowns "
+            "WHERE indicator_id = ? AND period = ? AND period_type = ? AND breakdown <> 'all' "
+            "AND ((org_level = ? AND org_code = ?) OR org_level = 'england')",
+            [ind.id, data.period, data.period_type, self.ctx.org_level, self.ctx.org_code])
+        rows["kind"] = "proportion"
+        rows = stats.calculate_intervals(rows, multiplier=ind.multiplier)
+        rows["value"] = rows["numerator"] / rows["denominator"].where(rows["denominator"] > 0) * ind.multiplier
+        rows["area"] = rows["org_name"].where(rows["org_level"] != "england", "England")
+        rows = rows.sort_values(["org_level", "breakdown"], key=lambda c: c.map(
+            {"england": 1}).fillna(0) if c.name == "org_level" else c.map({g: i for i, g in enumerate(groups)}))
+        rows["group"] = rows["breakdown"]
+        chart = charts.plot_group_comparison(
+            rows, title=f"{ind.short_title} by follow-up, {period_label(data.period, data.period_type)[4:]}",
+            unit=ind.unit, group_label="Community pharmacy follow-up", chart_id=f"{ind.id}_by_group")
+        path, rel = self.ctx.csv_path(chart.chart_id)
+        chart.to_csv(path)
+        _display(chart.to_html(csv_href=rel))
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -455,23 +506,26 @@ class OverviewPage:
         _display("\n".join(parts))
 
     def national_table(self) -> None:
-        """England value and the spread across organisations, latest 12 months, every indicator."""
-        frame = self.ctx.query(
-            "SELECT indicator_id, org_level, value, period FROM indicator_values "
-            "WHERE period = ? AND period_type = 'rolling_12m' AND org_level IN ('england', ?)",
-            [self.ctx.latest_period, self.level])
+        """England value and the spread across organisations, latest period, every indicator."""
         rows = []
-        themes = {t.id: t.title for t in load_themes()}
-        for ind_id, group in frame.groupby("indicator_id", sort=True):
-            ind = get_indicator(ind_id)
-            eng = group.loc[group.org_level == "england", "value"]
-            spread = group.loc[group.org_level == self.level, "value"].dropna()
+        themes = {t.id: (t.order, t.title) for t in load_themes()}
+        for ind in sorted(load_indicators(), key=lambda i: (themes[i.theme][0], i.id)):
+            data = IndicatorData(self.ctx, ind)
+            frame = self.ctx.query(
+                "SELECT org_level, value FROM indicator_values WHERE indicator_id = ? AND period = ? "
+                "AND period_type = ? AND org_level IN ('england', ?)",
+                [ind.id, data.period, data.period_type, self.level])
+            if frame.empty:
+                continue
+            eng = frame.loc[frame.org_level == "england", "value"]
+            spread = frame.loc[frame.org_level == self.level, "value"].dropna()
             d = ind.value_decimals
             q = spread.quantile([0.1, 0.5, 0.9]) if len(spread) else pd.Series([math.nan] * 3)
             rows.append({
-                "Theme": themes.get(ind.theme, ind.theme),
+                "Theme": themes[ind.theme][1],
                 "Indicator": f"{ind.id} {ind.short_title}",
                 "Unit": ind.unit,
+                "Period": period_label(data.period, data.period_type).removeprefix("the "),
                 "England": _fmt(eng.iloc[0] if len(eng) else math.nan, d),
                 "Lowest": _fmt(spread.min() if len(spread) else math.nan, d),
                 "10th percentile": _fmt(q.iloc[0], d),
@@ -489,21 +543,22 @@ class OverviewPage:
     def indicator_trend(self, indicator_id: str) -> None:
         """England's 12-month trend with the deciles of the comparison level."""
         ind = get_indicator(indicator_id)
+        period_type = ind.main_period_type
         rows = self.ctx.query(
             "SELECT * FROM indicator_values WHERE indicator_id = ? AND org_level = 'england' "
-            "AND period_type = 'rolling_12m' AND period <= ? ORDER BY period",
-            [ind.id, self.ctx.latest_period])
+            "AND period_type = ? AND period <= ? ORDER BY period",
+            [ind.id, period_type, self.ctx.latest_period])
         deciles = self.ctx.query(
             "SELECT period, " + ", ".join(f"any_value(decile_{d}) AS decile_{d}" for d in range(10, 100, 10))
             + " FROM indicator_values WHERE indicator_id = ? AND org_level = ? "
-            "AND period_type = 'rolling_12m' GROUP BY period", [ind.id, self.level])
+            "AND period_type = ? GROUP BY period", [ind.id, self.level, period_type])
         rows = rows.drop(columns=[c for c in rows.columns if c.startswith("decile_")]).merge(
             deciles, on="period", how="left")
         _display(f"<h3>{html.escape(ind.id)}: {html.escape(ind.title)}</h3>"
                  f"<p>{html.escape(ind.description)}</p>")
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
-            unit=ind.unit, improvement_direction=ind.improvement_direction, period_type="rolling_12m",
+            unit=ind.unit, improvement_direction=ind.improvement_direction, period_type=period_type,
             chart_id=f"{ind.id}_trend")
         path, rel = self.ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
@@ -532,14 +587,11 @@ class SummaryPage:
     def summary_frame(self) -> pd.DataFrame:
         """One row per indicator: value, England, spread across the level and the comparison."""
         ctx = self.ctx
-        level = ctx.query(
-            "SELECT indicator_id, org_code, value, england_value, england_assessment_99_8 "
-            "FROM indicator_values WHERE org_level = ? AND period = ? AND period_type = 'rolling_12m'",
-            [ctx.org_level, ctx.latest_period])
         themes = {t.id: (t.order, t.title) for t in load_themes()}
         rows = []
-        for ind_id, group in level.groupby("indicator_id"):
-            ind = get_indicator(ind_id)
+        for ind in load_indicators():
+            data = IndicatorData(ctx, ind)
+            group = data.peer_rows
             own = group[group.org_code == ctx.org_code]
             values = group["value"].dropna()
             if own.empty or values.empty or pd.isna(own["value"].iloc[0]):
@@ -548,6 +600,7 @@ class SummaryPage:
                 "indicator_id": ind.id, "short_title": ind.short_title, "theme": ind.theme,
                 "theme_title": themes[ind.theme][1], "theme_order": themes[ind.theme][0],
                 "unit": ind.unit, "improvement_direction": ind.improvement_direction,
+                "period": period_label(data.period, data.period_type).removeprefix("the "),
                 "value": own["value"].iloc[0], "england_value": own["england_value"].iloc[0],
                 "minimum": values.min(), "p25": values.quantile(0.25), "p75": values.quantile(0.75),
                 "maximum": values.max(), "assessment": own["england_assessment_99_8"].iloc[0],
@@ -566,7 +619,7 @@ class SummaryPage:
             return
         chart = charts.plot_spine(
             frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
-            period_label=f"12 months to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
+            period_label=f"latest periods to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
         path, rel = ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
         _display(chart.to_html(csv_href=rel))
@@ -583,10 +636,10 @@ class SummaryPage:
             rows.append(
                 f'<tr><td><a href="{html.escape(r["theme"])}.html#{html.escape(r["indicator_id"])}">'
                 f'{html.escape(r["indicator_id"])} {html.escape(r["short_title"])}</a></td>'
-                f"<td>{html.escape(r['theme_title'])}</td><td>{_fmt(r['value'], d)}</td>"
+                f"<td>{html.escape(r['theme_title'])}</td><td>{html.escape(r['period'])}</td><td>{_fmt(r['value'], d)}</td>"
                 f"<td>{_fmt(r['england_value'], d)}</td><td>{html.escape(label)}</td></tr>")
         _display(
-            '<table class="moopt-table"><caption>Every indicator, latest 12 months. The comparison is with '
+            '<table class="moopt-table"><caption>Every indicator, latest period. The comparison is with '
             "England at 99.8% confidence: statistically different is not necessarily important.</caption>"
-            "<thead><tr><th>Indicator</th><th>Theme</th><th>Value</th><th>England</th>"
+            "<thead><tr><th>Indicator</th><th>Theme</th><th>Period</th><th>Value</th><th>England</th>"
             "<th>Compared with England</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

@@ -31,7 +31,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from moopt.sources.layouts import EPD, PRACTICE_MAP, QUINARY_LIST_SIZE, detect_layout
+import re
+
+from moopt.sources.layouts import detect_layout
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ CREATE TABLE IF NOT EXISTS ingest_log (
     rows_rejected BIGINT, months VARCHAR, file_size BIGINT, file_mtime DOUBLE,
     ingested_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS rejects (file VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR);
+CREATE TABLE IF NOT EXISTS supplied (
+    indicator_id VARCHAR, org_level VARCHAR, org_code VARCHAR, period DATE, period_type VARCHAR,
+    breakdown VARCHAR, numerator DOUBLE, denominator DOUBLE, source_file VARCHAR);
 """
 
 BNF_CODE_PATTERN = "[0-9A-Z]{15}|[0-9]{11}"  # presentations are 15 characters; appliances 11 digits
@@ -133,7 +138,7 @@ class Store:
                 f"rejects_table='{tag}_rej', rejects_scan='{tag}_scan')")
 
     def _finish(self, path: Path, layout: str, table: str, staged: str, tag: str,
-                columns: list[str], month_filter: bool, max_reject_share: float,
+                columns: list[str], month_filter: bool | str, max_reject_share: float,
                 detail_sql: str) -> IngestReport:
         """Move accepted rows of ``staged`` into ``table``; quarantine the rest."""
         con = self.con
@@ -163,8 +168,11 @@ class Store:
         rows_read = n_parsed + len(struct)
         rows_rejected = len(rejects)
         reasons = rejects["reason"].value_counts().to_dict() if rows_rejected else {}
+        # month_filter: True replaces the months the file holds; a string names the period column
+        # and key columns to replace by (supplied data); False replaces the whole table.
+        month_col = "month" if month_filter is True else "period"
         months = [m.strftime("%Y-%m") for (m,) in con.execute(
-            f"SELECT DISTINCT month FROM {staged} WHERE reject_reason IS NULL ORDER BY 1").fetchall()] \
+            f"SELECT DISTINCT {month_col} FROM {staged} WHERE reject_reason IS NULL ORDER BY 1").fetchall()] \
             if month_filter else []
         report = IngestReport(str(path), layout, table, rows_read, n_good, rows_rejected, months,
                               {str(k): int(v) for k, v in reasons.items()})
@@ -183,9 +191,12 @@ class Store:
         cols = ", ".join(columns)
         con.execute("BEGIN TRANSACTION")
         try:
-            if month_filter:
+            if month_filter is True:
                 con.execute(f"DELETE FROM {table} WHERE month IN "
                             f"(SELECT DISTINCT month FROM {staged} WHERE reject_reason IS NULL)")
+            elif month_filter:
+                con.execute(f"DELETE FROM {table} WHERE ({month_filter}) IN "
+                            f"(SELECT DISTINCT {month_filter} FROM {staged} WHERE reject_reason IS NULL)")
             else:
                 con.execute(f"DELETE FROM {table}")
             con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staged} "
@@ -418,6 +429,143 @@ class Store:
                          [report.rows_read, report.rows_accepted, str(path)])
         return report
 
+    # -- supplied indicators -------------------------------------------------------------------------
+
+    def _register_supplied_definitions(self, indicators) -> None:
+        rows = [{"indicator_id": i.id, "value_kind": i.value_kind, "period_type": i.supplied["period_type"],
+                 "layout": i.supplied["source_layout"],
+                 "breakdowns": ",".join(["all", *i.supplied.get("breakdowns", [])])}
+                for i in indicators if i.is_supplied]
+        frame = pd.DataFrame(rows, columns=["indicator_id", "value_kind", "period_type", "layout", "breakdowns"])
+        self.con.register("supplied_definitions", frame)
+        codes = []
+        for level, column in (("practice", "practice_code"), ("pcn", "pcn_code"), ("sub_icb", "sub_icb_code"),
+                              ("icb", "icb_code"), ("region", "region_code")):
+            codes.append(f"SELECT DISTINCT '{level}' AS org_level, {column} AS org_code FROM organisations")
+        self.con.execute("CREATE OR REPLACE TEMP VIEW org_codes AS " + " UNION ALL ".join(codes))
+
+    def ingest_supplied(self, path: str | Path, indicators, max_reject_share: float = 0.01,
+                        force: bool = False) -> IngestReport:
+        """Validate one supplied-indicator file (moopt tidy layout or QOF achievement) and load it.
+
+        ``indicators`` are the indicator definitions; only supplied ones may appear in the file.
+        Re-ingesting replaces the same indicators and periods.
+        """
+        path = Path(path)
+        layout, cols = detect_layout(path, "supplied")
+        if not force and self._unchanged(path):
+            return IngestReport(str(path), layout.name, "supplied", 0, 0, 0, skipped=True)
+        self._require_organisations(path)
+        self._register_supplied_definitions(indicators)
+        if layout.name == "qof_achievement":
+            return self._ingest_qof(path, cols, indicators, max_reject_share)
+        tag = "sup_" + uuid.uuid4().hex[:8]
+        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        breakdown = c.get("breakdown", "'all'")
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            typed AS (
+                SELECT data_row, upper({c['indicator_id']}) AS indicator_id, lower({c['org_level']}) AS org_level,
+                    upper({c['org_code']}) AS org_code,
+                    TRY_CAST({c['period_start']} AS DATE) AS period_start,
+                    TRY_CAST({c['period_end']} AS DATE) AS period_end,
+                    lower(coalesce(nullif({breakdown}, ''), 'all')) AS breakdown,
+                    TRY_CAST({c['numerator']} AS DOUBLE) AS numerator,
+                    TRY_CAST({c['denominator']} AS DOUBLE) AS denominator
+                FROM raw),
+            checked AS (
+                SELECT t.*, d.value_kind, d.period_type AS expected_period_type, d.breakdowns,
+                    date_diff('month', t.period_start, t.period_end) + 1 AS span,
+                    CAST(date_trunc('month', t.period_end) AS DATE) AS period,
+                    CASE date_diff('month', t.period_start, t.period_end) + 1
+                        WHEN 1 THEN 'month' WHEN 3 THEN 'quarter' WHEN 12 THEN 'rolling_12m' END AS period_type,
+                    (SELECT count(*) FROM org_codes o WHERE o.org_level = t.org_level AND o.org_code = t.org_code) AS known_org,
+                    row_number() OVER (PARTITION BY t.indicator_id, t.org_level, t.org_code, t.period_end, t.breakdown
+                                       ORDER BY t.data_row) AS dup
+                FROM typed t LEFT JOIN supplied_definitions d USING (indicator_id))
+            SELECT *, CASE
+                WHEN value_kind IS NULL THEN 'INDICATOR_ID is not a supplied indicator in the library'
+                WHEN org_level NOT IN ('practice', 'pcn', 'sub_icb', 'icb', 'region') THEN 'ORG_LEVEL is not a level'
+                WHEN known_org = 0 THEN 'ORG_CODE is not an organisation at that level in the organisation map'
+                WHEN period_start IS NULL OR period_end IS NULL THEN 'PERIOD_START or PERIOD_END is not a date (YYYY-MM-DD)'
+                WHEN day(period_start) <> 1 OR period_end <> last_day(period_end) OR period_type IS NULL
+                    THEN 'the period is not 1, 3 or 12 whole months'
+                WHEN period_type <> expected_period_type THEN 'the period length differs from the definition''s period_type'
+                WHEN NOT list_contains(string_split(breakdowns, ','), breakdown) THEN 'BREAKDOWN is not one the definition lists'
+                WHEN numerator IS NULL OR numerator < 0 THEN 'NUMERATOR is missing, non-numeric or negative'
+                WHEN denominator IS NULL OR denominator < 0 THEN 'DENOMINATOR is missing, non-numeric or negative'
+                WHEN value_kind = 'proportion' AND numerator > denominator THEN 'NUMERATOR exceeds DENOMINATOR for a proportion'
+                WHEN dup > 1 THEN 'duplicate row (same indicator, organisation, period and breakdown)'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM checked"""
+        staged = self._stage(path, tag, select)
+        return self._finish(path, layout.name, "supplied", staged, tag,
+                            ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
+                             "numerator", "denominator", "source_file"],
+                            "indicator_id, period", max_reject_share,
+                            "concat_ws(' ', indicator_id, org_level, org_code, breakdown)")
+
+    def _ingest_qof(self, path: Path, cols: dict, indicators, max_reject_share: float) -> IngestReport:
+        """QOF achievement: numerator and denominator rows per practice and QOF indicator code."""
+        match = re.search(r"(\d{2})(\d{2})", path.stem)
+        if not match or (int(match.group(2)) - int(match.group(1))) % 100 != 1:
+            raise IngestError(f"{path}: the QOF financial year must be in the file name, e.g. ACHIEVEMENT_2526.csv "
+                              "for April 2025 to March 2026.")
+        period = f"20{match.group(2)}-03-01"
+        mapping = pd.DataFrame(
+            [(code, i.id) for i in indicators if i.is_supplied and i.supplied["source_layout"] == "qof_achievement"
+             for code in i.supplied["qof_indicator_codes"]], columns=["indicator_code", "indicator_id"])
+        self.con.register("qof_mapping", mapping)
+        tag = "qof_" + uuid.uuid4().hex[:8]
+        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            typed AS (
+                SELECT data_row, upper({c['practice_code']}) AS practice_code,
+                    upper({c['indicator_code']}) AS indicator_code, upper({c['measure']}) AS measure,
+                    TRY_CAST({c['value']} AS DOUBLE) AS value
+                FROM raw),
+            used AS (
+                SELECT t.*, m.indicator_id,
+                    max(CASE WHEN measure = 'NUMERATOR' THEN value END) OVER w AS numerator,
+                    max(CASE WHEN measure = 'DENOMINATOR' THEN value END) OVER w AS denominator,
+                    count(*) FILTER (WHERE measure = 'NUMERATOR') OVER w AS n_num,
+                    count(*) FILTER (WHERE measure = 'DENOMINATOR') OVER w AS n_den,
+                    row_number() OVER (PARTITION BY practice_code, indicator_code, measure ORDER BY data_row) AS dup
+                FROM typed t LEFT JOIN qof_mapping m USING (indicator_code)
+                WINDOW w AS (PARTITION BY practice_code, indicator_code))
+            SELECT *, 'practice' AS org_level, practice_code AS org_code, CAST('{period}' AS DATE) AS period,
+                'rolling_12m' AS period_type, 'all' AS breakdown, CASE
+                WHEN value IS NULL OR value < 0 THEN 'VALUE is missing, non-numeric or negative'
+                WHEN dup > 1 THEN 'duplicate row (same practice, indicator and measure)'
+                WHEN indicator_id IS NULL THEN NULL
+                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
+                    THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
+                WHEN n_num <> 1 OR n_den <> 1 THEN 'the practice lacks exactly one NUMERATOR and one DENOMINATOR row'
+                WHEN numerator > denominator THEN 'NUMERATOR exceeds DENOMINATOR'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM used"""
+        staged = self._stage(path, tag, select)
+        # Rows for QOF indicators moopt does not use, and the other measures, are valid input that is not
+        # stored: count them as accepted, keep one row per practice and indicator for the table.
+        self.con.execute(
+            f"CREATE TEMP TABLE {staged}_kept AS SELECT * FROM {staged} WHERE reject_reason IS NOT NULL "
+            f"OR (indicator_id IS NOT NULL AND measure = 'NUMERATOR')")
+        unused = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] - \
+            self.con.execute(f"SELECT count(*) FROM {staged}_kept").fetchall()[0][0]
+        self.con.execute(f"DROP TABLE {staged}")
+        self.con.execute(f"ALTER TABLE {staged}_kept RENAME TO {staged}")
+        report = self._finish(path, "qof_achievement", "supplied", staged, tag,
+                              ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
+                               "numerator", "denominator", "source_file"],
+                              "indicator_id, period", max_reject_share,
+                              "concat_ws(' ', practice_code, indicator_code, measure)")
+        report.rows_read += unused
+        report.rows_accepted += unused
+        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
+                         [report.rows_read, report.rows_accepted, str(path)])
+        return report
+
     def _require_organisations(self, path: Path) -> None:
         n = self.con.execute("SELECT count(*) FROM organisations").fetchall()[0][0]
         if n == 0:
@@ -456,7 +604,8 @@ def _data_rows_to_lines(data_rows: np.ndarray, struct_lines: np.ndarray) -> np.n
 
 def ingest_files(store: Store, organisations: str | Path, prescribing: list[str | Path],
                  list_sizes: list[str | Path], practice_attributes: str | Path | None = None,
-                 max_reject_share: float = 0.01, progress=None) -> list[IngestReport]:
+                 max_reject_share: float = 0.01, progress=None, supplied: list[str | Path] = (),
+                 indicators=None) -> list[IngestReport]:
     """Ingest a run's files in dependency order and return one report per file."""
     say = progress or (lambda msg: None)
     reports = [store.ingest_organisations(organisations, max_reject_share)]
@@ -472,4 +621,11 @@ def ingest_files(store: Store, organisations: str | Path, prescribing: list[str 
         start = time.perf_counter()
         reports.append(store.ingest_prescribing(path, max_reject_share))
         say(f"prescribing {i}/{len(prescribing)}: {reports[-1].line()} [{time.perf_counter() - start:.1f}s]")
+    if supplied:
+        if indicators is None:
+            from moopt.indicators.definitions import load_indicators
+            indicators = load_indicators()
+        for i, path in enumerate(supplied, 1):
+            reports.append(store.ingest_supplied(path, indicators, max_reject_share))
+            say(f"supplied {i}/{len(supplied)}: {reports[-1].line()}")
     return reports

@@ -33,6 +33,7 @@ from moopt.charts.funnel import (
     calculate_funnel_data,
     plot_funnel,
 )
+from moopt.charts.groups import GROUP_COLUMNS, plot_group_comparison
 from moopt.charts.peers import calculate_peer_data, plot_peer_position, rank_points
 from moopt.charts.practices import plot_practice_spread, select_member_practices
 from moopt.charts.spc import POINT_TYPES, SPC_COLUMNS, calculate_spc_data, plot_spc
@@ -40,6 +41,8 @@ from moopt.charts.spine import ASSESSMENTS, SPINE_COLUMNS, calculate_spine_data,
 from moopt.charts.trend import DECILE_COLUMNS, calculate_trend_data, plot_trend_with_deciles
 
 __all__ = [
+    "GROUP_COLUMNS",
+    "plot_group_comparison",
     "ASSESSMENTS",
     "Chart",
     "DECILE_COLUMNS",

@@ -318,10 +318,10 @@ def check_direction(improvement_direction: str | None, allow_none: bool = False)
 
 
 def check_period_type(period_type: str) -> str:
-    """Return ``period_type`` if it is "month" or "rolling_12m", else raise ValueError."""
-    if period_type not in ("month", "rolling_12m"):
+    """Return ``period_type`` if it is "month", "quarter" or "rolling_12m", else raise ValueError."""
+    if period_type not in ("month", "quarter", "rolling_12m"):
         raise ValueError(
-            f"Unknown period type {period_type!r}. Use 'month' or 'rolling_12m'."
+            f"Unknown period type {period_type!r}. Use 'month', 'quarter' or 'rolling_12m'."
         )
     return period_type
 
@@ -385,7 +385,7 @@ def format_period(period: object, period_type: str | None = None) -> str:
     """Format a period for people, e.g. "Mar 2024" or "12 months to Mar 2024"."""
     stamp = pd.Timestamp(period)
     text = stamp.strftime("%b %Y")
-    return f"12 months to {text}" if period_type == "rolling_12m" else text
+    return {"rolling_12m": f"12 months to {text}", "quarter": f"quarter to {text}"}.get(period_type, text)
 
 
 def format_number(value: float) -> str:

@@ -42,6 +42,9 @@ class CheckReport:
             lines.append("No data store found: coverage not checked (run `moopt build` or `moopt ingest`).")
         for row in self.coverage:
             shown = ", ".join(row.codes[:6]) + (f" and {len(row.codes) - 6} more" if len(row.codes) > 6 else "")
+            if row.part == "supplied rows":
+                lines.append(f"  {row.indicator_id} supplied: {row.items:,} rows")
+                continue
             lines.append(f"  {row.indicator_id} {row.part}: {len(row.codes)} BNF codes, "
                          f"{row.items:,} items ({shown or 'none'})")
         if self.errors:
@@ -94,7 +97,22 @@ def check_indicators(store_path: Path | None = None, directory: Path | None = No
     try:
         backend = ibis.duckdb.from_connection(con)
         report.store_checked = True
+        supplied_counts = {}
+        if any(i.is_supplied for i in report.indicators):
+            try:
+                sup = backend.table("supplied")
+                counts = sup.group_by("indicator_id").aggregate(n=sup.count()).to_pandas()
+                supplied_counts = dict(zip(counts["indicator_id"], counts["n"]))
+            except Exception:  # noqa: BLE001 - no supplied table in this store
+                supplied_counts = {}
         for ind in report.indicators:
+            if ind.is_supplied:
+                n = int(supplied_counts.get(ind.id, 0))
+                report.coverage.append(CoverageRow(ind.id, "supplied rows", [], n))
+                if not n:
+                    report.errors.append(f"{ind.id}: no supplied rows in the store (load its file with the run's "
+                                         "data.supplied files).")
+                continue
             rows, errors = coverage(backend, ind)
             report.coverage.extend(rows)
             report.errors.extend(errors)

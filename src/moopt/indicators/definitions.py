@@ -110,6 +110,7 @@ class Indicator:
     value_decimals: int = 2
     national_expectation: str | None = None
     references: tuple[str, ...] = ()
+    supplied: dict | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -120,6 +121,8 @@ class Indicator:
         ``ratio`` (a count per STAR-PU, read as observed/expected), or ``none`` for
         ADQs, quantities and costs, which are not counts.
         """
+        if self.supplied is not None:
+            return self.supplied["value_kind"]
         num = self.numerator.measure
         if self.denominator.type == "prescribing":
             return "proportion" if num == self.denominator.measure else "none"
@@ -134,6 +137,15 @@ class Indicator:
     @property
     def is_cost_based(self) -> bool:
         return self.numerator.measure == "cost"
+
+    @property
+    def is_supplied(self) -> bool:
+        return self.supplied is not None
+
+    @property
+    def main_period_type(self) -> str:
+        """The period the site compares on: 12-month rolling for prescribing, as supplied otherwise."""
+        return self.supplied["period_type"] if self.supplied else "rolling_12m"
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,7 @@ def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
     ident = data["id"]
     num_spec = data["numerator"]
     thresholds = num_spec.get("quantity_per_item_above", {})
-    unknown = set(thresholds) - set(num_spec["codes"])
+    unknown = set(thresholds) - set(num_spec.get("codes", []))
     if unknown:
         raise DefinitionError(f"{ident}: quantity_per_item_above names {sorted(unknown)}, which are not numerator codes.")
     den_spec = data["denominator"]
@@ -187,14 +199,28 @@ def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
         )
     if data["date_reviewed"] > data["next_review"]:
         raise DefinitionError(f"{ident}: next_review is before date_reviewed.")
-    numerator = Component("prescribing", num_spec["description"], num_spec["measure"], _code_set(num_spec))
-    if den_spec["type"] == "prescribing":
-        denominator = Component("prescribing", den_spec["description"], den_spec["measure"], _code_set(den_spec))
-    elif den_spec["type"] == "list_size":
-        denominator = Component("list_size", den_spec["description"],
-                                age_from=den_spec.get("age_from"), age_to=den_spec.get("age_to"))
+    supplied = data.get("supplied")
+    is_supplied = num_spec.get("type") == "supplied"
+    if is_supplied != (den_spec["type"] == "supplied") or is_supplied != (supplied is not None):
+        raise DefinitionError(f"{ident}: a supplied indicator needs a supplied numerator, a supplied denominator "
+                              "and a 'supplied' section; a prescribing indicator has none of them.")
+    if supplied is not None:
+        layout = supplied["source_layout"]
+        if (layout == "qof_achievement") != bool(supplied.get("qof_indicator_codes")):
+            raise DefinitionError(f"{ident}: qof_indicator_codes are needed for, and only for, source_layout "
+                                  "qof_achievement.")
+        numerator = Component("supplied", num_spec["description"])
+        denominator = Component("supplied", den_spec["description"])
     else:
-        denominator = Component("star_pu", den_spec["description"], star_pu_group=den_spec["star_pu_group"])
+        numerator = Component("prescribing", num_spec["description"], num_spec["measure"], _code_set(num_spec))
+        if den_spec["type"] == "prescribing":
+            denominator = Component("prescribing", den_spec["description"], den_spec["measure"],
+                                    _code_set(den_spec))
+        elif den_spec["type"] == "list_size":
+            denominator = Component("list_size", den_spec["description"],
+                                    age_from=den_spec.get("age_from"), age_to=den_spec.get("age_to"))
+        else:
+            denominator = Component("star_pu", den_spec["description"], star_pu_group=den_spec["star_pu_group"])
     indicator = Indicator(
         id=ident, title=data["title"], short_title=data["short_title"], theme=data["theme"],
         status=data["status"], description=data["description"].strip(),
@@ -205,7 +231,7 @@ def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
         date_reviewed=data["date_reviewed"], next_review=data["next_review"],
         seasonal=bool(data.get("seasonal", False)), value_decimals=int(data.get("value_decimals", 2)),
         national_expectation=data.get("national_expectation"),
-        references=tuple(data.get("references", [])), raw=data,
+        references=tuple(data.get("references", [])), supplied=supplied, raw=data,
     )
     if indicator.value_kind == "proportion" and indicator.multiplier != 100:
         raise DefinitionError(f"{ident}: a proportion must use multiplier 100 (a percentage).")

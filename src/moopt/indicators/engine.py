@@ -103,9 +103,10 @@ class IndicatorEngine:
         if not indicators:
             raise ValueError("No indicators to compute.")
         self.backend = backend
-        self.indicators = indicators
+        self.indicators = [i for i in indicators if not i.is_supplied]
+        self.supplied = [i for i in indicators if i.is_supplied]
         self._columns: dict[tuple, str] = {}
-        for ind in indicators:
+        for ind in self.indicators:
             for comp in (ind.numerator, ind.denominator):
                 self._columns.setdefault(_component_key(comp), f"c{len(self._columns)}")
 
@@ -217,6 +218,71 @@ class IndicatorEngine:
                 *PARENT_COLUMNS))
         return ibis.union(*per_level)
 
+    # -- supplied indicators: values from files, rolled up the hierarchy -------------------------------
+
+    def supplied_levels(self) -> ir.Table | None:
+        """Supplied rows (every breakdown) aggregated from the level they came at to every level above.
+
+        Organisation values are again ratios of sums. Each indicator must be supplied at one level
+        only, otherwise the same activity would be counted twice.
+        """
+        if not self.supplied:
+            return None
+        try:
+            sup = self.backend.table("supplied")
+        except Exception:  # noqa: BLE001 - a store without supplied data (ibis raises per backend)
+            return None
+        ids = [i.id for i in self.supplied]
+        sup = sup.filter(sup.indicator_id.isin(ids))
+        levels = sup.group_by("indicator_id").aggregate(n=sup.org_level.nunique()).to_pandas()
+        several = levels.loc[levels["n"] > 1, "indicator_id"].tolist()
+        if several:
+            raise ValueError(f"Supplied indicator(s) {', '.join(several)} have rows at more than one "
+                             "organisation level; supply each at one level (it is rolled up from there).")
+        if levels.empty:
+            return None
+        multipliers = ibis.memtable(
+            {"indicator_id": ids, "multiplier": [float(i.multiplier) for i in self.supplied]})
+        sup = sup.join(multipliers, "indicator_id")
+        orgs = self.backend.table("organisations")
+        keys = ["indicator_id", "period", "period_type", "breakdown", "multiplier"]
+        chain = [lvl for lvl in ORG_LEVELS if lvl != "england"]
+        parts = []
+        for i, source in enumerate(chain):
+            code_col = ORG_LEVEL_COLUMNS[source][0]
+            above = [c for lvl in chain[i:] for c in ORG_LEVEL_COLUMNS[lvl]]
+            mapping = orgs.group_by(code_col).aggregate(
+                **{c: orgs[c].max() for c in above if c != code_col})
+            rows = sup.filter(sup.org_level == source)
+            joined = rows.join(mapping, rows.org_code == mapping[code_col]).select(
+                rows, *[mapping[c] for c in above if c != code_col])
+            joined = joined.mutate(**{code_col: joined.org_code})
+            for target in [*chain[i:], "england"]:
+                t = joined
+                sums = {"numerator": t.numerator.sum(), "denominator": t.denominator.sum(),
+                        "n_practices": t.org_code.count()}
+                if target == "england":
+                    agg = t.group_by([t[k] for k in keys]).aggregate(**sums).mutate(
+                        org_level=ibis.literal("england"), org_code=ibis.literal(ENGLAND_CODE),
+                        org_name=ibis.literal(ENGLAND_NAME))
+                else:
+                    tcode, tname = ORG_LEVEL_COLUMNS[target]
+                    parents = PARENT_COLUMNS[PARENT_COLUMNS.index(tcode) + 1:] if tcode in PARENT_COLUMNS \
+                        else PARENT_COLUMNS
+                    name_expr = t[tname].max() if tname in t.columns else t[tcode].max()
+                    agg = t.group_by([*keys, tcode]).aggregate(
+                        org_name=name_expr, **sums, **{p: t[p].max() for p in parents})
+                    agg = agg.rename(org_code=tcode).mutate(org_level=ibis.literal(target))
+                for p in PARENT_COLUMNS:
+                    if p not in agg.columns:
+                        agg = agg.mutate(**{p: ibis.null("string")})
+                parts.append(agg.select(
+                    "indicator_id", "org_level", "org_code", "org_name", "multiplier", "n_practices",
+                    *PARENT_COLUMNS, "period", "period_type", "breakdown", "numerator", "denominator"))
+        both = ibis.union(*parts)
+        return both.mutate(value=ibis.ifelse(
+            both.denominator > 0, both.numerator / both.denominator * both.multiplier, ibis.null("float64")))
+
     # -- steps 4 to 6 -----------------------------------------------------------------------------------
 
     def with_rolling(self, monthly: ir.Table) -> ir.Table:
@@ -279,7 +345,14 @@ class IndicatorEngine:
         missing_count = int(missing.select("practice_code", "month").distinct().count().execute())
         monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
         say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
-        values = self.backend.create_table("_values", self.with_rolling(monthly), overwrite=True)
+        values = self.with_rolling(monthly)
+        supplied = self.supplied_levels()
+        if supplied is not None:
+            breakdowns = self.backend.create_table("supplied_breakdowns", supplied, overwrite=True)
+            values = ibis.union(values, breakdowns.filter(breakdowns.breakdown == "all").drop("breakdown"))
+            say(f"supplied indicators rolled up for {len(self.supplied)} definitions "
+                f"[{time.perf_counter() - started:.1f}s]")
+        values = self.backend.create_table("_values", values, overwrite=True)
         result = self.benchmarked(values)
         if start_month is not None:
             result = result.filter(result.period >= start_month)
@@ -290,7 +363,7 @@ class IndicatorEngine:
         months = sorted({str(p)[:7] for p in final.select("period").distinct().to_pandas()["period"]})
         rows = int(final.count().execute())
         say(f"{rows:,} indicator values written to {table_name} [{time.perf_counter() - started:.1f}s]")
-        return EngineReport(len(self.indicators), rows, time.perf_counter() - started, missing_count, months)
+        return EngineReport(len(self.indicators) + len(self.supplied), rows, time.perf_counter() - started, missing_count, months)
 
 
 def proportion_overflow(backend: ibis.BaseBackend, indicators: list[Indicator],

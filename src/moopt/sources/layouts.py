@@ -93,7 +93,36 @@ PRACTICE_MAP = Layout(
     },
 )
 
-LAYOUTS: tuple[Layout, ...] = (EPD, QUINARY_LIST_SIZE, PRACTICE_MAP)
+SUPPLIED_TIDY = Layout(
+    name="moopt_supplied",
+    kind="supplied",
+    description="moopt tidy supplied-indicator file",
+    columns={
+        "indicator_id": ("INDICATOR_ID",),
+        "org_level": ("ORG_LEVEL",),
+        "org_code": ("ORG_CODE",),
+        "period_start": ("PERIOD_START",),
+        "period_end": ("PERIOD_END",),
+        "breakdown": ("BREAKDOWN",),
+        "numerator": ("NUMERATOR",),
+        "denominator": ("DENOMINATOR",),
+    },
+    optional=("breakdown",),
+)
+
+QOF_ACHIEVEMENT = Layout(
+    name="qof_achievement",
+    kind="supplied",
+    description="NHS Digital QOF achievement file (ACHIEVEMENT_<yy><yy>.csv)",
+    columns={
+        "practice_code": ("PRACTICE_CODE",),
+        "indicator_code": ("INDICATOR_CODE",),
+        "measure": ("MEASURE",),
+        "value": ("VALUE",),
+    },
+)
+
+LAYOUTS: tuple[Layout, ...] = (EPD, QUINARY_LIST_SIZE, PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT)
 
 
 def read_header(path: Path) -> list[str]:
