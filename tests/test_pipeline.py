@@ -39,7 +39,7 @@ def built(project) -> Path:
         store = project / "outputs" / "store" / "moopt.duckdb"
         # Build two sub-ICB locations and two themes, with papermill starting a kernel per notebook.
         codes = _first_codes(project, 2)
-        status = main(["build", "--orgs", ",".join(codes), "--themes", "antimicrobials,safety",
+        status = main(["build", "--orgs", ",".join(codes), "--themes", "antimicrobials,safety,transfer_of_care",
                        "--runner", "papermill"])
         assert status == 0
         assert store.exists()
@@ -71,7 +71,7 @@ def test_site_links_every_organisation_and_all_links_resolve(built):
 def test_every_notebook_ran_and_ingest_accounts_for_every_row(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
     assert all(nb["status"] == "ok" for nb in manifest["notebooks"])
-    assert len(manifest["notebooks"]) == 2 * (2 + 1) + 1  # themes + summary per organisation, + England
+    assert len(manifest["notebooks"]) == 2 * (3 + 1) + 1  # themes + summary per organisation, + England
     for report in manifest["ingest"]:
         if not report["skipped"]:
             assert report["rows_read"] == report["rows_accepted"] + report["rows_rejected"]
@@ -141,3 +141,16 @@ def test_theme_page_charts_and_summary_page(built):
     page = (built / "site" / "orgs" / "sub_icb" / code / "antimicrobials.html").read_text().lower()
     for judgemental in ("failing", "poor performance", "league table position"):
         assert judgemental not in page
+
+
+def test_transfer_of_care_comparison_from_supplied_data(built):
+    manifest = json.loads((built / "run_manifest.json").read_text())
+    code = manifest["organisations"][0]["code"]
+    table = pd.read_csv(built / "csv" / "sub_icb" / code / "transfer_of_care" / "TOC03_by_group.csv")
+    england = table[table["area"] == "England"].set_index("group")
+    assert set(england.index) == {"completed", "not_completed"}
+    for group, row in england.iterrows():
+        assert row["lower_95"] <= row["value"] <= row["upper_95"]
+        assert row["value"] == pytest.approx(100 * row["numerator"] / row["denominator"])
+    # The synthetic data carry the published finding: fewer readmissions after completed follow-up.
+    assert england.loc["completed", "value"] < england.loc["not_completed", "value"]

@@ -129,3 +129,25 @@ def test_supplied_definition_rules():
     mixed["denominator"] = {"type": "list_size", "description": "Registered patients"}
     with pytest.raises(DefinitionError, match="TST05: a supplied indicator needs"):
         parse_definition(mixed)
+
+
+def test_breakdowns_must_add_up_and_one_qof_code_per_indicator(tmp_path, defs):
+    f.write_map(tmp_path / "map.csv")
+    q = ("2025-01-01", "2025-03-31")
+    f.write_csv(tmp_path / "toc.csv", TIDY, [
+        ["TST03", "sub_icb", "S1A", *q, "all", 30, 200], ["TST03", "sub_icb", "S1A", *q, "completed", 10, 120],
+        ["TST03", "sub_icb", "S1A", *q, "not_completed", 25, 80]])  # 10 + 25 is not 30
+    f.write_csv(tmp_path / "ACHIEVEMENT_2425.csv", ["PRACTICE_CODE", "INDICATOR_CODE", "MEASURE", "VALUE"], [
+        ["A00001", "AF007", "NUMERATOR", 9], ["A00001", "AF007", "DENOMINATOR", 10]])
+    twice = [d for d in defs if d.id == "TST10"][0]
+    twice = parse_definition({**twice.raw, "supplied": {**twice.supplied, "qof_indicator_codes": ["AF007", "AF008"]}})
+    f.write_csv(tmp_path / "ACHIEVEMENT_2526.csv", ["PRACTICE_CODE", "INDICATOR_CODE", "MEASURE", "VALUE"], [
+        ["A00001", "AF007", "NUMERATOR", 9], ["A00001", "AF007", "DENOMINATOR", 10],
+        ["A00001", "AF008", "NUMERATOR", 9], ["A00001", "AF008", "DENOMINATOR", 10]])
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ingest_organisations(tmp_path / "map.csv")
+        toc = store.ingest_supplied(tmp_path / "toc.csv", defs, max_reject_share=1.0)
+        assert toc.rows_rejected == 3 and "breakdown rows do not add up" in next(iter(toc.reasons))
+        qof = store.ingest_supplied(tmp_path / "ACHIEVEMENT_2526.csv", [twice], max_reject_share=1.0)
+        assert qof.rows_rejected == 4
+        assert "more than one QOF code" in next(iter(qof.reasons))

@@ -61,6 +61,7 @@ class DataFiles:
     practice_attributes: str | None
     synthetic: bool
     description: str
+    supplied: list[str] = field(default_factory=list)
 
 
 def ensure_data(config: RunConfig, progress=None) -> DataFiles:
@@ -70,8 +71,12 @@ def ensure_data(config: RunConfig, progress=None) -> DataFiles:
         for path in [config.organisations_file, *config.epd_files, *config.list_size_files]:
             if not Path(path).exists():
                 raise ParameterError(f"Data file {path} does not exist (check data: in the parameters).")
+        for path in config.supplied_files:
+            if not Path(path).exists():
+                raise ParameterError(f"Data file {path} does not exist (check data.supplied in the parameters).")
         return DataFiles(config.organisations_file, sorted(config.epd_files), sorted(config.list_size_files),
-                         config.practice_attributes_file, False, "Files named in the run parameters")
+                         config.practice_attributes_file, False, "Files named in the run parameters",
+                         sorted(config.supplied_files))
     folder = config.synthetic_dir
     manifest = read_synthetic_manifest(folder)
     if manifest is None or (config.synthetic_scale is not None and manifest.get("scale") != config.synthetic_scale):
@@ -91,6 +96,7 @@ def ensure_data(config: RunConfig, progress=None) -> DataFiles:
         practice_attributes=str(folder / "organisations" / "practice_attributes.csv"),
         synthetic=True,
         description=f"Synthetic data ({manifest.get('scale')} scale, seed {manifest.get('seed')})",
+        supplied=sorted(str(p) for p in (folder / "supplied").glob("*.csv")),
     )
 
 
@@ -110,14 +116,24 @@ def make_synthetic(folder: Path, scale: str, seed: int, end_month: str, months: 
     (folder / "synthetic_manifest.json").unlink(missing_ok=True)  # incomplete until rewritten
     for sub in ("epd", "list_sizes", "organisations", "supplied"):
         shutil.rmtree(folder / sub, ignore_errors=True)
-    return generate_synthetic(folder, scale=scale, seed=seed, end_month=end_month, n_months=months,
-                              progress=progress)
+    summary = generate_synthetic(folder, scale=scale, seed=seed, end_month=end_month, n_months=months,
+                                 progress=progress)
+    from moopt.sources.synthetic_supplied import generate_supplied
+
+    # The manifest marks a complete set, so it is moved aside until the supplied files exist too.
+    manifest = folder / "synthetic_manifest.json"
+    pending = manifest.with_name(".synthetic_manifest.pending")
+    os.replace(manifest, pending)
+    organisations = pd.read_csv(folder / "organisations" / "gp-reg-pat-prac-map.csv", dtype=str)
+    summary["supplied"] = generate_supplied(folder, organisations, summary["months"], seed=seed)
+    os.replace(pending, manifest)
+    return summary
 
 
 def data_set_id(files: DataFiles) -> str:
     """Identifies the set of input files, so a store built from another set is not reused."""
     h = hashlib.sha256()
-    for path in [files.organisations, *files.prescribing, *files.list_sizes]:
+    for path in [files.organisations, *files.prescribing, *files.list_sizes, *files.supplied]:
         h.update(str(Path(path).resolve()).encode())
     if files.synthetic:
         manifest = read_synthetic_manifest(Path(files.organisations).parents[1]) or {}
@@ -287,7 +303,8 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
         store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
         result.ingest = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                                     files.practice_attributes, config.max_reject_share, say)
+                                     files.practice_attributes, config.max_reject_share, say,
+                                     supplied=files.supplied, indicators=load_indicators())
         read = sum(r.rows_read for r in result.ingest)
         accepted = sum(r.rows_accepted for r in result.ingest)
         rejected = sum(r.rows_rejected for r in result.ingest)

@@ -361,7 +361,8 @@ class ThemePage:
         parts.append(f"<h2>{html.escape(self.theme.title)}: {html.escape(ctx.org_name)}</h2>")
         parts.append(
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. "
-            f"Latest period: the 12 months to {_month_label(ctx.latest_period)}.</p>"
+            f"Latest period: the 12 months to {_month_label(ctx.latest_period)} for prescribing indicators; "
+            "indicators from other sources show their own latest period.</p>"
             "<p>These figures show variation to prompt local discussion. They are not targets and "
             "not a league table; differences can reflect the population served as well as "
             "prescribing choices.</p>")

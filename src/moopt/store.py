@@ -481,8 +481,13 @@ class Store:
                         WHEN 1 THEN 'month' WHEN 3 THEN 'quarter' WHEN 12 THEN 'rolling_12m' END AS period_type,
                     (SELECT count(*) FROM org_codes o WHERE o.org_level = t.org_level AND o.org_code = t.org_code) AS known_org,
                     row_number() OVER (PARTITION BY t.indicator_id, t.org_level, t.org_code, t.period_end, t.breakdown
-                                       ORDER BY t.data_row) AS dup
-                FROM typed t LEFT JOIN supplied_definitions d USING (indicator_id))
+                                       ORDER BY t.data_row) AS dup,
+                    sum(CASE WHEN t.breakdown <> 'all' THEN t.numerator END) OVER key AS parts_numerator,
+                    sum(CASE WHEN t.breakdown <> 'all' THEN t.denominator END) OVER key AS parts_denominator,
+                    max(CASE WHEN t.breakdown = 'all' THEN t.numerator END) OVER key AS all_numerator,
+                    max(CASE WHEN t.breakdown = 'all' THEN t.denominator END) OVER key AS all_denominator
+                FROM typed t LEFT JOIN supplied_definitions d USING (indicator_id)
+                WINDOW key AS (PARTITION BY t.indicator_id, t.org_level, t.org_code, t.period_start, t.period_end))
             SELECT *, CASE
                 WHEN value_kind IS NULL THEN 'INDICATOR_ID is not a supplied indicator in the library'
                 WHEN org_level NOT IN ('practice', 'pcn', 'sub_icb', 'icb', 'region') THEN 'ORG_LEVEL is not a level'
@@ -496,6 +501,10 @@ class Store:
                 WHEN denominator IS NULL OR denominator < 0 THEN 'DENOMINATOR is missing, non-numeric or negative'
                 WHEN value_kind = 'proportion' AND numerator > denominator THEN 'NUMERATOR exceeds DENOMINATOR for a proportion'
                 WHEN dup > 1 THEN 'duplicate row (same indicator, organisation, period and breakdown)'
+                WHEN parts_numerator IS NOT NULL AND (all_numerator IS NULL
+                        OR abs(parts_numerator - all_numerator) > 1e-9 * greatest(1, all_numerator)
+                        OR abs(parts_denominator - all_denominator) > 1e-9 * greatest(1, all_denominator))
+                    THEN 'breakdown rows do not add up to the "all" row for this organisation and period'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
@@ -531,7 +540,8 @@ class Store:
                     max(CASE WHEN measure = 'DENOMINATOR' THEN value END) OVER w AS denominator,
                     count(*) FILTER (WHERE measure = 'NUMERATOR') OVER w AS n_num,
                     count(*) FILTER (WHERE measure = 'DENOMINATOR') OVER w AS n_den,
-                    row_number() OVER (PARTITION BY practice_code, indicator_code, measure ORDER BY data_row) AS dup
+                    row_number() OVER (PARTITION BY practice_code, indicator_code, measure ORDER BY data_row) AS dup,
+                    count(DISTINCT indicator_code) OVER (PARTITION BY practice_code, m.indicator_id) AS codes_for_indicator
                 FROM typed t LEFT JOIN qof_mapping m USING (indicator_code)
                 WINDOW w AS (PARTITION BY practice_code, indicator_code))
             SELECT *, 'practice' AS org_level, practice_code AS org_code, CAST('{period}' AS DATE) AS period,
@@ -541,6 +551,7 @@ class Store:
                 WHEN indicator_id IS NULL THEN NULL
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
+                WHEN codes_for_indicator > 1 THEN 'more than one QOF code for the same moopt indicator at this practice'
                 WHEN n_num <> 1 OR n_den <> 1 THEN 'the practice lacks exactly one NUMERATOR and one DENOMINATOR row'
                 WHEN numerator > denominator THEN 'NUMERATOR exceeds DENOMINATOR'
             END AS reject_reason, {_quote(path.name)} AS source_file

@@ -7,6 +7,7 @@ column and the problem instead of a NumPy warning or a silent NaN.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -58,9 +59,21 @@ def _first_rows(mask: np.ndarray, df: pd.DataFrame, limit: int = 3) -> str:
     return ", ".join(str(df.index[p]) for p in positions)
 
 
-def check_non_negative(values: np.ndarray, column: str, df: pd.DataFrame, function: str) -> None:
-    """Raise if any value is negative (NaN is allowed and means 'missing')."""
+def check_non_negative(
+    values: np.ndarray,
+    column: str,
+    df: pd.DataFrame,
+    function: str,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Raise if any value is negative (NaN is allowed and means 'missing').
+
+    ``rows``, a boolean mask, limits the check to some rows (for example the
+    rows of one indicator kind) without copying the column.
+    """
     bad = values < 0
+    if rows is not None:
+        bad &= rows
     if bad.any():
         raise ValueError(
             f"{function}: column {column!r} has {int(bad.sum())} negative value(s) "
@@ -69,10 +82,16 @@ def check_non_negative(values: np.ndarray, column: str, df: pd.DataFrame, functi
 
 
 def check_finite_or_missing(
-    values: np.ndarray, column: str, df: pd.DataFrame, function: str
+    values: np.ndarray,
+    column: str,
+    df: pd.DataFrame,
+    function: str,
+    rows: np.ndarray | None = None,
 ) -> None:
-    """Raise on +/- infinity, which is never a valid count or value."""
+    """Raise on +/- infinity, which is never a valid count or value (``rows`` as above)."""
     bad = np.isinf(values)
+    if rows is not None:
+        bad &= rows
     if bad.any():
         raise ValueError(
             f"{function}: column {column!r} has {int(bad.sum())} infinite value(s) "
@@ -86,9 +105,12 @@ def check_numerator_within_denominator(
     names: tuple[str, str],
     df: pd.DataFrame,
     function: str,
+    rows: np.ndarray | None = None,
 ) -> None:
-    """Raise if a proportion's numerator exceeds its denominator."""
+    """Raise if a proportion's numerator exceeds its denominator (``rows`` as above)."""
     bad = numerator > denominator
+    if rows is not None:
+        bad &= rows
     if bad.any():
         raise ValueError(
             f"{function}: {int(bad.sum())} row(s) have {names[0]!r} greater than {names[1]!r} "
@@ -97,16 +119,33 @@ def check_numerator_within_denominator(
         )
 
 
-def check_whole_numbers(values: np.ndarray, column: str, df: pd.DataFrame, function: str) -> None:
-    """Raise if Poisson methods are asked to treat non-integers as counts."""
-    finite = np.isfinite(values)
-    bad = np.zeros(values.shape, dtype=bool)
-    bad[finite] = np.abs(values[finite] - np.round(values[finite])) > 1e-9 * np.maximum(
-        1.0, np.abs(values[finite])
-    )
-    if bad.any():
+def check_whole_numbers(
+    values: np.ndarray,
+    column: str,
+    df: pd.DataFrame,
+    function: str,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Raise if Poisson methods are asked to treat non-integers as counts.
+
+    A value counts as whole when it is within 1e-9 (relative, at least
+    absolute 1e-9) of a whole number; missing and infinite values are left to
+    the other checks. ``rows`` as in :func:`check_non_negative`.
+    """
+    # Cheap pre-filter: a value equal to its rounding is whole. Only the rest
+    # (NaN and genuinely fractional values, usually few) get the tolerance test.
+    candidates = np.flatnonzero(np.round(values) != values)
+    if rows is not None and len(candidates):
+        candidates = candidates[rows[candidates]]
+    v = values[candidates]
+    finite = np.isfinite(v)
+    off = np.abs(v[finite] - np.round(v[finite])) > 1e-9 * np.maximum(1.0, np.abs(v[finite]))
+    bad_positions = candidates[finite][off]
+    if len(bad_positions):
+        bad = np.zeros(values.shape, dtype=bool)
+        bad[bad_positions] = True
         raise ValueError(
-            f"{function}: column {column!r} has {int(bad.sum())} non-whole value(s) "
+            f"{function}: column {column!r} has {len(bad_positions)} non-whole value(s) "
             f"(first at index {_first_rows(bad, df)}) but Poisson intervals need counts. "
             "ADQs, DDDs and costs are not counts: use kind='none' for them."
         )
@@ -152,13 +191,24 @@ def check_choice(value: object, allowed: Sequence[str], name: str, function: str
 
 
 def multiplier_values(
-    df: pd.DataFrame, multiplier: float | str, function: str
+    df: pd.DataFrame,
+    multiplier: float | str,
+    function: str,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray | float:
-    """A scalar multiplier, or the values of the column it names."""
+    """A scalar multiplier, or the values of the column it names.
+
+    A column must hold a positive finite number on every row (on the rows
+    of the boolean mask ``rows`` when given). The column's own array is
+    returned, not a copy: callers must not write to it.
+    """
     if isinstance(multiplier, str):
         check_columns(df, [multiplier], function)
         values = numeric_column(df, multiplier, function)
-        if np.any(~np.isfinite(values)) or np.any(values <= 0):
+        bad = ~(np.isfinite(values) & (values > 0))
+        if rows is not None:
+            bad &= rows
+        if bad.any():
             raise ValueError(
                 f"{function}: multiplier column {multiplier!r} must hold positive numbers "
                 "(1, 100, 1000...) on every row."
@@ -172,6 +222,62 @@ def multiplier_values(
     if not np.isfinite(multiplier) or multiplier <= 0:
         raise ValueError(f"{function}: multiplier must be a positive number, not {multiplier!r}.")
     return float(multiplier)
+
+
+# --------------------------------------------------------------------------- factorising
+
+# Factorising a text column of millions of rows (a hash pass) costs about as
+# much as the statistics themselves, and the national run factorises the same
+# columns (indicator, level, kind, direction...) in every step. Columns backed
+# by Arrow are immutable: pandas replaces the Arrow array when a value is set
+# and shares it between a frame and the frames derived from it (assign, column
+# selection). So their codes are remembered per Arrow array, and forgotten
+# when the array is garbage-collected. NumPy-backed columns can be changed in
+# place and are always factorised afresh.
+_FACTORIZE_CACHE: dict[int, tuple[weakref.ref, np.ndarray, pd.Index]] = {}
+_FACTORIZE_CACHE_SIZE = 32
+
+
+def _arrow_data(series: pd.Series) -> object | None:
+    """The immutable Arrow array behind ``series``, or None if it has none."""
+    array = series.array
+    if isinstance(array, pd.arrays.ArrowExtensionArray):
+        return array.__arrow_array__()
+    return None
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    entry = _FACTORIZE_CACHE.get(key)
+    if entry is not None and entry[0] is ref:
+        del _FACTORIZE_CACHE[key]
+
+
+def factorize_column(df: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
+    """``pandas.factorize(df[column])`` (missing values coded -1), remembered for Arrow columns.
+
+    Returns read-only integer codes (the smallest signed type that holds
+    them) and the distinct values in order of first appearance.
+    """
+    series = df[column]
+    arrow = _arrow_data(series)
+    if arrow is not None:
+        entry = _FACTORIZE_CACHE.get(id(arrow))
+        if entry is not None and entry[0]() is arrow:
+            return entry[1], entry[2]
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    codes = codes.astype(np.min_scalar_type(-max(len(uniques), 1)), copy=False)
+    if arrow is None:
+        return codes, uniques
+    codes.flags.writeable = False
+    key = id(arrow)
+    try:
+        ref = weakref.ref(arrow, lambda r, key=key: _forget(key, r))
+    except TypeError:  # an array type without weak references: do not remember it
+        return codes, uniques
+    if len(_FACTORIZE_CACHE) >= _FACTORIZE_CACHE_SIZE:
+        del _FACTORIZE_CACHE[next(iter(_FACTORIZE_CACHE))]
+    _FACTORIZE_CACHE[key] = (ref, codes, uniques)
+    return codes, uniques
 
 
 def word_codes(
@@ -194,10 +300,11 @@ def word_codes(
             f"{function}: {what} {argument!r} is neither one of "
             f"{', '.join(map(repr, allowed))} nor a column of the data."
         )
-    codes, uniques = pd.factorize(df[argument], use_na_sentinel=True)
+    codes, uniques = factorize_column(df, argument)
+    # The trailing -1 is picked by code -1 (missing).
     lookup = np.array([list(allowed).index(u) if u in allowed else -1 for u in uniques] + [-1],
                       dtype=np.int8)
-    mapped = lookup[codes]  # code -1 (missing) picks the trailing -1
+    mapped = lookup[codes]
     if (mapped < 0).any():
         odd = sorted({str(u) for u in uniques if u not in allowed})[:5]
         if (codes < 0).any():
@@ -226,27 +333,43 @@ def kind_codes(df: pd.DataFrame, kind: str, function: str) -> np.ndarray:
     return word_codes(df, kind, INDICATOR_KINDS, "kind", function)
 
 
+def isin_column(df: pd.DataFrame, column: str, values: Sequence[object]) -> np.ndarray:
+    """Boolean mask of the rows whose ``column`` is one of ``values`` (missing is False)."""
+    codes, uniques = factorize_column(df, column)
+    wanted = set(values)
+    lookup = np.array([u in wanted for u in uniques] + [False], dtype=bool)
+    return lookup[codes]
+
+
 def group_codes(df: pd.DataFrame, columns: Sequence[str], function: str) -> tuple[np.ndarray, int]:
     """Integer group id per row (0..n_groups-1) for the given key columns.
 
-    Missing keys form their own group rather than being dropped, so that every
-    row keeps its place. Factorising column by column is several times faster
-    than ``DataFrame.groupby(...).ngroup()`` on pyarrow strings.
+    Groups are numbered in order of first appearance. Missing keys form their
+    own group rather than being dropped, so that every row keeps its place.
+    Factorising column by column is several times faster than
+    ``DataFrame.groupby(...).ngroup()`` on pyarrow strings.
     """
     columns = list(columns)
     check_columns(df, columns, function)
     if not columns:
         return np.zeros(len(df), dtype=np.int64), 1 if len(df) else 0
-    combined = np.zeros(len(df), dtype=np.int64)
+    combined = None
     for column in columns:
-        codes, uniques = pd.factorize(df[column], use_na_sentinel=False)
-        size = max(len(uniques), 1)
-        combined = combined * size + codes
+        codes, uniques = factorize_column(df, column)
+        size = len(uniques)
+        if len(codes) and codes.min() < 0:  # missing: a code of its own after the others
+            codes = np.where(codes < 0, size, codes)
+            size += 1
+        if combined is None:
+            combined = codes.astype(np.int64)
+        else:
+            combined *= max(size, 1)
+            combined += codes
         # Re-compact whenever the code space could overflow int64.
         if combined.max(initial=0) > 2**40:
             combined, _ = pd.factorize(combined)
     codes, uniques = pd.factorize(combined, sort=False)
-    return codes.astype(np.int64), len(uniques)
+    return codes.astype(np.int64, copy=False), len(uniques)
 
 
 def check_group_columns(group_columns: Sequence[str] | str | None) -> list[str]:

@@ -28,6 +28,7 @@ from moopt.stats._validate import (
     check_dataframe,
     confidence_label,
     direction_codes,
+    isin_column,
     numeric_column,
 )
 from moopt.stats.intervals import lower_column, upper_column
@@ -134,18 +135,28 @@ def calculate_comparison(
 
     comparable = np.isfinite(target)
     if org_level is not None:
-        own_row = df[org_level].isin(list(benchmark_levels)).to_numpy(dtype=bool, na_value=False)
-        comparable &= ~own_row
+        comparable &= ~isin_column(df, org_level, list(benchmark_levels))
 
+    # Assessment code for each (side, direction) pair, side and direction in -1/0/+1.
+    assessment_lookup = np.array(
+        [_assessment_codes(np.array([side]), np.array([direction]), np.array([True]))[0]
+         for side in (-1, 0, 1) for direction in (-1, 0, 1)],
+        dtype=np.int8,
+    )
+    direction_index = direction + np.int8(1)
     new_columns = {}
     for level in levels:
         lower = numeric_column(df, lower_column(level), function)
         upper = numeric_column(df, upper_column(level), function)
         usable = comparable & np.isfinite(lower) & np.isfinite(upper)
-        # -1 lower, 0 similar, +1 higher
-        side = np.where(lower > target, 1, np.where(upper < target, -1, 0)).astype(np.int8)
-        comparison_codes = np.where(usable, side + 1, -1)
-        assessment_codes = _assessment_codes(side, direction, usable)
+        # side: -1 lower, 0 similar, +1 higher (higher wins if both could hold)
+        higher = lower > target
+        below = upper < target
+        below &= ~higher
+        side_index = higher.view(np.int8) - below.view(np.int8) + np.int8(1)  # 0, 1, 2
+        comparison_codes = np.where(usable, side_index, np.int8(-1))
+        assessment_codes = assessment_lookup[side_index * np.int8(3) + direction_index]
+        assessment_codes[~usable] = -1
         new_columns[comparison_column(prefix, level)] = categorical_from_codes(
             comparison_codes, COMPARISON_CATEGORIES
         )

@@ -21,12 +21,14 @@ Three public functions:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from moopt.stats._validate import (
     DEFAULT_CONFIDENCE,
@@ -49,7 +51,13 @@ from moopt.stats._validate import (
     numeric_column,
     z_for,
 )
-from moopt.stats.ranking import _quantiles_from_sorted, _sort_within_groups
+from moopt.stats.ranking import (
+    _first_row_of_each_group,
+    _group_starts,
+    _quantile_positions,
+    _quantiles_from_sorted,
+    _radix_dtype,
+)
 
 FLAG_CATEGORIES: tuple[str, ...] = ("below", "inside", "above")
 COUNT_TRANSFORMS: tuple[str, ...] = ("sqrt", "log")
@@ -118,16 +126,54 @@ def poisson_exact_control_limits(
     the exact Poisson interval formulas with the expected count ``E`` in
     place of an observed count. Continuous and monotone in ``E``, so funnel
     lines are smooth (the form FunnelPlotR draws). ``E = 0`` gives ``(0, upper)``.
+
+    Notes
+    -----
+    SciPy evaluates ``chi2.ppf(q, df)`` as ``2 * gammaincinv(df / 2, q)``;
+    halving and doubling are exact in floating point, so the limits are
+    computed as ``gammaincinv(E, a/2)`` and ``gammaincinv((2E + 2)/2, 1 - a/2)``
+    directly: the same numbers without SciPy's per-call argument handling.
+    Large arrays are split across threads (the special function releases
+    the GIL), which does not change any value.
     """
     e = np.asarray(expected, dtype=np.float64)
     alpha = 1.0 - level
-    with np.errstate(invalid="ignore"):
-        lower = np.where(e > 0, stats.chi2.ppf(alpha / 2.0, 2.0 * e) / 2.0, 0.0)
-        upper = stats.chi2.ppf(1.0 - alpha / 2.0, 2.0 * e + 2.0) / 2.0
-    bad = ~(np.isfinite(e) & (e >= 0))
-    lower = np.where(bad, np.nan, lower)
-    upper = np.where(bad, np.nan, upper)
+    valid = np.isfinite(e) & (e >= 0)
+    lower = np.full(e.shape, np.nan)
+    upper = np.full(e.shape, np.nan)
+    lower[valid] = 0.0  # E = 0: no events expected, the lower limit is 0
+    positive = valid & (e > 0)
+    lower[positive] = _gammaincinv(e[positive], alpha / 2.0)
+    upper[valid] = _gammaincinv((2.0 * e[valid] + 2.0) / 2.0, 1.0 - alpha / 2.0)
     return lower, upper
+
+
+# Arrays at least this long are split across threads in _gammaincinv.
+_THREADED_MINIMUM = 200_000
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _gammaincinv(a: np.ndarray, probability: float) -> np.ndarray:
+    """``scipy.special.gammaincinv(a, probability)``, on several threads for long arrays."""
+    workers = min(_available_cores(), 4, max(len(a) // (_THREADED_MINIMUM // 2), 1))
+    if workers < 2:
+        return special.gammaincinv(a, probability)
+    out = np.empty(a.shape)
+    bounds = np.linspace(0, len(a), workers + 1).astype(np.int64)
+
+    def part(i: int) -> None:
+        start, stop = bounds[i], bounds[i + 1]
+        special.gammaincinv(a[start:stop], probability, out=out[start:stop])
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(part, range(workers)))
+    return out
 
 
 @dataclass
@@ -145,13 +191,24 @@ class _Groups:
 
 
 def _z_scores(
-    kind: str, x: np.ndarray, n: np.ndarray, target: np.ndarray, transform: str
+    kind: str,
+    x: np.ndarray,
+    n: np.ndarray,
+    target: np.ndarray,
+    transform: str,
+    centre: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unadjusted z-scores on the variance-stabilised scale, and their s."""
+    """Unadjusted z-scores on the variance-stabilised scale, and their s.
+
+    ``centre`` may give ``asin(sqrt(target))`` for proportions, computed once
+    per group by the caller.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         if kind == "proportion":
+            if centre is None:
+                centre = np.arcsin(np.sqrt(target))
             s = 1.0 / (2.0 * np.sqrt(n))
-            z = (np.arcsin(np.sqrt(x / n)) - np.arcsin(np.sqrt(target))) / s
+            z = (np.arcsin(np.sqrt(x / n)) - centre) / s
         else:
             expected = target * n
             if transform == "sqrt":
@@ -174,62 +231,158 @@ def _limits(
     poisson_method: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper limits per unit (before the multiplier) at denominator n."""
-    z = z_for(level)
-    lower = np.full(n.shape, np.nan)
-    upper = np.full(n.shape, np.nan)
+    return _limits_at(kind, target, n, (level,), tau2, adjusted, transform, poisson_method)[0]
+
+
+def _limits_at(
+    kind: str,
+    target: np.ndarray,
+    n: np.ndarray,
+    levels: Sequence[float],
+    tau2: np.ndarray,
+    adjusted: np.ndarray,
+    transform: str,
+    poisson_method: str = "exact",
+    centre: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_limits` for several levels at once.
+
+    The parts of each formula that do not depend on the level (the standard
+    error terms, the centre on the transformed scale) are computed once and
+    reused, with the same operations in the same order, so every level gets
+    exactly the numbers a separate call would. ``centre`` may give
+    ``asin(sqrt(target))`` for proportions.
+    """
+    size = len(n)
+    all_adjusted = bool(adjusted.all())
+    none_adjusted = not all_adjusted and not adjusted.any()
+    if all_adjusted or none_adjusted:
+        plain_rows = adjusted_rows = None  # every row: no selection
+    else:
+        adjusted_rows = np.flatnonzero(adjusted)
+        plain_rows = np.flatnonzero(~adjusted)
+
+    def pick(values: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
+        return values if rows is None or values is None else values[rows]
+
+    # Per level, the (lower, upper) pieces of each part and the rows they fill.
+    pieces: list[list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]] = [[] for _ in levels]
     with np.errstate(divide="ignore", invalid="ignore"):
-        plain = ~adjusted
-        if kind == "proportion":
-            if plain.any():
-                p0, nn = target[plain], n[plain]
-                half = z * np.sqrt(p0 * (1.0 - p0) / nn)
-                lower[plain] = np.clip(p0 - half, 0.0, 1.0)
-                upper[plain] = np.clip(p0 + half, 0.0, 1.0)
-            if adjusted.any():
-                p0, nn, t2 = target[adjusted], n[adjusted], tau2[adjusted]
-                centre = np.arcsin(np.sqrt(p0))
-                half = z * np.sqrt(1.0 / (4.0 * nn) + t2)
-                lower[adjusted] = np.sin(np.clip(centre - half, 0.0, np.pi / 2)) ** 2
-                upper[adjusted] = np.sin(np.clip(centre + half, 0.0, np.pi / 2)) ** 2
-        else:
-            if plain.any():
-                r0, nn = target[plain], n[plain]
-                expected = r0 * nn
-                alpha = 1.0 - level
-                if poisson_method == "exact":
-                    low, high = poisson_exact_control_limits(expected, level)
-                else:
-                    low = poisson_interpolated_quantile(alpha / 2.0, expected)
-                    high = poisson_interpolated_quantile(1.0 - alpha / 2.0, expected)
-                lower[plain] = np.where(nn > 0, low / nn, np.nan)
-                upper[plain] = np.where(nn > 0, high / nn, np.nan)
-            if adjusted.any():
-                r0, nn, t2 = target[adjusted], n[adjusted], tau2[adjusted]
-                expected = r0 * nn
+        if not all_adjusted:  # unadjusted limits
+            rows = plain_rows
+            t0, nn = pick(target, rows), pick(n, rows)
+            if kind == "proportion":
+                standard_error = np.sqrt(t0 * (1.0 - t0) / nn)
+                for i, level in enumerate(levels):
+                    half = z_for(level) * standard_error
+                    pieces[i].append((rows, np.clip(t0 - half, 0.0, 1.0),
+                                      np.clip(t0 + half, 0.0, 1.0)))
+            else:
+                expected = t0 * nn
+                for i, level in enumerate(levels):
+                    alpha = 1.0 - level
+                    if poisson_method == "exact":
+                        low, high = poisson_exact_control_limits(expected, level)
+                    else:
+                        low = poisson_interpolated_quantile(alpha / 2.0, expected)
+                        high = poisson_interpolated_quantile(1.0 - alpha / 2.0, expected)
+                    pieces[i].append((rows, np.where(nn > 0, low / nn, np.nan),
+                                      np.where(nn > 0, high / nn, np.nan)))
+        if not none_adjusted:  # overdispersion-adjusted limits
+            rows = adjusted_rows
+            t0, nn, t2 = pick(target, rows), pick(n, rows), pick(tau2, rows)
+            if kind == "proportion":
+                middle = np.arcsin(np.sqrt(t0)) if centre is None else pick(centre, rows)
+                root = np.sqrt(1.0 / (4.0 * nn) + t2)
+                for i, level in enumerate(levels):
+                    half = z_for(level) * root
+                    pieces[i].append((
+                        rows,
+                        np.sin(np.clip(middle - half, 0.0, np.pi / 2)) ** 2,
+                        np.sin(np.clip(middle + half, 0.0, np.pi / 2)) ** 2,
+                    ))
+            else:
+                expected = t0 * nn
                 if transform == "sqrt":
-                    half = z * np.sqrt(1.0 / (4.0 * expected) + t2)
-                    lower[adjusted] = r0 * np.maximum(1.0 - half, 0.0) ** 2
-                    upper[adjusted] = r0 * (1.0 + half) ** 2
+                    root = np.sqrt(1.0 / (4.0 * expected) + t2)
                 else:
-                    half = z * np.sqrt(1.0 / expected + t2)
-                    lower[adjusted] = r0 * np.exp(-half)
-                    upper[adjusted] = r0 * np.exp(half)
-    return lower, upper
+                    root = np.sqrt(1.0 / expected + t2)
+                for i, level in enumerate(levels):
+                    half = z_for(level) * root
+                    if transform == "sqrt":
+                        low = t0 * np.maximum(1.0 - half, 0.0) ** 2
+                        high = t0 * (1.0 + half) ** 2
+                    else:
+                        low = t0 * np.exp(-half)
+                        high = t0 * np.exp(half)
+                    pieces[i].append((rows, low, high))
+
+    out = []
+    for level_pieces in pieces:
+        if len(level_pieces) == 1 and level_pieces[0][0] is None:
+            out.append(level_pieces[0][1:])
+            continue
+        lower = np.empty(size)
+        upper = np.empty(size)
+        for rows, low, high in level_pieces:
+            lower[rows] = low
+            upper[rows] = high
+        out.append((lower, upper))
+    return out
+
+
+def _order_by_group(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions grouped by code (stable), each group's start and size."""
+    order = np.argsort(codes.astype(_radix_dtype(n_groups), copy=False), kind="stable")
+    counts = np.bincount(codes, minlength=n_groups)
+    return order, _group_starts(counts), counts
+
+
+def _winsorising_bounds(
+    grouped: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    present: np.ndarray,
+    winsorise: float,
+) -> np.ndarray:
+    """Per-group ``winsorise`` and ``1 - winsorise`` quantiles of the non-missing values.
+
+    ``grouped`` holds each group's values (NaN = missing) in the slice
+    ``starts[g]:starts[g] + sizes[g]``; it is partitioned in place. NumPy
+    orders NaN after every number, so partitioning a whole slice puts the
+    j-th smallest of the ``present[g]`` non-missing values at position j.
+    """
+    fractions = [winsorise, 1.0 - winsorise]
+    has, positions = _quantile_positions(present, fractions)
+    needed = np.stack([p for below, above, _ in positions for p in (below, above)], axis=1)
+    for start, size, kth in zip(starts[has].tolist(), sizes[has].tolist(), needed.tolist()):
+        if size > 1:
+            grouped[start:start + size].partition(sorted(set(kth)))
+    return _quantiles_from_sorted(grouped, starts, present, fractions)
 
 
 def _group_statistics(
-    kind: str,
     x: np.ndarray,
     n: np.ndarray,
     codes: np.ndarray,
     n_groups: int,
-    scale: np.ndarray,
+    group_scale: np.ndarray,
     row_target: np.ndarray | None,
+    families: list[tuple[str, np.ndarray | None]],
     overdispersion: bool,
     winsorise: float,
     transform: str,
-) -> tuple[_Groups, np.ndarray]:
-    """Targets, phi and tau^2 per group; also returns the per-row target."""
+) -> tuple[_Groups, np.ndarray, np.ndarray | None]:
+    """Targets, phi and tau^2 per group, for all kinds at once.
+
+    ``families`` pairs a formula ("proportion", or "rate" for every count
+    kind) with its rows (None: all rows); each group has a single kind.
+    Sums over rows use ``numpy.bincount``, which adds each group's rows in
+    row order whichever other groups are present, so the group figures
+    equal those of a separate pass per kind. Returns the group statistics,
+    the per-row target and, when the target is pooled, ``asin(sqrt(target))``
+    per group (None otherwise).
+    """
     usable = (n > 0) & np.isfinite(x) & np.isfinite(n)
     weights = usable.astype(np.float64)
     sum_x = np.bincount(codes, weights=np.where(usable, x, 0.0), minlength=n_groups)
@@ -237,31 +390,44 @@ def _group_statistics(
     organisations = np.bincount(codes, weights=weights, minlength=n_groups).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.where(sum_n > 0, sum_x / sum_n, np.nan)
-    target = pooled[codes] if row_target is None else row_target
+    target = pooled.take(codes) if row_target is None else row_target
+    group_centre = None
+    if row_target is None and any(family == "proportion" for family, _ in families):
+        with np.errstate(invalid="ignore"):
+            group_centre = np.arcsin(np.sqrt(pooled))
 
-    den_min = np.full(n_groups, np.inf)
-    den_max = np.full(n_groups, -np.inf)
-    np.minimum.at(den_min, codes[usable], n[usable])
-    np.maximum.at(den_max, codes[usable], n[usable])
-    den_min[~np.isfinite(den_min)] = np.nan
-    den_max[~np.isfinite(den_max)] = np.nan
-
-    # Multiplier per group (validated constant within each group by the caller).
-    group_scale = np.ones(n_groups)
-    group_scale[codes] = scale
+    # One grouping of the rows serves the denominator range and the
+    # Winsorising quantiles.
+    order, starts, sizes = _order_by_group(codes, n_groups)
+    has_rows = sizes > 0
+    den_min = np.full(n_groups, np.nan)
+    den_max = np.full(n_groups, np.nan)
+    if has_rows.any():
+        grouped_n = np.where(usable, n, np.inf)[order]
+        den_min[has_rows] = np.minimum.reduceat(grouped_n, starts[has_rows])
+        grouped_n[grouped_n == np.inf] = -np.inf
+        den_max[has_rows] = np.maximum.reduceat(grouped_n, starts[has_rows])
+        den_min[~np.isfinite(den_min)] = np.nan
+        den_max[~np.isfinite(den_max)] = np.nan
 
     phi = np.full(n_groups, np.nan)
     tau2 = np.zeros(n_groups)
     if overdispersion:
-        z, s = _z_scores(kind, x, n, target, transform)
+        z = np.empty(len(x))
+        s = np.empty(len(x))
+        for family, rows in families:
+            centre = None if group_centre is None else group_centre.take(
+                codes if rows is None else codes[rows])
+            if rows is None:
+                z, s = _z_scores(family, x, n, target, transform, centre)
+            else:
+                z[rows], s[rows] = _z_scores(family, x[rows], n[rows], target[rows], transform,
+                                             centre)
         scored = usable & np.isfinite(z) & np.isfinite(s) & (s > 0)
         zc = np.where(scored, z, np.nan)
-        _, sorted_z, _, starts, counts = _sort_within_groups(
-            codes, zc, n_groups, with_rows=False
-        )
-        bounds = _quantiles_from_sorted(sorted_z, starts, counts, [winsorise, 1.0 - winsorise])
-        z_w = np.clip(zc, bounds[codes, 0], bounds[codes, 1])
         k = np.bincount(codes, weights=scored.astype(np.float64), minlength=n_groups)
+        bounds = _winsorising_bounds(zc[order], starts, sizes, k.astype(np.int64), winsorise)
+        z_w = np.clip(zc, bounds[:, 0].take(codes), bounds[:, 1].take(codes))
         sum_z2 = np.bincount(codes, weights=np.where(scored, z_w * z_w, 0.0), minlength=n_groups)
         w = np.where(scored, 1.0 / np.where(scored, s, 1.0) ** 2, 0.0)
         sum_w = np.bincount(codes, weights=w, minlength=n_groups)
@@ -282,7 +448,7 @@ def _group_statistics(
         denominator_min=den_min,
         denominator_max=den_max,
     )
-    return groups, target
+    return groups, target, group_centre
 
 
 def _prepare(
@@ -325,18 +491,20 @@ def _prepare(
         check_non_negative(values, name, df, function)
     if is_proportion.any():
         check_numerator_within_denominator(
-            np.where(is_proportion, x, 0.0), n, (numerator, denominator), df, function
+            x, n, (numerator, denominator), df, function, rows=is_proportion
         )
     codes, n_groups = group_codes(df, groups, function)
     scale = multiplier_values(df, multiplier, function)
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), x.shape).copy()
-    first = np.zeros(n_groups)
-    first[codes] = scale
-    if np.any(first[codes] != scale):
-        raise ValueError(
-            f"{function}: the multiplier differs between rows of the same group; "
-            "each group (e.g. one indicator) needs one multiplier."
-        )
+    if isinstance(scale, float):
+        group_scale = np.full(n_groups, scale)
+    else:
+        group_scale = np.zeros(n_groups)
+        group_scale[codes] = scale
+        if np.any(group_scale.take(codes) != scale):
+            raise ValueError(
+                f"{function}: the multiplier differs between rows of the same group; "
+                "each group (e.g. one indicator) needs one multiplier."
+            )
     row_target = None
     if target is not None:
         check_columns(df, [target], function)
@@ -346,7 +514,7 @@ def _prepare(
                 f"{function}: target column {target!r} must lie between 0 and the multiplier "
                 "for a proportion."
             )
-    return x, n, codes, n_groups, groups, scale, row_target, kinds
+    return x, n, codes, n_groups, groups, scale, group_scale, row_target, kinds
 
 
 def _fit_by_kind(
@@ -355,59 +523,42 @@ def _fit_by_kind(
     n: np.ndarray,
     codes: np.ndarray,
     n_groups: int,
-    scale: np.ndarray,
+    group_scale: np.ndarray,
     row_target: np.ndarray | None,
     overdispersion: bool,
     winsorise: float,
     transform: str,
     function: str,
-) -> tuple[_Groups, np.ndarray, np.ndarray, list[tuple[str, np.ndarray | None]]]:
+) -> tuple[_Groups, np.ndarray, np.ndarray, list[tuple[str, np.ndarray | None]],
+           np.ndarray | None]:
     """Group statistics for every kind present; each group must have one kind.
 
-    Returns the merged group statistics, the kind index of each group, the
-    per-row target, and (kind, row mask or None for all rows) pairs.
+    Returns the group statistics, the kind index of each group (-1 for a
+    group without rows), the per-row target, (formula, row positions or None
+    for all rows) pairs, and ``asin(sqrt(target))`` per group when the target
+    is pooled.
     """
-    merged = _Groups(
-        target=np.full(n_groups, np.nan),
-        multiplier=np.ones(n_groups),
-        organisations=np.zeros(n_groups, dtype=np.int64),
-        phi=np.full(n_groups, np.nan),
-        tau2=np.zeros(n_groups),
-        adjusted=np.zeros(n_groups, dtype=bool),
-        denominator_min=np.full(n_groups, np.nan),
-        denominator_max=np.full(n_groups, np.nan),
-    )
-    group_kind = np.full(n_groups, -1)
-    per_row_target = np.full(len(x), np.nan)
-    parts: list[tuple[str, np.ndarray | None]] = []
-    for index, each in enumerate(INDICATOR_KINDS):
-        mask = kinds == index
-        if not mask.any():
-            continue
-        everything = bool(mask.all())
-        pick = (lambda a: a) if everything else (lambda a: a[mask])
-        sub_codes = pick(codes)
-        stats_, target = _group_statistics(
-            each, pick(x), pick(n), sub_codes, n_groups, pick(scale),
-            None if row_target is None else pick(row_target), overdispersion, winsorise,
-            transform,
+    group_kind = np.full(n_groups, -1, dtype=np.int8)
+    group_kind[codes] = kinds
+    if np.any(group_kind.take(codes) != kinds):
+        raise ValueError(
+            f"{function}: a group mixes indicator kinds; each group (e.g. one indicator) "
+            "needs a single kind."
         )
-        present = np.bincount(sub_codes, minlength=n_groups) > 0
-        if (group_kind[present] >= 0).any():
-            raise ValueError(
-                f"{function}: a group mixes indicator kinds; each group (e.g. one indicator) "
-                "needs a single kind."
-            )
-        group_kind[present] = index
-        for field in ("target", "multiplier", "organisations", "phi", "tau2", "adjusted",
-                      "denominator_min", "denominator_max"):
-            getattr(merged, field)[present] = getattr(stats_, field)[present]
-        if everything:
-            per_row_target = target
-        else:
-            per_row_target[mask] = target
-        parts.append((each, None if everything else mask))
-    return merged, group_kind, per_row_target, parts
+    # Rates, ratios and "none" share the count formulas; proportions have their own.
+    is_proportion = kinds == INDICATOR_KINDS.index("proportion")
+    if is_proportion.all():
+        families = [("proportion", None)]
+    elif not is_proportion.any():
+        families = [("rate", None)]
+    else:
+        families = [("proportion", np.flatnonzero(is_proportion)),
+                    ("rate", np.flatnonzero(~is_proportion))]
+    groups, target, centre = _group_statistics(
+        x, n, codes, n_groups, group_scale, row_target, families, overdispersion, winsorise,
+        transform,
+    )
+    return groups, group_kind, target, families, centre
 
 
 # --------------------------------------------------------------------------- public
@@ -507,13 +658,13 @@ def calculate_funnel_parameters(
     (0.2, 3)
     """
     function = "calculate_funnel_parameters"
-    x, n, codes, n_groups, groups, scale, _, kinds = _prepare(
+    x, n, codes, n_groups, groups, _, group_scale, _, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, None, function, poisson_method,
     )
-    stats_, group_kind, _, _ = _fit_by_kind(
-        kinds, x, n, codes, n_groups, scale, None, overdispersion, winsorise, count_transform,
-        function,
+    stats_, group_kind, _, _, _ = _fit_by_kind(
+        kinds, x, n, codes, n_groups, group_scale, None, overdispersion, winsorise,
+        count_transform, function,
     )
     kind_names = np.array(INDICATOR_KINDS, dtype=object)[np.maximum(group_kind, 0)]
     out = _parameters_frame(df, codes, n_groups, groups, kind_names, count_transform, stats_)
@@ -524,8 +675,7 @@ def calculate_funnel_parameters(
 
 def _parameters_frame(df, codes, n_groups, groups, kind, transform, g: _Groups) -> pd.DataFrame:
     if groups:
-        first = pd.Series(codes).drop_duplicates().index.to_numpy()
-        out = df.iloc[first][groups].reset_index(drop=True)
+        out = df.iloc[_first_row_of_each_group(codes)][groups].reset_index(drop=True)
     else:
         out = pd.DataFrame(index=range(n_groups))
     out["funnel_kind"] = kind
@@ -612,44 +762,64 @@ def calculate_funnel_limits(
     """
     function = "calculate_funnel_limits"
     levels = check_confidence(confidence, function)
-    x, n, codes, n_groups, groups, scale, row_target, kinds = _prepare(
+    x, n, codes, n_groups, groups, scale, group_scale, row_target, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, target, function, poisson_method,
     )
-    g, _, per_row_target, parts = _fit_by_kind(
-        kinds, x, n, codes, n_groups, scale, row_target, overdispersion, winsorise,
+    g, _, per_row_target, families, group_centre = _fit_by_kind(
+        kinds, x, n, codes, n_groups, group_scale, row_target, overdispersion, winsorise,
         count_transform, function,
     )
     usable = (n > 0) & np.isfinite(n)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = np.where(usable, x / n, np.nan) * scale
-    new_columns: dict[str, object] = {"funnel_target": per_row_target * scale}
-    adjusted = g.adjusted[codes]
-    tau2 = g.tau2[codes]
+    if row_target is None:
+        # pooled x multiplier per group, then per row: the same products as per row.
+        funnel_target = (g.target * g.multiplier).take(codes)
+    else:
+        funnel_target = per_row_target * scale
+    new_columns: dict[str, object] = {"funnel_target": funnel_target}
+    adjusted = g.adjusted.take(codes)
+    tau2 = g.tau2.take(codes)
     n_safe = np.where(usable, n, np.nan)
-    for level in levels:
-        lower = np.full(len(df), np.nan)
-        upper = np.full(len(df), np.nan)
-        for each, mask in parts:
-            if mask is None:
-                lower, upper = _limits(
-                    each, per_row_target, n_safe, level, tau2, adjusted, count_transform,
-                    poisson_method,
-                )
-            else:
-                lower[mask], upper[mask] = _limits(
-                    each, per_row_target[mask], n_safe[mask], level, tau2[mask],
-                    adjusted[mask], count_transform, poisson_method,
-                )
-        lower, upper = lower * scale, upper * scale
-        flag = np.where(value < lower, 0, np.where(value > upper, 2, 1))
-        known = np.isfinite(value) & np.isfinite(lower) & np.isfinite(upper)
+
+    limits = [[None, None] for _ in levels]
+    for family, rows in families:
+        sub_codes = codes if rows is None else codes[rows]
+
+        def pick(values: np.ndarray, rows: np.ndarray | None = rows) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        centre = None
+        if family == "proportion" and group_centre is not None:
+            centre = group_centre.take(sub_codes)
+        family_limits = _limits_at(
+            family, pick(per_row_target), pick(n_safe), levels, pick(tau2), pick(adjusted),
+            count_transform, poisson_method, centre,
+        )
+        for i, (low, high) in enumerate(family_limits):
+            if rows is None:
+                limits[i] = [low, high]
+                continue
+            for j, part in enumerate((low, high)):
+                if limits[i][j] is None:
+                    limits[i][j] = np.full(len(df), np.nan)
+                limits[i][j][rows] = part
+    value_known = np.isfinite(value)
+    for level, (lower, upper) in zip(levels, limits):
+        lower = lower * scale
+        upper = upper * scale
+        below = value < lower
+        above = value > upper
+        above &= ~below
+        # 0 below, 1 inside, 2 above; -1 where the value or a limit is missing
+        flag = np.int8(1) - below.view(np.int8) + above.view(np.int8)
+        known = value_known & np.isfinite(lower) & np.isfinite(upper)
+        flag[~known] = -1
         new_columns[funnel_lower_column(level)] = lower
         new_columns[funnel_upper_column(level)] = upper
-        new_columns[funnel_flag_column(level)] = categorical_from_codes(
-            np.where(known, flag, -1), FLAG_CATEGORIES
-        )
-    new_columns["funnel_phi"] = g.phi[codes]
+        new_columns[funnel_flag_column(level)] = categorical_from_codes(flag, FLAG_CATEGORIES)
+    new_columns["funnel_phi"] = g.phi.take(codes)
     new_columns["funnel_tau2"] = tau2
     new_columns["funnel_adjusted"] = adjusted
     return assign_columns(df, new_columns)

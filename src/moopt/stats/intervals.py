@@ -63,20 +63,34 @@ def wilson_limits(
     Array-level helper used by :func:`calculate_wilson_interval`; inputs are
     assumed valid. Rows with a zero or missing denominator give NaN.
     """
+    return _wilson_limits_at(numerator, denominator, (level,))[0]
+
+
+def _wilson_limits_at(
+    numerator: np.ndarray, denominator: np.ndarray, levels: Sequence[float]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`wilson_limits` for several levels, sharing the parts that do not depend on z."""
     x = np.asarray(numerator, dtype=np.float64)
     n = np.asarray(denominator, dtype=np.float64)
-    z = z_for(level)
-    z2 = z * z
+    usable = n > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         # 4x(1 - x/n) can dip a hair below zero through rounding when x == n.
-        spread = z * np.sqrt(z2 + np.maximum(4.0 * x * (1.0 - x / n), 0.0))
-        scale = 2.0 * (n + z2)
-        lower = (2.0 * x + z2 - spread) / scale
-        upper = (2.0 * x + z2 + spread) / scale
-    usable = n > 0
-    lower = np.where(usable, np.clip(lower, 0.0, 1.0), np.nan)
-    upper = np.where(usable, np.clip(upper, 0.0, 1.0), np.nan)
-    return lower, upper
+        variance_term = np.maximum(4.0 * x * (1.0 - x / n), 0.0)
+        twice_x = 2.0 * x
+    out = []
+    for level in levels:
+        z = z_for(level)
+        z2 = z * z
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spread = z * np.sqrt(z2 + variance_term)
+            scale = 2.0 * (n + z2)
+            centre = twice_x + z2
+            lower = (centre - spread) / scale
+            upper = (centre + spread) / scale
+        lower = np.where(usable, np.clip(lower, 0.0, 1.0, out=lower), np.nan)
+        upper = np.where(usable, np.clip(upper, 0.0, 1.0, out=upper), np.nan)
+        out.append((lower, upper))
+    return out
 
 
 def poisson_count_limits(count: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -87,29 +101,52 @@ def poisson_count_limits(count: np.ndarray, level: float) -> tuple[np.ndarray, n
     upper = (O + 1)(1 - 1/(9(O + 1)) + z/(3 sqrt(O + 1)))^3.
     Missing counts give NaN.
     """
-    o = np.asarray(count, dtype=np.float64)
-    alpha = 1.0 - level
-    z = z_for(level)
-    lower = np.full(o.shape, np.nan)
-    upper = np.full(o.shape, np.nan)
+    return _poisson_count_limits_at(count, (level,))[0]
 
+
+def _poisson_count_limits_at(
+    count: np.ndarray, levels: Sequence[float]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`poisson_count_limits` for several levels, sharing the z-free parts."""
+    o = np.asarray(count, dtype=np.float64)
     big = o >= BYAR_THRESHOLD
-    ob = o[big]
-    lower[big] = ob * (1.0 - 1.0 / (9.0 * ob) - z / (3.0 * np.sqrt(ob))) ** 3
+    all_big = bool(big.all())
+    ob = o if all_big else o[big]
     ob1 = ob + 1.0
-    upper[big] = ob1 * (1.0 - 1.0 / (9.0 * ob1) + z / (3.0 * np.sqrt(ob1))) ** 3
+    # Byar's terms that do not depend on the level, computed once.
+    lower_base = 1.0 - 1.0 / (9.0 * ob)
+    lower_root = 3.0 * np.sqrt(ob)
+    upper_base = 1.0 - 1.0 / (9.0 * ob1)
+    upper_root = 3.0 * np.sqrt(ob1)
 
     small = (o >= 0) & (o < BYAR_THRESHOLD)
-    if small.any():
-        # Few distinct small counts: evaluate the chi-squared quantiles once each.
+    any_small = bool(small.any())
+    if any_small:
+        # Few distinct small counts: the chi-squared quantiles are evaluated once each.
         distinct, position = np.unique(o[small], return_inverse=True)
-        with np.errstate(invalid="ignore"):
-            low = stats.chi2.ppf(alpha / 2.0, 2.0 * distinct) / 2.0
-        low = np.where(distinct == 0, 0.0, low)  # no events: the lower limit is 0
-        high = stats.chi2.ppf(1.0 - alpha / 2.0, 2.0 * distinct + 2.0) / 2.0
-        lower[small] = low[position]
-        upper[small] = high[position]
-    return lower, upper
+
+    out = []
+    for level in levels:
+        alpha = 1.0 - level
+        z = z_for(level)
+        byar_lower = ob * (lower_base - z / lower_root) ** 3
+        byar_upper = ob1 * (upper_base + z / upper_root) ** 3
+        if all_big:
+            out.append((byar_lower, byar_upper))
+            continue
+        lower = np.full(o.shape, np.nan)
+        upper = np.full(o.shape, np.nan)
+        lower[big] = byar_lower
+        upper[big] = byar_upper
+        if any_small:
+            with np.errstate(invalid="ignore"):
+                low = stats.chi2.ppf(alpha / 2.0, 2.0 * distinct) / 2.0
+            low = np.where(distinct == 0, 0.0, low)  # no events: the lower limit is 0
+            high = stats.chi2.ppf(1.0 - alpha / 2.0, 2.0 * distinct + 2.0) / 2.0
+            lower[small] = low[position]
+            upper[small] = high[position]
+        out.append((lower, upper))
+    return out
 
 
 # --------------------------------------------------------------------------- checks
@@ -123,23 +160,52 @@ def _validated_counts(
     *,
     proportion: bool,
     whole_numbers: bool,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The count columns as float arrays, checked (on the boolean mask ``rows`` if given).
+
+    The arrays returned are the whole columns, not copies limited to ``rows``.
+    """
     check_dataframe(df, function)
     columns = [numerator] + ([denominator] if denominator is not None else [])
     check_columns(df, columns, function)
     x = numeric_column(df, numerator, function)
-    check_finite_or_missing(x, numerator, df, function)
-    check_non_negative(x, numerator, df, function)
+    check_finite_or_missing(x, numerator, df, function, rows)
+    check_non_negative(x, numerator, df, function, rows)
     if whole_numbers:
-        check_whole_numbers(x, numerator, df, function)
+        check_whole_numbers(x, numerator, df, function, rows)
     if denominator is None:
         return x, np.ones_like(x)
     n = numeric_column(df, denominator, function)
-    check_finite_or_missing(n, denominator, df, function)
-    check_non_negative(n, denominator, df, function)
+    check_finite_or_missing(n, denominator, df, function, rows)
+    check_non_negative(n, denominator, df, function, rows)
     if proportion:
-        check_numerator_within_denominator(x, n, (numerator, denominator), df, function)
+        check_numerator_within_denominator(x, n, (numerator, denominator), df, function, rows)
     return x, n
+
+
+def _poisson_columns(
+    o: np.ndarray, e: np.ndarray, scale: np.ndarray | float, levels: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Poisson limits of the count ``o`` per unit of ``e``, times ``scale``, by column name."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_unit = np.where(e > 0, scale / e, np.nan)
+    columns = {}
+    for level, (lower, upper) in zip(levels, _poisson_count_limits_at(o, levels)):
+        columns[lower_column(level)] = lower * per_unit
+        columns[upper_column(level)] = upper * per_unit
+    return columns
+
+
+def _wilson_columns(
+    x: np.ndarray, n: np.ndarray, scale: np.ndarray | float, levels: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Wilson limits of ``x / n`` times ``scale``, by column name."""
+    columns = {}
+    for level, (lower, upper) in zip(levels, _wilson_limits_at(x, n, levels)):
+        columns[lower_column(level)] = lower * scale
+        columns[upper_column(level)] = upper * scale
+    return columns
 
 
 # --------------------------------------------------------------------------- public
@@ -211,12 +277,7 @@ def calculate_wilson_interval(
         df, numerator, denominator, function, proportion=True, whole_numbers=False
     )
     scale = multiplier_values(df, multiplier, function)
-    new_columns = {}
-    for level in levels:
-        lower, upper = wilson_limits(x, n, level)
-        new_columns[lower_column(level)] = lower * scale
-        new_columns[upper_column(level)] = upper * scale
-    return assign_columns(df, new_columns)
+    return assign_columns(df, _wilson_columns(x, n, scale, levels))
 
 
 def calculate_rate_interval(
@@ -349,14 +410,7 @@ def _poisson_interval(
         df, numerator, denominator, function, proportion=False, whole_numbers=True
     )
     scale = multiplier_values(df, multiplier, function)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_unit = np.where(e > 0, scale / e, np.nan)
-    new_columns = {}
-    for level in levels:
-        lower, upper = poisson_count_limits(o, level)
-        new_columns[lower_column(level)] = lower * per_unit
-        new_columns[upper_column(level)] = upper * per_unit
-    return assign_columns(df, new_columns)
+    return assign_columns(df, _poisson_columns(o, e, scale, levels))
 
 
 def calculate_intervals(
@@ -423,24 +477,48 @@ def calculate_intervals(
     if isinstance(multiplier, str):
         check_columns(df, [multiplier], function)
 
-    new_columns = {}
-    for level in levels:
-        new_columns[lower_column(level)] = np.full(len(df), np.nan)
-        new_columns[upper_column(level)] = np.full(len(df), np.nan)
-    for each_kind in ("proportion", "rate", "ratio"):
+    # Check each kind's rows as its own method would (same messages, same
+    # order), on the whole columns with a row mask rather than on copies.
+    plans = []
+    for each_kind, method_function in (
+        ("proportion", "calculate_wilson_interval"),
+        ("rate", function),
+        ("ratio", function),
+    ):
         rows = kinds == INDICATOR_KINDS.index(each_kind)
         if not rows.any():
             continue
-        part = df.loc[rows, [numerator, denominator] + (
-            [multiplier] if isinstance(multiplier, str) else []
-        )]
-        if each_kind == "proportion":
-            part = calculate_wilson_interval(part, numerator, denominator, levels, multiplier)
-        else:
-            part = _poisson_interval(
-                part, numerator, denominator, levels, multiplier, function
-            )
-        for level in levels:
-            for name in (lower_column(level), upper_column(level)):
-                new_columns[name][rows] = part[name].to_numpy()
+        everything = bool(rows.all())
+        mask = None if everything else rows
+        x, n = _validated_counts(
+            df, numerator, denominator, method_function, proportion=each_kind == "proportion",
+            whole_numbers=each_kind != "proportion", rows=mask,
+        )
+        scale = multiplier_values(df, multiplier, method_function, rows=mask)
+        plans.append((each_kind, mask, x, n, scale))
+
+    new_columns: dict[str, np.ndarray] = {}
+    if len(plans) == 1 and plans[0][1] is None:  # one kind on every row: no row selection
+        each_kind, _, x, n, scale = plans[0]
+        method = _wilson_columns if each_kind == "proportion" else _poisson_columns
+        return assign_columns(df, method(x, n, scale, levels))
+    for level in levels:
+        new_columns[lower_column(level)] = np.full(len(df), np.nan)
+        new_columns[upper_column(level)] = np.full(len(df), np.nan)
+    # Rates and ratios share one formula, so their rows are computed together.
+    families = [
+        (_wilson_columns, [p for p in plans if p[0] == "proportion"]),
+        (_poisson_columns, [p for p in plans if p[0] != "proportion"]),
+    ]
+    for method, members in families:
+        if not members:
+            continue
+        mask = members[0][1]
+        for member in members[1:]:
+            mask = mask | member[1]
+        index = np.flatnonzero(mask)
+        _, _, x, n, scale = members[0]
+        part_scale = scale if np.isscalar(scale) else scale[index]
+        for name, values in method(x[index], n[index], part_scale, levels).items():
+            new_columns[name][index] = values
     return assign_columns(df, new_columns)

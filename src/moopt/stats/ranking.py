@@ -37,66 +37,105 @@ _MIN_AVERAGE_GROUP = 64
 # --------------------------------------------------------------------------- core
 
 
+def _radix_dtype(n_groups: int) -> np.dtype:
+    """Smallest unsigned type for group codes (8- and 16-bit ones sort by radix)."""
+    return np.min_scalar_type(max(n_groups - 1, 0))
+
+
+def _group_starts(counts: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    return starts
+
+
+def _present(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Row positions with a value (None: every row), and those rows' values and codes."""
+    missing = np.isnan(values)
+    if not missing.any():
+        return None, values, codes
+    present = np.flatnonzero(~missing)
+    return present, values[present], codes[present]
+
+
 def _sort_within_groups(
     codes: np.ndarray, values: np.ndarray, n_groups: int, with_rows: bool = True
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """Sort the non-missing values by group, then by value.
 
     Returns the original row positions in sorted order (None when
     ``with_rows`` is False and only the sorted values are wanted), the sorted
-    values, the sorted group codes, each group's start in the sorted arrays
-    and each group's number of non-missing values.
+    values, each group's start in the sorted arrays and each group's number
+    of non-missing values.
     """
-    present = np.flatnonzero(~np.isnan(values))
-    v = values[present]
-    g = codes[present]
+    present, v, g = _present(codes, values)
     counts = np.bincount(g, minlength=n_groups)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    sorted_groups = np.repeat(np.arange(n_groups), counts)
-    # A stable sort on small unsigned integers is a radix sort in NumPy: fast.
-    small = np.min_scalar_type(max(n_groups - 1, 0))
+    starts = _group_starts(counts)
     if n_groups * _MIN_AVERAGE_GROUP <= len(v):
         # Few, large groups (the usual indicator x level x period): bring each
-        # group together, then sort each group's slice on its own. Small sorts
-        # stay in cache, which beats one global sort about two to one; the
-        # loop is over groups, never rows.
-        by_group = np.argsort(g.astype(small, copy=False), kind="stable")
+        # group together with a radix sort of the codes, then sort each
+        # group's slice on its own. Small sorts stay in cache, which beats one
+        # global sort several times over; the loop is over groups, never rows.
+        by_group = np.argsort(g.astype(_radix_dtype(n_groups), copy=False), kind="stable")
         grouped = v[by_group]
+        spans = [(start, start + count) for start, count in zip(starts.tolist(), counts.tolist())
+                 if count > 1]
         if not with_rows:
-            for start, count in zip(starts.tolist(), counts.tolist()):
-                if count > 1:
-                    grouped[start:start + count].sort()
-            return None, grouped, sorted_groups, starts, counts
-        order = np.empty(len(v), dtype=np.int64)
-        for start, count in zip(starts.tolist(), counts.tolist()):
-            if count:
-                stop = start + count
-                order[start:stop] = by_group[start:stop][np.argsort(grouped[start:stop])]
+            for start, stop in spans:
+                grouped[start:stop].sort()
+            return None, grouped, starts, counts
+        order = by_group  # reordered group by group below
+        for start, stop in spans:
+            within = grouped[start:stop].argsort()
+            order[start:stop] = order[start:stop][within]
+            grouped[start:stop] = grouped[start:stop][within]
+        sorted_values = grouped
     else:
         by_value = np.argsort(v)
-        order = by_value[np.argsort(g[by_value].astype(small, copy=False), kind="stable")]
-    return present[order], v[order], sorted_groups, starts, counts
+        order = by_value[np.argsort(g[by_value].astype(_radix_dtype(n_groups), copy=False),
+                                    kind="stable")]
+        sorted_values = v[order]
+    rows = None if not with_rows else (order if present is None else present[order])
+    return rows, sorted_values, starts, counts
 
 
 def _percentiles_from_sorted(
-    sorted_values: np.ndarray,
-    sorted_groups: np.ndarray,
-    starts: np.ndarray,
-    counts: np.ndarray,
+    sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     """(rank_min - 1)/(n - 1) x 100 for each sorted position; NaN when n == 1."""
     size = len(sorted_values)
     if size == 0:
         return np.empty(0)
-    new_block = np.ones(size, dtype=bool)
-    new_block[1:] = (sorted_groups[1:] != sorted_groups[:-1]) | (
-        sorted_values[1:] != sorted_values[:-1]
-    )
-    block_start = np.maximum.accumulate(np.where(new_block, np.arange(size), 0))
-    rank_min_minus_one = block_start - starts[sorted_groups]
-    n = counts[sorted_groups].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n > 1, rank_min_minus_one / (n - 1.0) * 100.0, np.nan)
+    # A block is a run of equal values within a group; its first position
+    # gives every member its lowest rank.
+    new_block = np.empty(size, dtype=bool)
+    new_block[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_block[1:])
+    new_block[starts[counts > 0]] = True
+    block_starts = np.flatnonzero(new_block)
+    block_sizes = np.diff(block_starts, append=size)
+    rank_min_minus_one = np.repeat(block_starts, block_sizes)
+    rank_min_minus_one -= np.repeat(starts, counts)
+    # n - 1 per group; NaN where a group has a single value.
+    n_minus_one = counts.astype(np.float64) - 1.0
+    n_minus_one[counts <= 1] = np.nan
+    out = rank_min_minus_one / np.repeat(n_minus_one, counts)
+    out *= 100.0
+    return out
+
+
+def _quantile_positions(
+    counts: np.ndarray, fractions: Sequence[float]
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Groups with values, and for each fraction the positions below/above and the weight."""
+    has = counts > 0
+    last = counts[has] - 1
+    positions = []
+    for fraction in fractions:
+        position = last * fraction
+        below = np.floor(position).astype(np.int64)
+        above = np.minimum(below + 1, last)
+        positions.append((below, above, position - below))
+    return has, positions
 
 
 def _quantiles_from_sorted(
@@ -104,20 +143,17 @@ def _quantiles_from_sorted(
 ) -> np.ndarray:
     """Linear-interpolation quantiles per group, shape (n_groups, len(fractions)).
 
-    Matches ``numpy.quantile(method="linear")`` including its two-sided lerp;
-    groups without values give NaN.
+    ``sorted_values`` need only be in order at the positions each quantile
+    reads (see :func:`_partition_within_groups`). Matches
+    ``numpy.quantile(method="linear")`` including its two-sided lerp; groups
+    without values give NaN.
     """
     out = np.full((len(counts), len(fractions)), np.nan)
-    has = counts > 0
+    has, positions = _quantile_positions(counts, fractions)
     if not has.any():
         return out
     start = starts[has]
-    last = counts[has] - 1
-    for j, fraction in enumerate(fractions):
-        position = last * fraction
-        below = np.floor(position).astype(np.int64)
-        above = np.minimum(below + 1, last)
-        t = position - below
+    for j, (below, above, t) in enumerate(positions):
         a = sorted_values[start + below]
         b = sorted_values[start + above]
         diff = b - a
@@ -125,10 +161,57 @@ def _quantiles_from_sorted(
     return out
 
 
+def _group_quantiles(
+    codes: np.ndarray, values: np.ndarray, n_groups: int, fractions: Sequence[float]
+) -> np.ndarray:
+    """Linear-interpolation quantiles of the non-missing values per group.
+
+    Same numbers as sorting each group (:func:`_quantiles_from_sorted`), but
+    each group is only partitioned around the order statistics needed, which
+    is cheaper than a sort when there are few fractions.
+    """
+    _, v, g = _present(codes, values)
+    counts = np.bincount(g, minlength=n_groups)
+    starts = _group_starts(counts)
+    if n_groups * _MIN_AVERAGE_GROUP > len(v):
+        _, sorted_values, starts, counts = _sort_within_groups(
+            codes, values, n_groups, with_rows=False
+        )
+        return _quantiles_from_sorted(sorted_values, starts, counts, fractions)
+    grouped = v[np.argsort(g.astype(_radix_dtype(n_groups), copy=False), kind="stable")]
+    has, positions = _quantile_positions(counts, fractions)
+    needed = np.sort(np.stack([p for below, above, _ in positions for p in (below, above)],
+                              axis=1), axis=1).tolist()
+    for start, count, kth in zip(starts[has].tolist(), counts[has].tolist(), needed):
+        if count > 1:
+            grouped[start:start + count].partition(sorted(set(kth)))
+    return _quantiles_from_sorted(grouped, starts, counts, fractions)
+
+
+def _scatter(rows: np.ndarray | None, values: np.ndarray, size: int) -> np.ndarray:
+    """A float column of ``size`` rows holding ``values`` at ``rows``, NaN elsewhere."""
+    if rows is not None and len(rows) == size:
+        out = np.empty(size)  # every row is written
+    else:
+        out = np.full(size, np.nan)
+    if rows is not None:
+        out[rows] = values
+    return out
+
+
 def _first_row_of_each_group(codes: np.ndarray) -> np.ndarray:
-    # group_codes numbers groups in order of first appearance, so the first
-    # occurrences, in row order, are also in code order.
-    return pd.Series(codes).drop_duplicates().index.to_numpy()
+    """Position of each group's first row, in code order.
+
+    group_codes numbers groups in order of first appearance, so a row starts
+    a new group exactly where the running maximum of the codes goes up.
+    """
+    if len(codes) == 0:
+        return np.empty(0, dtype=np.int64)
+    running = np.maximum.accumulate(codes)
+    new = np.empty(len(codes), dtype=bool)
+    new[0] = True
+    np.greater(running[1:], running[:-1], out=new[1:])
+    return np.flatnonzero(new)
 
 
 def _prepare(
@@ -216,12 +299,9 @@ def assign_percentiles(
     """
     function = "assign_percentiles"
     values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
-    rows, sorted_values, sorted_groups, starts, counts = _sort_within_groups(
-        codes, values, n_groups
-    )
-    percentile = np.full(len(df), np.nan)
-    percentile[rows] = _percentiles_from_sorted(sorted_values, sorted_groups, starts, counts)
-    return assign_columns(df, {output: percentile})
+    rows, sorted_values, starts, counts = _sort_within_groups(codes, values, n_groups)
+    return assign_columns(df, {output: _scatter(rows, _percentiles_from_sorted(
+        sorted_values, starts, counts), len(df))})
 
 
 def calculate_deciles(
@@ -278,7 +358,7 @@ def calculate_deciles(
     function = "calculate_deciles"
     wanted = _check_deciles(deciles, function)
     values, codes, n_groups, groups = _prepare(df, value, group_columns, function)
-    _, sorted_values, _, starts, counts = _sort_within_groups(
+    _, sorted_values, starts, counts = _sort_within_groups(
         codes, values, n_groups, with_rows=False
     )
     table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
@@ -339,17 +419,20 @@ def assign_percentiles_and_deciles(
     function = "assign_percentiles_and_deciles"
     wanted = _check_deciles(deciles, function)
     values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
-    rows, sorted_values, sorted_groups, starts, counts = _sort_within_groups(
+    rows, sorted_values, starts, counts = _sort_within_groups(
         codes, values, n_groups, with_rows=percentile is not None
     )
     new_columns: dict[str, np.ndarray] = {}
     if percentile is not None:
-        column = np.full(len(df), np.nan)
-        column[rows] = _percentiles_from_sorted(sorted_values, sorted_groups, starts, counts)
-        new_columns[percentile] = column
+        new_columns[percentile] = _scatter(
+            rows, _percentiles_from_sorted(sorted_values, starts, counts), len(df)
+        )
     table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
+    # One contiguous row of the table per decile: taking from it by group
+    # code is several times faster than fancy-indexing a column of the table.
+    by_decile = np.ascontiguousarray(table.T)
     for j, d in enumerate(wanted):
-        new_columns[_decile_name(d)] = table[codes, j]
+        new_columns[_decile_name(d)] = by_decile[j].take(codes)
     return assign_columns(df, new_columns)
 
 
