@@ -58,6 +58,14 @@ def period_label(period, period_type: str) -> str:
         period_type, month)
 
 
+def synthetic_notice(ctx: "PageContext") -> str:
+    """The prominent notice every page built on synthetic data carries (empty for real data)."""
+    if not ctx.is_synthetic:
+        return ""
+    return (f'<div class="moopt-synthetic-notice" role="note"><strong>{html.escape(SYNTHETIC_NOTICE)}'
+            "</strong></div>")
+
+
 @dataclass
 class PageContext:
     """Where one page's data come from and where its downloads go."""
@@ -354,10 +362,7 @@ class ThemePage:
     def header(self) -> None:
         """Title, synthetic-data notice, period and how to read the page."""
         ctx = self.ctx
-        parts = []
-        if ctx.is_synthetic:
-            parts.append(f'<div class="moopt-synthetic-notice" role="note"><strong>'
-                         f'{html.escape(SYNTHETIC_NOTICE)}</strong></div>')
+        parts = [synthetic_notice(ctx)]
         parts.append(f"<h2>{html.escape(self.theme.title)}: {html.escape(ctx.org_name)}</h2>")
         parts.append(
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. "
@@ -366,7 +371,7 @@ class ThemePage:
             "<p>These figures show variation to prompt local discussion. They are not targets and "
             "not a league table; differences can reflect the population served as well as "
             "prescribing choices.</p>")
-        _display("\n".join(parts))
+        _display("\n".join(p for p in parts if p))
 
     def summary_table(self, indicator_ids: list[str]) -> None:
         """Show the latest 12-month value of each indicator against England (and write its CSV)."""
@@ -493,10 +498,7 @@ class OverviewPage:
 
     def header(self) -> None:
         ctx = self.ctx
-        parts = []
-        if ctx.is_synthetic:
-            parts.append(f'<div class="moopt-synthetic-notice" role="note"><strong>'
-                         f'{html.escape(SYNTHETIC_NOTICE)}</strong></div>')
+        parts = [synthetic_notice(ctx)]
         parts.append(
             "<h2>England overview</h2>"
             f"<p>Latest period: the 12 months to {_month_label(ctx.latest_period)}. Each row shows "
@@ -504,7 +506,7 @@ class OverviewPage:
             f"{html.escape(ORG_LEVEL_PLURALS[self.level])}.</p>"
             "<p>The dashboard highlights variation to start local conversations about medicines "
             "optimisation. It sets no targets and is not a performance league table.</p>")
-        _display("\n".join(parts))
+        _display("\n".join(p for p in parts if p))
 
     def national_table(self) -> None:
         """England value and the spread across organisations, latest period, every indicator."""
@@ -574,16 +576,13 @@ class SummaryPage:
 
     def header(self) -> None:
         ctx = self.ctx
-        parts = []
-        if ctx.is_synthetic:
-            parts.append(f'<div class="moopt-synthetic-notice" role="note"><strong>'
-                         f'{html.escape(SYNTHETIC_NOTICE)}</strong></div>')
+        parts = [synthetic_notice(ctx)]
         parts.append(
             f"<h2>Summary: {html.escape(ctx.org_name)}</h2>"
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. Every indicator "
             f"for the 12 months to {_month_label(ctx.latest_period)}, against England and the range across "
             f"{html.escape(ORG_LEVEL_PLURALS[ctx.org_level])}.</p>")
-        _display("\n".join(parts))
+        _display("\n".join(p for p in parts if p))
 
     def summary_frame(self) -> pd.DataFrame:
         """One row per indicator: value, England, spread across the level and the comparison."""

@@ -61,20 +61,19 @@ def _short_error(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> NotebookResult:
-    """Execute one notebook job (runs in a worker process)."""
-    import papermill
+def _run_job(job: NotebookJob, outputs_dir: str, execute) -> NotebookResult:
+    """Shared by both executors: atomic output, a kept failed copy, the CSVs written, timing.
 
+    ``execute(tmp)`` runs the notebook into the temporary path ``tmp``; on failure it may leave
+    the partly executed notebook there, which is kept as ``<theme>.failed.ipynb``.
+    """
     started = time.perf_counter()
     output = Path(job.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.ipynb")
     failed_copy = output.with_name(output.stem + ".failed.ipynb")
-    csv_dir = Path(outputs_dir) / "csv" / job.org_level / job.org_code / job.theme
     try:
-        papermill.execute_notebook(
-            job.template, str(tmp), parameters=job.parameters, progress_bar=False,
-            kernel_name="python3", cwd=cwd, log_output=False)
+        execute(tmp)
         os.replace(tmp, output)
         failed_copy.unlink(missing_ok=True)
         status, error = "ok", None
@@ -83,10 +82,22 @@ def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> N
         if tmp.exists():
             os.replace(tmp, failed_copy)  # keep the evidence, under a name that says so
         output.unlink(missing_ok=True)
+    csv_dir = Path(outputs_dir) / "csv" / job.org_level / job.org_code / job.theme
     csv = sorted(str(p.relative_to(outputs_dir)) for p in csv_dir.glob("*.csv")) if csv_dir.exists() else []
     rel = str(output.relative_to(outputs_dir)) if output.is_relative_to(outputs_dir) else str(output)
     return NotebookResult(job.org_level, job.org_code, job.theme, rel, status, error,
                           round(time.perf_counter() - started, 2), csv)
+
+
+def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> NotebookResult:
+    """Execute one notebook with ``papermill.execute_notebook`` and a fresh kernel."""
+    import papermill
+
+    def execute(tmp: Path) -> None:
+        papermill.execute_notebook(job.template, str(tmp), parameters=job.parameters, progress_bar=False,
+                                   kernel_name="python3", cwd=cwd, log_output=False)
+
+    return _run_job(job, outputs_dir, execute)
 
 
 # -- warm kernels ----------------------------------------------------------------------------------
@@ -125,38 +136,24 @@ def execute_job_warm(job: NotebookJob, outputs_dir: str, cwd: str | None = None)
     import nbformat
     import papermill
 
-    started = time.perf_counter()
-    output = Path(job.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.ipynb")
-    failed_copy = output.with_name(output.stem + ".failed.ipynb")
-    csv_dir = Path(outputs_dir) / "csv" / job.org_level / job.org_code / job.theme
-    nb = None
-    try:
+    def execute(tmp: Path) -> None:
         # papermill parameterises exactly as in a papermill run, without executing.
         nb = papermill.execute_notebook(job.template, str(tmp), parameters=job.parameters,
                                         prepare_only=True, kernel_name="python3", progress_bar=False)
-        client = _warm_client(cwd)
-        client.nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_RESET_SOURCE)])
-        client.execute(cleanup_kc=False)
-        client.nb = nb
-        client.execute(cleanup_kc=False)
-        nbformat.write(nb, tmp)
-        os.replace(tmp, output)
-        failed_copy.unlink(missing_ok=True)
-        status, error = "ok", None
-    except BaseException as exc:  # noqa: BLE001 - any failure is reported, never fatal to the run
-        status, error = "failed", _short_error(exc)
-        if nb is not None:
-            nbformat.write(nb, failed_copy)  # the notebook as far as it ran, with the error
-        output.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-        if not getattr(exc, "ename", None):  # not a cell error: the kernel itself may be broken
-            _drop_warm_client()
-    csv = sorted(str(p.relative_to(outputs_dir)) for p in csv_dir.glob("*.csv")) if csv_dir.exists() else []
-    rel = str(output.relative_to(outputs_dir)) if output.is_relative_to(outputs_dir) else str(output)
-    return NotebookResult(job.org_level, job.org_code, job.theme, rel, status, error,
-                          round(time.perf_counter() - started, 2), csv)
+        try:
+            client = _warm_client(cwd)
+            client.nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_RESET_SOURCE)])
+            client.execute(cleanup_kc=False)
+            client.nb = nb
+            client.execute(cleanup_kc=False)
+        except BaseException as exc:
+            if not getattr(exc, "ename", None):  # not a cell error: the kernel itself may be broken
+                _drop_warm_client()
+            raise
+        finally:
+            nbformat.write(nb, tmp)  # as far as it ran (with the error, if any)
+
+    return _run_job(job, outputs_dir, execute)
 
 
 EXECUTORS = {"warm": execute_job_warm, "papermill": execute_job}
