@@ -154,3 +154,19 @@ def test_transfer_of_care_comparison_from_supplied_data(built):
         assert row["value"] == pytest.approx(100 * row["numerator"] / row["denominator"])
     # The synthetic data carry the published finding: fewer readmissions after completed follow-up.
     assert england.loc["completed", "value"] < england.loc["not_completed", "value"]
+
+
+def test_indicators_check_reports_coverage(project, built, capsys):
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        status = main(["indicators", "check"])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "32 indicator definitions valid" in out
+    assert re.search(r"AMR05 numerator: \d+ BNF codes", out) and "TOC03 supplied:" in out
+    assert "No problems found." in out

@@ -151,3 +151,60 @@ def test_breakdowns_must_add_up_and_one_qof_code_per_indicator(tmp_path, defs):
         qof = store.ingest_supplied(tmp_path / "ACHIEVEMENT_2526.csv", [twice], max_reject_share=1.0)
         assert qof.rows_rejected == 4
         assert "more than one QOF code" in next(iter(qof.reasons))
+
+
+SUPPLIED_IDS = sorted(i.id for i in load_indicators() if i.is_supplied)
+
+
+@pytest.fixture(scope="module")
+def every_supplied(tmp_path_factory):
+    """One hand-made file per layout holding every supplied indicator of the library."""
+    d = tmp_path_factory.mktemp("every_supplied")
+    f.write_map(d / "map.csv")
+    f.write_epd(d / "epd.csv", [f.epd_row("2025-03", "A00001", "0501013B0AAABAB", 1)])
+    library = [i for i in load_indicators() if i.is_supplied]
+    tidy, qof = [], []
+    for n, ind in enumerate(library, 1):
+        num, den = 3 * n, 10 * n + 7  # a different, hand-checkable ratio for each indicator
+        if ind.supplied["source_layout"] == "qof_achievement":
+            code = ind.supplied["qof_indicator_codes"][0]
+            qof += [["A00001", code, "NUMERATOR", num], ["A00001", code, "DENOMINATOR", den],
+                    ["A00002", code, "NUMERATOR", n], ["A00002", code, "DENOMINATOR", 2 * n]]
+            continue
+        start, end = {"quarter": ("2025-01-01", "2025-03-31"), "month": ("2025-03-01", "2025-03-31"),
+                      "rolling_12m": ("2024-04-01", "2025-03-31")}[ind.supplied["period_type"]]
+        tidy.append([ind.id, "sub_icb", "S1A", start, end, "all", num, den])
+        tidy.append([ind.id, "sub_icb", "S2B", start, end, "all", n, 2 * n])
+        if ind.supplied.get("breakdowns"):
+            first, second = ind.supplied["breakdowns"][:2]
+            tidy.append([ind.id, "sub_icb", "S1A", start, end, first, num - 1, den - 2])
+            tidy.append([ind.id, "sub_icb", "S1A", start, end, second, 1, 2])
+            tidy.append([ind.id, "sub_icb", "S2B", start, end, first, n, 2 * n])
+    f.write_csv(d / "tidy.csv", TIDY, tidy)
+    f.write_csv(d / "ACHIEVEMENT_2425.csv", ["PRACTICE_CODE", "INDICATOR_CODE", "MEASURE", "VALUE"], qof)
+    with Store(d / "s.duckdb") as store:
+        reports = ingest_files(store, d / "map.csv", [d / "epd.csv"], [], supplied=[d / "tidy.csv",
+                               d / "ACHIEVEMENT_2425.csv"], indicators=library)
+        assert all(r.rows_rejected == 0 for r in reports), [r.line() for r in reports]
+    backend = ibis.duckdb.connect(str(d / "s.duckdb"))
+    IndicatorEngine(backend, library).run()
+    table = backend.table("indicator_values").to_pandas()
+    backend.disconnect()
+    return {ind.id: (n, ind) for n, ind in enumerate(library, 1)}, table
+
+
+@pytest.mark.parametrize("indicator_id", SUPPLIED_IDS)
+def test_each_supplied_indicator_by_hand(every_supplied, indicator_id):
+    numbers, table = every_supplied
+    n, ind = numbers[indicator_id]
+    rows = table[table.indicator_id == indicator_id].set_index(["org_level", "org_code"])
+    if ind.supplied["source_layout"] == "qof_achievement":
+        own, other, area = ("practice", "A00001"), ("practice", "A00002"), ("sub_icb", "S1A")
+    else:
+        own, other, area = ("sub_icb", "S1A"), ("sub_icb", "S2B"), ("icb", "QA1")
+    assert rows.loc[own, "numerator"] == 3 * n and rows.loc[own, "denominator"] == 10 * n + 7
+    assert rows.loc[own, "value"] == pytest.approx(3 * n / (10 * n + 7) * ind.multiplier)
+    # The level above holds both: a ratio of sums, not a mean of the two values.
+    assert rows.loc[area, "value"] == pytest.approx((3 * n + n) / (10 * n + 7 + 2 * n) * ind.multiplier)
+    assert rows.loc[other, "value"] == pytest.approx(0.5 * ind.multiplier)
+    assert rows.loc[own, "period_type"] == ind.supplied["period_type"]

@@ -337,21 +337,26 @@ class IndicatorEngine:
         """Compute every indicator and write ``table_name`` to the backend; return a report."""
         say = progress or (lambda msg: None)
         started = time.perf_counter()
-        long = self.backend.create_table("_practice_month_long", self.practice_month_long(end_month),
-                                         overwrite=True)
-        say(f"practice x month sums for {len(self.indicators)} indicators "
-            f"[{time.perf_counter() - started:.1f}s]")
-        missing = long.filter(long.population_denominator & long.denominator.isnull())
-        missing_count = int(missing.select("practice_code", "month").distinct().count().execute())
-        monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
-        say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
-        values = self.with_rolling(monthly)
+        values, missing_count = None, 0
+        if self.indicators:
+            long = self.backend.create_table("_practice_month_long", self.practice_month_long(end_month),
+                                             overwrite=True)
+            say(f"practice x month sums for {len(self.indicators)} indicators "
+                f"[{time.perf_counter() - started:.1f}s]")
+            missing = long.filter(long.population_denominator & long.denominator.isnull())
+            missing_count = int(missing.select("practice_code", "month").distinct().count().execute())
+            monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
+            say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
+            values = self.with_rolling(monthly)
         supplied = self.supplied_levels()
         if supplied is not None:
             breakdowns = self.backend.create_table("supplied_breakdowns", supplied, overwrite=True)
-            values = ibis.union(values, breakdowns.filter(breakdowns.breakdown == "all").drop("breakdown"))
+            supplied_all = breakdowns.filter(breakdowns.breakdown == "all").drop("breakdown")
+            values = supplied_all if values is None else ibis.union(values, supplied_all)
             say(f"supplied indicators rolled up for {len(self.supplied)} definitions "
                 f"[{time.perf_counter() - started:.1f}s]")
+        if values is None:
+            raise ValueError("There is nothing to compute: no prescribing indicators and no supplied data.")
         values = self.backend.create_table("_values", values, overwrite=True)
         result = self.benchmarked(values)
         if start_month is not None:
