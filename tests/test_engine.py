@@ -11,6 +11,7 @@ import pytest
 
 import factories as f
 from moopt.indicators import load_indicators
+from moopt.indicators.denominators import WEIGHTS_FILE
 from moopt.indicators.engine import IndicatorEngine
 from moopt.store import Store, ingest_files
 
@@ -26,7 +27,7 @@ TB = 3
 
 def weight(group: str, band: str, sex: str) -> float:
     """The 2013 STAR-PU weight straight from the package data file (not via the engine)."""
-    table = pd.read_csv("src/moopt/indicators/star_pu_weights_2013.csv")
+    table = pd.read_csv(WEIGHTS_FILE)
     row = table[(table.star_pu_group == group) & (table.age_band == band)]
     return float(row[sex].iloc[0])
 

@@ -61,7 +61,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_lines(store, tmp_path):
     assert rejects[6].startswith("YEAR_MONTH is not a month")
     assert rejects[7].startswith("duplicate row")
     assert rejects[8] == "ITEMS is not a whole number"
-    assert (store.rejects_dir / "epd.csv.rejects.csv").exists()
+    assert (store.rejects_dir / f"{tmp_path.name}__epd.csv.rejects.csv").exists()
 
 
 def test_malformed_csv_lines_are_counted_not_lost(store, tmp_path):

@@ -31,7 +31,7 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """
     has_attributes = con.execute(
         "SELECT count(*) FROM practice_attributes").fetchall()[0][0] > 0
-    dep = "p.deprivation_score" if has_attributes else "NULL"
+    dep = "p.deprivation_score" if has_attributes else "CAST(NULL AS DOUBLE)"
     base = con.execute(f"""
         WITH latest AS (SELECT max(month) AS month FROM list_size),
         lists AS (
@@ -54,7 +54,10 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             "percent_aged_65_plus": 100 * g["aged_65_plus"] / g["list_size"],
             "deprivation_score": g["dep_x_list"] / g["list_size"],
         }))
-    return pd.concat(frames, ignore_index=True)
+    attributes = pd.concat(frames, ignore_index=True)
+    for column in PEER_ATTRIBUTES:
+        attributes[column] = pd.to_numeric(attributes[column], errors="coerce")
+    return attributes
 
 
 def add_statistics(con: duckdb.DuckDBPyConnection, indicators: list[Indicator], progress=None) -> dict:

@@ -67,7 +67,7 @@ class RunConfig:
     synthetic_months: int
     epd_files: list[str]
     list_size_files: list[str]
-    organisations_file: str | None
+    organisations_file: str | dict | None
     practice_attributes_file: str | None
     supplied_files: list[str]
     max_reject_share: float
@@ -250,6 +250,16 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
             return None
         return str((project / path).resolve()) if not Path(path).is_absolute() else str(path)
 
+    def resolve_organisations(value: Any) -> str | dict | None:
+        """A practice mapping file, or ODS files {epraccur: ..., eccg: ..., eauth: ...}."""
+        if isinstance(value, dict):
+            unknown = set(value) - {"epraccur", "eccg", "eauth"}
+            if unknown or "epraccur" not in value:
+                fail("data.organisations as ODS files needs epraccur (and optionally eccg, eauth), "
+                     f"not {', '.join(sorted(value))}.")
+            return {k: resolve_one(v) for k, v in value.items() if v}
+        return resolve_one(value)
+
     outputs = Path(p["outputs"])
     return RunConfig(
         project_dir=project,
@@ -261,7 +271,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         synthetic_months=int(data["synthetic_months"]),
         epd_files=resolve_all(data["epd"], "data.epd"),
         list_size_files=resolve_all(data["list_sizes"], "data.list_sizes"),
-        organisations_file=resolve_one(data["organisations"]),
+        organisations_file=resolve_organisations(data["organisations"]),
         practice_attributes_file=resolve_one(data["practice_attributes"]),
         supplied_files=resolve_all(data["supplied"], "data.supplied"),
         max_reject_share=float(share),

@@ -55,7 +55,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 @dataclass
 class DataFiles:
-    organisations: str
+    organisations: str | dict
     prescribing: list[str]
     list_sizes: list[str]
     practice_attributes: str | None
@@ -68,7 +68,9 @@ def ensure_data(config: RunConfig, progress=None) -> DataFiles:
     """The run's input files; generate the synthetic set first when that is the source."""
     say = progress or (lambda msg: None)
     if config.data_source == "files":
-        for path in [config.organisations_file, *config.epd_files, *config.list_size_files]:
+        orgs = config.organisations_file
+        org_paths = list(orgs.values()) if isinstance(orgs, dict) else [orgs]
+        for path in [*org_paths, *config.epd_files, *config.list_size_files]:
             if not Path(path).exists():
                 raise ParameterError(f"Data file {path} does not exist (check data: in the parameters).")
         for path in config.supplied_files:
@@ -133,7 +135,9 @@ def make_synthetic(folder: Path, scale: str, seed: int, end_month: str, months: 
 def data_set_id(files: DataFiles) -> str:
     """Identifies the set of input files, so a store built from another set is not reused."""
     h = hashlib.sha256()
-    for path in [files.organisations, *files.prescribing, *files.list_sizes, *files.supplied]:
+    orgs = files.organisations
+    org_paths = sorted(orgs.values()) if isinstance(orgs, dict) else [orgs]
+    for path in [*org_paths, *files.prescribing, *files.list_sizes, *files.supplied]:
         h.update(str(Path(path).resolve()).encode())
     if files.synthetic:
         manifest = read_synthetic_manifest(Path(files.organisations).parents[1]) or {}

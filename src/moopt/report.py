@@ -110,15 +110,31 @@ class PageContext:
         return bool(self.run_info.get("synthetic", False))
 
     @cached_property
+    def has_rolling(self) -> bool:
+        """Whether there are 12 months of data; with fewer, prescribing pages show monthly values."""
+        return bool(self.con.execute(
+            "SELECT count(*) FROM indicator_values WHERE period_type = 'rolling_12m'").fetchall()[0][0])
+
+    @property
+    def prescribing_period_type(self) -> str:
+        return "rolling_12m" if self.has_rolling else "month"
+
+    @cached_property
     def latest_period(self) -> pd.Timestamp:
         if self.period_end != "latest":
             return pd.Timestamp(self.period_end + "-01")
-        rows = self.con.execute(
-            "SELECT max(period) FROM indicator_values WHERE period_type = 'rolling_12m'").fetchall()
+        rows = self.con.execute("SELECT max(period) FROM indicator_values WHERE period_type = ?",
+                                [self.prescribing_period_type]).fetchall()
         if not rows or rows[0][0] is None:
-            raise ValueError("The indicator table has no rolling 12-month values: at least 12 months "
-                             "of data are needed.")
+            raise ValueError("The indicator table is empty: there are no values to show.")
         return pd.Timestamp(rows[0][0])
+
+    def period_sentence(self) -> str:
+        if self.has_rolling:
+            return (f"Latest period: the 12 months to {_month_label(self.latest_period)} for prescribing "
+                    "indicators; indicators from other sources show their own latest period.")
+        return (f"Latest period: {_month_label(self.latest_period)}. The data cover fewer than 12 months, "
+                "so prescribing values are monthly (12-month values need a year of data).")
 
     def query(self, sql: str, params: list) -> pd.DataFrame:
         return self.con.execute(sql, params).fetchdf()
@@ -146,7 +162,7 @@ class IndicatorData:
     def __init__(self, ctx: PageContext, indicator: Indicator):
         self.ctx = ctx
         self.indicator = indicator
-        self.period_type = indicator.main_period_type
+        self.period_type = indicator.main_period_type if indicator.is_supplied else ctx.prescribing_period_type
 
     @cached_property
     def period(self) -> pd.Timestamp:
@@ -262,7 +278,8 @@ def funnel_lines(indicator: Indicator, population: pd.DataFrame, denominators: p
 def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, org_level: str, period,
                  period_type: str = "rolling_12m"):
     """Every organisation at the level on a funnel, this one highlighted."""
-    points = level_rows[level_rows["value"].notna() & (level_rows["denominator"] > 0)]
+    points = level_rows[level_rows["value"].notna() & (level_rows["denominator"] > 0)
+                        & level_rows["england_value"].notna()]
     limits = funnel_lines(indicator, level_rows, points["denominator"])
     if limits is None:
         limits = pd.DataFrame(columns=["denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"])
@@ -366,8 +383,7 @@ class ThemePage:
         parts.append(f"<h2>{html.escape(self.theme.title)}: {html.escape(ctx.org_name)}</h2>")
         parts.append(
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. "
-            f"Latest period: the 12 months to {_month_label(ctx.latest_period)} for prescribing indicators; "
-            "indicators from other sources show their own latest period.</p>"
+            f"{html.escape(ctx.period_sentence())}</p>"
             "<p>These figures show variation to prompt local discussion. They are not targets and "
             "not a league table; differences can reflect the population served as well as "
             "prescribing choices.</p>")
@@ -407,6 +423,11 @@ class ThemePage:
             raise ValueError(f"{indicator_id} belongs to theme {ind.theme!r}, not {self.theme.id!r}.")
         data = IndicatorData(self.ctx, ind)
         ctx = self.ctx
+        if data.org_rows.empty:  # e.g. a supplied indicator whose file this run does not include
+            _display(f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
+                     f"<p>No data for this indicator in this run"
+                     f"{' (its supplied file was not loaded)' if ind.is_supplied else ''}.</p>")
+            return
         _display(
             f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
             f"<p>{html.escape(ind.description)}</p>"
@@ -501,9 +522,8 @@ class OverviewPage:
         parts = [synthetic_notice(ctx)]
         parts.append(
             "<h2>England overview</h2>"
-            f"<p>Latest period: the 12 months to {_month_label(ctx.latest_period)}. Each row shows "
-            f"the England value and how values vary across "
-            f"{html.escape(ORG_LEVEL_PLURALS[self.level])}.</p>"
+            f"<p>{html.escape(ctx.period_sentence())} Each row shows the England value and how values "
+            f"vary across {html.escape(ORG_LEVEL_PLURALS[self.level])}.</p>"
             "<p>The dashboard highlights variation to start local conversations about medicines "
             "optimisation. It sets no targets and is not a performance league table.</p>")
         _display("\n".join(p for p in parts if p))
@@ -546,7 +566,7 @@ class OverviewPage:
     def indicator_trend(self, indicator_id: str) -> None:
         """England's 12-month trend with the deciles of the comparison level."""
         ind = get_indicator(indicator_id)
-        period_type = ind.main_period_type
+        period_type = IndicatorData(self.ctx, ind).period_type
         rows = self.ctx.query(
             "SELECT * FROM indicator_values WHERE indicator_id = ? AND org_level = 'england' "
             "AND period_type = ? AND period <= ? ORDER BY period",
@@ -580,8 +600,8 @@ class SummaryPage:
         parts.append(
             f"<h2>Summary: {html.escape(ctx.org_name)}</h2>"
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. Every indicator "
-            f"for the 12 months to {_month_label(ctx.latest_period)}, against England and the range across "
-            f"{html.escape(ORG_LEVEL_PLURALS[ctx.org_level])}.</p>")
+            f"in its latest period, against England and the range across "
+            f"{html.escape(ORG_LEVEL_PLURALS[ctx.org_level])}. {html.escape(ctx.period_sentence())}</p>")
         _display("\n".join(p for p in parts if p))
 
     def summary_frame(self) -> pd.DataFrame:

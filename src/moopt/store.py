@@ -82,6 +82,7 @@ class IngestReport:
     months: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
+    note: str = ""
 
     def line(self) -> str:
         if self.skipped:
@@ -90,6 +91,8 @@ class IngestReport:
                 f"{self.rows_accepted:,} accepted, {self.rows_rejected:,} rejected")
         if self.reasons:
             text += " (" + "; ".join(f"{n:,} {r}" for r, n in self.reasons.items()) + ")"
+        if self.note:
+            text += f"; {self.note}"
         return text
 
 
@@ -223,7 +226,8 @@ class Store:
         return report
 
     def _rejects_csv(self, path: Path) -> Path:
-        return self.rejects_dir / f"{path.name}.rejects.csv"
+        # The parent folder is part of the name: published files of different months share names.
+        return self.rejects_dir / f"{path.parent.name}__{path.name}.rejects.csv"
 
     def _write_rejects_csv(self, path: Path, rejects: pd.DataFrame) -> None:
         self.rejects_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +276,86 @@ class Store:
                    "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
         return self._finish(path, layout.name, "organisations", staged, tag, columns, False,
                             max_reject_share, "coalesce(practice_code, '')")
+
+    def ingest_ods_organisations(self, epraccur: str | Path, eccg: str | Path | None = None,
+                                 eauth: str | Path | None = None,
+                                 max_reject_share: float = 0.01) -> IngestReport:
+        """Build the organisation table from ODS files (no header, 27 columns, every field quoted).
+
+        ``epraccur`` gives each prescribing cost centre's commissioner (column 15: CCG or sub-ICB),
+        higher-level health geography (column 4) and national grouping (column 3). Only GP
+        practices (prescribing setting 4, column 26) are organisations; other cost centres
+        (out-of-hours, walk-in, prisons ...) are read and counted but not stored, so their
+        prescribing is reported as not belonging to a GP practice. ODS files carry no PCN: each
+        practice gets its commissioner's "no PCN" group (code U + commissioner). Names come from
+        ``eccg`` (commissioners) and ``eauth`` (area teams and regions) when given, else the codes.
+        """
+        path = Path(epraccur)
+        if not path.exists():
+            raise IngestError(f"{path}: file not found.")
+        tag = "ods_" + uuid.uuid4().hex[:8]
+        names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, 28))
+
+        def ods(file: Path, suffix: str) -> str:
+            return (f"read_csv({_quote(file)}, header=false, columns={{{names}}}, quote='\"', "
+                    f"store_rejects=true, rejects_table='{tag}{suffix}_rej', rejects_scan='{tag}{suffix}_scan')")
+
+        lookups = []
+        for label, file in (("ccg", eccg), ("auth", eauth)):
+            if file:
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_{label} AS "
+                                 f"SELECT trim(c1) AS code, trim(c2) AS name FROM {ods(Path(file), label)}")
+            else:
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_{label} (code VARCHAR, name VARCHAR)")
+            lookups.append(f"{tag}_{label}")
+        ccg, auth = lookups
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {ods(path, '')}),
+            typed AS (
+                SELECT data_row, upper(trim(c1)) AS practice_code, trim(c2) AS practice_name,
+                    upper(trim(c3)) AS region_code, upper(trim(c4)) AS icb_code,
+                    upper(trim(c15)) AS sub_icb_code, trim(c26) AS setting
+                FROM raw),
+            named AS (
+                SELECT t.*, 'U' || t.sub_icb_code AS pcn_code, 'No PCN: ' || coalesce(cc.name, t.sub_icb_code) AS pcn_name,
+                    coalesce(cc.name, t.sub_icb_code) AS sub_icb_name, coalesce(ai.name, t.icb_code) AS icb_name,
+                    coalesce(ar.name, t.region_code) AS region_name,
+                    row_number() OVER (PARTITION BY t.practice_code ORDER BY t.data_row) AS dup
+                FROM typed t
+                LEFT JOIN (SELECT code, any_value(name) AS name FROM {ccg} GROUP BY code) cc ON cc.code = t.sub_icb_code
+                LEFT JOIN (SELECT code, any_value(name) AS name FROM {auth} GROUP BY code) ai ON ai.code = t.icb_code
+                LEFT JOIN (SELECT code, any_value(name) AS name FROM {auth} GROUP BY code) ar ON ar.code = t.region_code)
+            SELECT *, CASE
+                WHEN coalesce(setting, '') <> '4' THEN NULL
+                WHEN NOT regexp_full_match(coalesce(practice_code, ''), '[A-Z0-9]{{1,12}}') THEN 'practice code is blank or malformed'
+                WHEN NOT regexp_full_match(coalesce(sub_icb_code, ''), '[A-Z0-9]{{1,11}}') THEN 'commissioner code (column 15) is blank or malformed'
+                WHEN NOT regexp_full_match(coalesce(icb_code, ''), '[A-Z0-9]{{1,12}}') THEN 'health geography code (column 4) is blank or malformed'
+                WHEN NOT regexp_full_match(coalesce(region_code, ''), '[A-Z0-9]{{1,12}}') THEN 'national grouping code (column 3) is blank or malformed'
+                WHEN dup > 1 THEN 'duplicate practice code'
+            END AS reject_reason
+            FROM named"""
+        staged = self._stage(path, tag, select)
+        # Cost centres that are not GP practices are valid rows, counted but not stored.
+        self.con.execute(f"CREATE TEMP TABLE {staged}_gp AS SELECT * FROM {staged} "
+                         "WHERE reject_reason IS NOT NULL OR setting = '4'")
+        not_gp = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] - \
+            self.con.execute(f"SELECT count(*) FROM {staged}_gp").fetchall()[0][0]
+        self.con.execute(f"DROP TABLE {staged}")
+        self.con.execute(f"ALTER TABLE {staged}_gp RENAME TO {staged}")
+        columns = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
+                   "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
+        report = self._finish(path, "ods_epraccur", "organisations", staged, tag, columns, False,
+                              max_reject_share, "coalesce(practice_code, '')")
+        report.rows_read += not_gp
+        report.rows_accepted += not_gp
+        report.note = f"{not_gp:,} cost centres that are not GP practices counted, not stored"
+        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
+                         [report.rows_read, report.rows_accepted, str(path)])
+        for label in ("ccg", "auth"):
+            self.con.execute(f"DROP TABLE IF EXISTS {tag}_{label}")
+            for suffix in ("_rej", "_scan"):
+                self.con.execute(f"DROP TABLE IF EXISTS {tag}{label}{suffix}")
+        return report
 
     def ingest_practice_attributes(self, path: str | Path, max_reject_share: float = 0.01) -> IngestReport:
         """Load practice attributes (PRACTICE_CODE, DEPRIVATION_SCORE, RURAL, CARE_HOME_BEDS)."""
@@ -613,13 +697,17 @@ def _data_rows_to_lines(data_rows: np.ndarray, struct_lines: np.ndarray) -> np.n
     return lines
 
 
-def ingest_files(store: Store, organisations: str | Path, prescribing: list[str | Path],
+def ingest_files(store: Store, organisations: str | Path | dict, prescribing: list[str | Path],
                  list_sizes: list[str | Path], practice_attributes: str | Path | None = None,
                  max_reject_share: float = 0.01, progress=None, supplied: list[str | Path] = (),
                  indicators=None) -> list[IngestReport]:
     """Ingest a run's files in dependency order and return one report per file."""
     say = progress or (lambda msg: None)
-    reports = [store.ingest_organisations(organisations, max_reject_share)]
+    if isinstance(organisations, dict):  # ODS files: epraccur (+ eccg, eauth for names)
+        reports = [store.ingest_ods_organisations(organisations["epraccur"], organisations.get("eccg"),
+                                                  organisations.get("eauth"), max_reject_share)]
+    else:
+        reports = [store.ingest_organisations(organisations, max_reject_share)]
     say(reports[-1].line())
     if practice_attributes:
         reports.append(store.ingest_practice_attributes(practice_attributes, max_reject_share))

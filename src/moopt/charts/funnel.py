@@ -115,8 +115,13 @@ def clean_limits(limits: pd.DataFrame) -> pd.DataFrame:
 
 
 def interpolate_limits(denominator: np.ndarray, limits: pd.DataFrame) -> pd.DataFrame:
-    """Limit values at each ``denominator`` by linear interpolation (NaN outside the range)."""
+    """Limit values at each ``denominator`` by linear interpolation (NaN outside the range).
+
+    With no limits at all (too few organisations to set them) every value is NaN.
+    """
     x = np.asarray(denominator, dtype=float)
+    if limits.empty:
+        return pd.DataFrame({column: np.full(len(x), np.nan) for column in LIMIT_SERIES})
     return pd.DataFrame(
         {
             column: np.interp(
@@ -232,7 +237,7 @@ def calculate_funnel_data(
     plotted["is_labelled"] = is_highlight | plotted["org_code"].isin(labelled).to_numpy()
 
     x_low, x_high = _x_range(x)
-    lines = [_limit_lines(limits, x_low, x_high)]
+    lines = [_limit_lines(limits, x_low, x_high)] if not limits.empty else []
     lines.append(
         pd.DataFrame(
             {"series": "centre", "denominator": [x_low, x_high], "value": centre_value}

@@ -49,6 +49,8 @@ from moopt.stats._validate import (
     kind_codes,
     multiplier_values,
     numeric_column,
+    row_blocks,
+    blockwise,
     z_for,
 )
 from moopt.stats.ranking import (
@@ -372,25 +374,30 @@ def _group_statistics(
     overdispersion: bool,
     winsorise: float,
     transform: str,
-) -> tuple[_Groups, np.ndarray, np.ndarray | None]:
+) -> tuple[_Groups, np.ndarray | None]:
     """Targets, phi and tau^2 per group, for all kinds at once.
 
     ``families`` pairs a formula ("proportion", or "rate" for every count
-    kind) with its rows (None: all rows); each group has a single kind.
+    kind) with its rows (a boolean mask, or None for all rows); each group
+    has a single kind.
     Sums over rows use ``numpy.bincount``, which adds each group's rows in
     row order whichever other groups are present, so the group figures
-    equal those of a separate pass per kind. Returns the group statistics,
-    the per-row target and, when the target is pooled, ``asin(sqrt(target))``
-    per group (None otherwise).
+    equal those of a separate pass per kind. Per-row quantities are
+    computed block by block into a few reused arrays. Returns the group
+    statistics and, when the target is pooled and there are proportions,
+    ``asin(sqrt(target))`` per group (None otherwise).
     """
+    size = len(x)
     usable = (n > 0) & np.isfinite(x) & np.isfinite(n)
-    weights = usable.astype(np.float64)
-    sum_x = np.bincount(codes, weights=np.where(usable, x, 0.0), minlength=n_groups)
-    sum_n = np.bincount(codes, weights=np.where(usable, n, 0.0), minlength=n_groups)
-    organisations = np.bincount(codes, weights=weights, minlength=n_groups).astype(np.int64)
+    scratch = np.empty(size)  # weights for one bincount at a time
+    sum_x = np.bincount(codes, minlength=n_groups, weights=blockwise(
+        scratch, lambda u, v: np.where(u, v, 0.0), usable, x))
+    sum_n = np.bincount(codes, minlength=n_groups, weights=blockwise(
+        scratch, lambda u, v: np.where(u, v, 0.0), usable, n))
+    organisations = np.bincount(codes, minlength=n_groups, weights=blockwise(
+        scratch, lambda u: u.astype(np.float64), usable)).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.where(sum_n > 0, sum_x / sum_n, np.nan)
-    target = pooled.take(codes) if row_target is None else row_target
     group_centre = None
     if row_target is None and any(family == "proportion" for family, _ in families):
         with np.errstate(invalid="ignore"):
@@ -400,38 +407,50 @@ def _group_statistics(
     # Winsorising quantiles.
     order, starts, sizes = _order_by_group(codes, n_groups)
     has_rows = sizes > 0
+    grouped = np.empty(size)
     den_min = np.full(n_groups, np.nan)
     den_max = np.full(n_groups, np.nan)
     if has_rows.any():
-        grouped_n = np.where(usable, n, np.inf)[order]
-        den_min[has_rows] = np.minimum.reduceat(grouped_n, starts[has_rows])
-        grouped_n[grouped_n == np.inf] = -np.inf
-        den_max[has_rows] = np.maximum.reduceat(grouped_n, starts[has_rows])
+        blockwise(scratch, lambda u, v: np.where(u, v, np.inf), usable, n)
+        np.take(scratch, order, out=grouped, mode="clip")  # "clip": no buffering
+        den_min[has_rows] = np.minimum.reduceat(grouped, starts[has_rows])
+        grouped[grouped == np.inf] = -np.inf
+        den_max[has_rows] = np.maximum.reduceat(grouped, starts[has_rows])
         den_min[~np.isfinite(den_min)] = np.nan
         den_max[~np.isfinite(den_max)] = np.nan
 
     phi = np.full(n_groups, np.nan)
     tau2 = np.zeros(n_groups)
     if overdispersion:
-        z = np.empty(len(x))
-        s = np.empty(len(x))
+        z = np.empty(size)
+        s = np.empty(size)
         for family, rows in families:
-            centre = None if group_centre is None else group_centre.take(
-                codes if rows is None else codes[rows])
-            if rows is None:
-                z, s = _z_scores(family, x, n, target, transform, centre)
-            else:
-                z[rows], s[rows] = _z_scores(family, x[rows], n[rows], target[rows], transform,
-                                             centre)
+            for block in row_blocks(size, rows):
+                block_codes = codes[block]
+                target = pooled.take(block_codes) if row_target is None else row_target[block]
+                centre = None if group_centre is None else group_centre.take(block_codes)
+                z[block], s[block] = _z_scores(family, x[block], n[block], target, transform,
+                                               centre)
         scored = usable & np.isfinite(z) & np.isfinite(s) & (s > 0)
-        zc = np.where(scored, z, np.nan)
-        k = np.bincount(codes, weights=scored.astype(np.float64), minlength=n_groups)
-        bounds = _winsorising_bounds(zc[order], starts, sizes, k.astype(np.int64), winsorise)
-        z_w = np.clip(zc, bounds[:, 0].take(codes), bounds[:, 1].take(codes))
-        sum_z2 = np.bincount(codes, weights=np.where(scored, z_w * z_w, 0.0), minlength=n_groups)
-        w = np.where(scored, 1.0 / np.where(scored, s, 1.0) ** 2, 0.0)
-        sum_w = np.bincount(codes, weights=w, minlength=n_groups)
-        sum_w2 = np.bincount(codes, weights=w * w, minlength=n_groups)
+        z[~scored] = np.nan
+        k = np.bincount(codes, minlength=n_groups, weights=blockwise(
+            scratch, lambda m: m.astype(np.float64), scored))
+        np.take(z, order, out=grouped, mode="clip")
+        bounds = _winsorising_bounds(grouped, starts, sizes, k.astype(np.int64), winsorise)
+        low, high = bounds[:, 0], bounds[:, 1]
+
+        def squared_winsorised(zb, scored_b, codes_b):
+            z_w = np.clip(zb, low.take(codes_b), high.take(codes_b))
+            return np.where(scored_b, z_w * z_w, 0.0)
+
+        sum_z2 = np.bincount(codes, minlength=n_groups, weights=blockwise(
+            scratch, squared_winsorised, z, scored, codes))
+        # w = 1/s^2 on scored rows, written over s
+        blockwise(s, lambda sb, scored_b: np.where(
+            scored_b, 1.0 / np.where(scored_b, sb, 1.0) ** 2, 0.0), s, scored)
+        sum_w = np.bincount(codes, weights=s, minlength=n_groups)
+        sum_w2 = np.bincount(codes, minlength=n_groups, weights=blockwise(
+            scratch, lambda w: w * w, s))
         with np.errstate(invalid="ignore", divide="ignore"):
             phi = np.where(k >= 2, sum_z2 / k, np.nan)
             spread = sum_w - sum_w2 / sum_w
@@ -448,7 +467,7 @@ def _group_statistics(
         denominator_min=den_min,
         denominator_max=den_max,
     )
-    return groups, target, group_centre
+    return groups, group_centre
 
 
 def _prepare(
@@ -464,6 +483,7 @@ def _prepare(
     target: str | None,
     function: str,
     poisson_method: str = "exact",
+    in_order_of_appearance: bool = True,
 ):
     check_dataframe(df, function)
     check_choice(poisson_method, POISSON_METHODS, "poisson_method", function)
@@ -493,14 +513,15 @@ def _prepare(
         check_numerator_within_denominator(
             x, n, (numerator, denominator), df, function, rows=is_proportion
         )
-    codes, n_groups = group_codes(df, groups, function)
+    codes, n_groups = group_codes(df, groups, function, in_order_of_appearance)
     scale = multiplier_values(df, multiplier, function)
     if isinstance(scale, float):
         group_scale = np.full(n_groups, scale)
     else:
         group_scale = np.zeros(n_groups)
         group_scale[codes] = scale
-        if np.any(group_scale.take(codes) != scale):
+        if any(np.any(group_scale.take(codes[block]) != scale[block])
+               for block in row_blocks(len(codes))):
             raise ValueError(
                 f"{function}: the multiplier differs between rows of the same group; "
                 "each group (e.g. one indicator) needs one multiplier."
@@ -529,14 +550,12 @@ def _fit_by_kind(
     winsorise: float,
     transform: str,
     function: str,
-) -> tuple[_Groups, np.ndarray, np.ndarray, list[tuple[str, np.ndarray | None]],
-           np.ndarray | None]:
+) -> tuple[_Groups, np.ndarray, list[tuple[str, np.ndarray | None]], np.ndarray | None]:
     """Group statistics for every kind present; each group must have one kind.
 
     Returns the group statistics, the kind index of each group (-1 for a
-    group without rows), the per-row target, (formula, row positions or None
-    for all rows) pairs, and ``asin(sqrt(target))`` per group when the target
-    is pooled.
+    group without rows), (formula, boolean row mask or None for all rows)
+    pairs, and ``asin(sqrt(target))`` per group when the target is pooled.
     """
     group_kind = np.full(n_groups, -1, dtype=np.int8)
     group_kind[codes] = kinds
@@ -552,13 +571,12 @@ def _fit_by_kind(
     elif not is_proportion.any():
         families = [("rate", None)]
     else:
-        families = [("proportion", np.flatnonzero(is_proportion)),
-                    ("rate", np.flatnonzero(~is_proportion))]
-    groups, target, centre = _group_statistics(
+        families = [("proportion", is_proportion), ("rate", ~is_proportion)]
+    groups, centre = _group_statistics(
         x, n, codes, n_groups, group_scale, row_target, families, overdispersion, winsorise,
         transform,
     )
-    return groups, group_kind, target, families, centre
+    return groups, group_kind, families, centre
 
 
 # --------------------------------------------------------------------------- public
@@ -662,7 +680,7 @@ def calculate_funnel_parameters(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, None, function, poisson_method,
     )
-    stats_, group_kind, _, _, _ = _fit_by_kind(
+    stats_, group_kind, _, _ = _fit_by_kind(
         kinds, x, n, codes, n_groups, group_scale, None, overdispersion, winsorise,
         count_transform, function,
     )
@@ -765,60 +783,60 @@ def calculate_funnel_limits(
     x, n, codes, n_groups, groups, scale, group_scale, row_target, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, target, function, poisson_method,
+        in_order_of_appearance=False,
     )
-    g, _, per_row_target, families, group_centre = _fit_by_kind(
+    g, _, families, group_centre = _fit_by_kind(
         kinds, x, n, codes, n_groups, group_scale, row_target, overdispersion, winsorise,
         count_transform, function,
     )
-    usable = (n > 0) & np.isfinite(n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        value = np.where(usable, x / n, np.nan) * scale
-    if row_target is None:
-        # pooled x multiplier per group, then per row: the same products as per row.
-        funnel_target = (g.target * g.multiplier).take(codes)
-    else:
-        funnel_target = per_row_target * scale
-    new_columns: dict[str, object] = {"funnel_target": funnel_target}
+    size = len(df)
     adjusted = g.adjusted.take(codes)
     tau2 = g.tau2.take(codes)
-    n_safe = np.where(usable, n, np.nan)
-
-    limits = [[None, None] for _ in levels]
+    scaled_target = g.target * g.multiplier  # pooled x multiplier, per group
+    funnel_target = np.empty(size)
+    lowers = [np.empty(size) for _ in levels]
+    uppers = [np.empty(size) for _ in levels]
+    flags = [np.empty(size, dtype=np.int8) for _ in levels]
+    scalar_scale = np.isscalar(scale)
     for family, rows in families:
-        sub_codes = codes if rows is None else codes[rows]
-
-        def pick(values: np.ndarray, rows: np.ndarray | None = rows) -> np.ndarray:
-            return values if rows is None else values[rows]
-
-        centre = None
-        if family == "proportion" and group_centre is not None:
-            centre = group_centre.take(sub_codes)
-        family_limits = _limits_at(
-            family, pick(per_row_target), pick(n_safe), levels, pick(tau2), pick(adjusted),
-            count_transform, poisson_method, centre,
-        )
-        for i, (low, high) in enumerate(family_limits):
-            if rows is None:
-                limits[i] = [low, high]
-                continue
-            for j, part in enumerate((low, high)):
-                if limits[i][j] is None:
-                    limits[i][j] = np.full(len(df), np.nan)
-                limits[i][j][rows] = part
-    value_known = np.isfinite(value)
-    for level, (lower, upper) in zip(levels, limits):
-        lower = lower * scale
-        upper = upper * scale
-        below = value < lower
-        above = value > upper
-        above &= ~below
-        # 0 below, 1 inside, 2 above; -1 where the value or a limit is missing
-        flag = np.int8(1) - below.view(np.int8) + above.view(np.int8)
-        known = value_known & np.isfinite(lower) & np.isfinite(upper)
-        flag[~known] = -1
-        new_columns[funnel_lower_column(level)] = lower
-        new_columns[funnel_upper_column(level)] = upper
-        new_columns[funnel_flag_column(level)] = categorical_from_codes(flag, FLAG_CATEGORIES)
+        for block in row_blocks(size, rows):
+            block_codes = codes[block]
+            xb, nb = x[block], n[block]
+            sb = scale if scalar_scale else scale[block]
+            usable = (nb > 0) & np.isfinite(nb)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = np.where(usable, xb / nb, np.nan) * sb
+            if row_target is None:
+                target = g.target.take(block_codes)
+                funnel_target[block] = scaled_target.take(block_codes)  # = target x multiplier
+            else:
+                target = row_target[block]
+                funnel_target[block] = target * sb
+            centre = None
+            if family == "proportion" and group_centre is not None:
+                centre = group_centre.take(block_codes)
+            block_limits = _limits_at(
+                family, target, np.where(usable, nb, np.nan), levels, tau2[block],
+                adjusted[block], count_transform, poisson_method, centre,
+            )
+            value_known = np.isfinite(value)
+            for i, (lower, upper) in enumerate(block_limits):
+                lower = lower * sb
+                upper = upper * sb
+                below = value < lower
+                above = value > upper
+                above &= ~below
+                # 0 below, 1 inside, 2 above; -1 where the value or a limit is missing
+                flag = np.int8(1) - below.view(np.int8) + above.view(np.int8)
+                flag[~(value_known & np.isfinite(lower) & np.isfinite(upper))] = -1
+                lowers[i][block] = lower
+                uppers[i][block] = upper
+                flags[i][block] = flag
+    new_columns: dict[str, object] = {"funnel_target": funnel_target}
+    for i, level in enumerate(levels):
+        new_columns[funnel_lower_column(level)] = lowers[i]
+        new_columns[funnel_upper_column(level)] = uppers[i]
+        new_columns[funnel_flag_column(level)] = categorical_from_codes(flags[i], FLAG_CATEGORIES)
     new_columns["funnel_phi"] = g.phi.take(codes)
     new_columns["funnel_tau2"] = tau2
     new_columns["funnel_adjusted"] = adjusted

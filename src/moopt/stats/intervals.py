@@ -34,6 +34,7 @@ from moopt.stats._validate import (
     kind_codes,
     multiplier_values,
     numeric_column,
+    row_blocks,
     z_for,
 )
 
@@ -184,28 +185,42 @@ def _validated_counts(
     return x, n
 
 
-def _poisson_columns(
-    o: np.ndarray, e: np.ndarray, scale: np.ndarray | float, levels: Sequence[float]
-) -> dict[str, np.ndarray]:
-    """Poisson limits of the count ``o`` per unit of ``e``, times ``scale``, by column name."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_unit = np.where(e > 0, scale / e, np.nan)
-    columns = {}
-    for level, (lower, upper) in zip(levels, _poisson_count_limits_at(o, levels)):
-        columns[lower_column(level)] = lower * per_unit
-        columns[upper_column(level)] = upper * per_unit
-    return columns
+def _limit_columns(size: int, levels: Sequence[float], every_row: bool) -> dict[str, np.ndarray]:
+    """Empty ``lower_<level>`` / ``upper_<level>`` columns (NaN-filled unless every row is written)."""
+    make = (lambda: np.empty(size)) if every_row else (lambda: np.full(size, np.nan))
+    return {name: make() for level in levels for name in (lower_column(level), upper_column(level))}
 
 
-def _wilson_columns(
-    x: np.ndarray, n: np.ndarray, scale: np.ndarray | float, levels: Sequence[float]
-) -> dict[str, np.ndarray]:
-    """Wilson limits of ``x / n`` times ``scale``, by column name."""
-    columns = {}
-    for level, (lower, upper) in zip(levels, _wilson_limits_at(x, n, levels)):
-        columns[lower_column(level)] = lower * scale
-        columns[upper_column(level)] = upper * scale
-    return columns
+def _fill_limits(
+    columns: dict[str, np.ndarray],
+    family: str,
+    x: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray | float,
+    levels: Sequence[float],
+    rows: np.ndarray | None,
+) -> None:
+    """Write the limits of ``rows`` (a boolean mask; None: every row) into ``columns``.
+
+    The work goes block by block (:func:`moopt.stats._validate.row_blocks`).
+
+    ``family`` "proportion" gives Wilson limits of x/n times ``scale``; any
+    other value Poisson limits of the count x per unit of n, times ``scale``.
+    """
+    scalar = np.isscalar(scale)
+    for block in row_blocks(len(x), rows):
+        xb, nb = x[block], n[block]
+        sb = scale if scalar else scale[block]
+        if family == "proportion":
+            limits = _wilson_limits_at(xb, nb, levels)
+            factor = sb
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(nb > 0, sb / nb, np.nan)
+            limits = _poisson_count_limits_at(xb, levels)
+        for level, (lower, upper) in zip(levels, limits):
+            columns[lower_column(level)][block] = lower * factor
+            columns[upper_column(level)][block] = upper * factor
 
 
 # --------------------------------------------------------------------------- public
@@ -277,7 +292,9 @@ def calculate_wilson_interval(
         df, numerator, denominator, function, proportion=True, whole_numbers=False
     )
     scale = multiplier_values(df, multiplier, function)
-    return assign_columns(df, _wilson_columns(x, n, scale, levels))
+    columns = _limit_columns(len(df), levels, every_row=True)
+    _fill_limits(columns, "proportion", x, n, scale, levels, None)
+    return assign_columns(df, columns)
 
 
 def calculate_rate_interval(
@@ -410,7 +427,9 @@ def _poisson_interval(
         df, numerator, denominator, function, proportion=False, whole_numbers=True
     )
     scale = multiplier_values(df, multiplier, function)
-    return assign_columns(df, _poisson_columns(o, e, scale, levels))
+    columns = _limit_columns(len(df), levels, every_row=True)
+    _fill_limits(columns, "count", o, e, scale, levels, None)
+    return assign_columns(df, columns)
 
 
 def calculate_intervals(
@@ -497,28 +516,21 @@ def calculate_intervals(
         scale = multiplier_values(df, multiplier, method_function, rows=mask)
         plans.append((each_kind, mask, x, n, scale))
 
-    new_columns: dict[str, np.ndarray] = {}
-    if len(plans) == 1 and plans[0][1] is None:  # one kind on every row: no row selection
-        each_kind, _, x, n, scale = plans[0]
-        method = _wilson_columns if each_kind == "proportion" else _poisson_columns
-        return assign_columns(df, method(x, n, scale, levels))
-    for level in levels:
-        new_columns[lower_column(level)] = np.full(len(df), np.nan)
-        new_columns[upper_column(level)] = np.full(len(df), np.nan)
+    covered = np.zeros(len(df), dtype=bool)
+    for plan in plans:
+        covered = covered | (True if plan[1] is None else plan[1])
+    columns = _limit_columns(len(df), levels, every_row=bool(covered.all()))
     # Rates and ratios share one formula, so their rows are computed together.
-    families = [
-        (_wilson_columns, [p for p in plans if p[0] == "proportion"]),
-        (_poisson_columns, [p for p in plans if p[0] != "proportion"]),
-    ]
-    for method, members in families:
+    for family, members in (
+        ("proportion", [p for p in plans if p[0] == "proportion"]),
+        ("count", [p for p in plans if p[0] != "proportion"]),
+    ):
         if not members:
             continue
-        mask = members[0][1]
-        for member in members[1:]:
-            mask = mask | member[1]
-        index = np.flatnonzero(mask)
+        if len(members) == 1 and members[0][1] is None:
+            rows = None
+        else:
+            rows = np.logical_or.reduce([m[1] for m in members])
         _, _, x, n, scale = members[0]
-        part_scale = scale if np.isscalar(scale) else scale[index]
-        for name, values in method(x[index], n[index], part_scale, levels).items():
-            new_columns[name][index] = values
-    return assign_columns(df, new_columns)
+        _fill_limits(columns, family, x, n, scale, levels, rows)
+    return assign_columns(df, columns)

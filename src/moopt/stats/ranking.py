@@ -98,6 +98,55 @@ def _sort_within_groups(
     return rows, sorted_values, starts, counts
 
 
+def _percentiles_within_groups(
+    codes: np.ndarray, values: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Percentile of every row among its group, plus the sorted values per group.
+
+    Returns the percentile column (NaN where the value is missing or the
+    group has one value), the values sorted by group then value (each
+    group's missing values after its numbers), each group's start in them,
+    and each group's number of non-missing values. With few, large groups
+    the percentiles are worked out group by group right after each group's
+    sort, while its values are in cache, and written straight to their
+    rows: nothing the size of the table is allocated on the way.
+    """
+    size = len(values)
+    if n_groups * _MIN_AVERAGE_GROUP > int(np.count_nonzero(~np.isnan(values))):
+        rows, sorted_values, starts, counts = _sort_within_groups(codes, values, n_groups)
+        percentile = np.full(size, np.nan)
+        percentile[rows] = _percentiles_from_sorted(sorted_values, starts, counts)
+        return percentile, sorted_values, starts, counts
+    by_group = np.argsort(codes.astype(_radix_dtype(n_groups), copy=False), kind="stable")
+    grouped = values[by_group]
+    sizes = np.bincount(codes, minlength=n_groups)
+    starts = _group_starts(sizes)
+    percentile = np.empty(size)
+    counts = np.zeros(n_groups, dtype=np.int64)  # non-missing values per group
+    positions = np.arange(int(sizes.max(initial=0)))
+    new_value = np.empty(len(positions), dtype=bool)
+    for group, (start, group_size) in enumerate(zip(starts.tolist(), sizes.tolist())):
+        stop = start + group_size
+        rows = by_group[start:stop]
+        within = grouped[start:stop].argsort()  # NumPy sorts NaN last
+        ordered = grouped[start:stop][within]
+        grouped[start:stop] = ordered
+        count = int(ordered.searchsorted(np.nan))  # values before the first NaN
+        counts[group] = count
+        rows = rows[within]
+        percentile[rows[count:]] = np.nan  # missing values
+        if count < 2:
+            percentile[rows[:count]] = np.nan  # one value: no percentile
+            continue
+        # rank_min - 1: the position where each run of equal values starts
+        new = new_value[:count]
+        new[0] = True
+        np.not_equal(ordered[1:count], ordered[:count - 1], out=new[1:])
+        rank_min_minus_one = np.maximum.accumulate(np.where(new, positions[:count], 0))
+        percentile[rows[:count]] = rank_min_minus_one / (count - 1.0) * 100.0
+    return percentile, grouped, starts, counts
+
+
 def _percentiles_from_sorted(
     sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
@@ -161,44 +210,6 @@ def _quantiles_from_sorted(
     return out
 
 
-def _group_quantiles(
-    codes: np.ndarray, values: np.ndarray, n_groups: int, fractions: Sequence[float]
-) -> np.ndarray:
-    """Linear-interpolation quantiles of the non-missing values per group.
-
-    Same numbers as sorting each group (:func:`_quantiles_from_sorted`), but
-    each group is only partitioned around the order statistics needed, which
-    is cheaper than a sort when there are few fractions.
-    """
-    _, v, g = _present(codes, values)
-    counts = np.bincount(g, minlength=n_groups)
-    starts = _group_starts(counts)
-    if n_groups * _MIN_AVERAGE_GROUP > len(v):
-        _, sorted_values, starts, counts = _sort_within_groups(
-            codes, values, n_groups, with_rows=False
-        )
-        return _quantiles_from_sorted(sorted_values, starts, counts, fractions)
-    grouped = v[np.argsort(g.astype(_radix_dtype(n_groups), copy=False), kind="stable")]
-    has, positions = _quantile_positions(counts, fractions)
-    needed = np.sort(np.stack([p for below, above, _ in positions for p in (below, above)],
-                              axis=1), axis=1).tolist()
-    for start, count, kth in zip(starts[has].tolist(), counts[has].tolist(), needed):
-        if count > 1:
-            grouped[start:start + count].partition(sorted(set(kth)))
-    return _quantiles_from_sorted(grouped, starts, counts, fractions)
-
-
-def _scatter(rows: np.ndarray | None, values: np.ndarray, size: int) -> np.ndarray:
-    """A float column of ``size`` rows holding ``values`` at ``rows``, NaN elsewhere."""
-    if rows is not None and len(rows) == size:
-        out = np.empty(size)  # every row is written
-    else:
-        out = np.full(size, np.nan)
-    if rows is not None:
-        out[rows] = values
-    return out
-
-
 def _first_row_of_each_group(codes: np.ndarray) -> np.ndarray:
     """Position of each group's first row, in code order.
 
@@ -215,7 +226,11 @@ def _first_row_of_each_group(codes: np.ndarray) -> np.ndarray:
 
 
 def _prepare(
-    df: pd.DataFrame, value: str, group_columns: Sequence[str] | str | None, function: str
+    df: pd.DataFrame,
+    value: str,
+    group_columns: Sequence[str] | str | None,
+    function: str,
+    in_order_of_appearance: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     check_dataframe(df, function)
     groups = check_group_columns(group_columns)
@@ -226,7 +241,7 @@ def _prepare(
             f"{function}: column {value!r} has infinite values; replace them with NaN "
             "(e.g. a value with a zero denominator) before ranking."
         )
-    codes, n_groups = group_codes(df, groups, function)
+    codes, n_groups = group_codes(df, groups, function, in_order_of_appearance)
     return values, codes, n_groups, groups
 
 
@@ -298,10 +313,9 @@ def assign_percentiles(
     (0.0, 100.0)
     """
     function = "assign_percentiles"
-    values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
-    rows, sorted_values, starts, counts = _sort_within_groups(codes, values, n_groups)
-    return assign_columns(df, {output: _scatter(rows, _percentiles_from_sorted(
-        sorted_values, starts, counts), len(df))})
+    values, codes, n_groups, _ = _prepare(df, value, group_columns, function, False)
+    percentile, _, _, _ = _percentiles_within_groups(codes, values, n_groups)
+    return assign_columns(df, {output: percentile})
 
 
 def calculate_deciles(
@@ -418,14 +432,15 @@ def assign_percentiles_and_deciles(
     """
     function = "assign_percentiles_and_deciles"
     wanted = _check_deciles(deciles, function)
-    values, codes, n_groups, _ = _prepare(df, value, group_columns, function)
-    rows, sorted_values, starts, counts = _sort_within_groups(
-        codes, values, n_groups, with_rows=percentile is not None
-    )
+    values, codes, n_groups, _ = _prepare(df, value, group_columns, function, False)
     new_columns: dict[str, np.ndarray] = {}
     if percentile is not None:
-        new_columns[percentile] = _scatter(
-            rows, _percentiles_from_sorted(sorted_values, starts, counts), len(df)
+        new_columns[percentile], sorted_values, starts, counts = _percentiles_within_groups(
+            codes, values, n_groups
+        )
+    else:
+        _, sorted_values, starts, counts = _sort_within_groups(
+            codes, values, n_groups, with_rows=False
         )
     table = _quantiles_from_sorted(sorted_values, starts, counts, [d / 100 for d in wanted])
     # One contiguous row of the table per decile: taking from it by group
