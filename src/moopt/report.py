@@ -256,6 +256,28 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
     return text
 
 
+def funnel_parameters(indicator: Indicator, population: pd.DataFrame) -> pd.DataFrame:
+    """Target, phi and tau² of the funnel set by ``population`` (Spiegelhalter adjustment on)."""
+    population = population[(population["denominator"] > 0) & population["numerator"].notna()]
+    return stats.calculate_funnel_parameters(population, kind=indicator.value_kind,
+                                             multiplier=indicator.multiplier)
+
+
+def describe_overdispersion(indicator: Indicator, population: pd.DataFrame, level: str) -> str:
+    """One sentence reporting the overdispersion estimate behind a funnel's limits."""
+    population = population[(population["denominator"] > 0) & population["numerator"].notna()]
+    if len(population) < 3:
+        return (f"Too few {ORG_LEVEL_PLURALS[level]} have a value to set funnel limits.")
+    p = funnel_parameters(indicator, population).iloc[0]
+    if pd.isna(p["funnel_phi"]):
+        return ""
+    widened = ("so the limits are widened by the between-organisation variance"
+               if p["funnel_adjusted"] else "so the limits are not widened")
+    return (f"Funnel of {int(p['funnel_organisations'])} {ORG_LEVEL_PLURALS[level]}: overdispersion "
+            f"phi = {p['funnel_phi']:.2f} and tau² = {p['funnel_tau2']:.3g} (Spiegelhalter's additive "
+            f"random-effects adjustment), {widened}.")
+
+
 def funnel_lines(indicator: Indicator, population: pd.DataFrame, denominators: pd.Series) -> pd.DataFrame | None:
     """Funnel limit lines set by ``population`` (one level, one period), over ``denominators``.
 
@@ -267,8 +289,7 @@ def funnel_lines(indicator: Indicator, population: pd.DataFrame, denominators: p
     dens = dens[dens > 0]
     if len(population) < 3 or dens.empty:
         return None
-    params = stats.calculate_funnel_parameters(population, kind=indicator.value_kind,
-                                               multiplier=indicator.multiplier)
+    params = funnel_parameters(indicator, population)
     grid = pd.Series(sorted(set(dens) | set(
         pd.Series(range(1, 101)).map(lambda i: dens.min() * (dens.max() / dens.min()) ** (i / 100)))))
     lines = stats.calculate_funnel_lines(params, denominators=grid.to_numpy(), prefix="")
@@ -462,11 +483,14 @@ class ThemePage:
         drawn.append(funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, period, period_type))
         if len(data.monthly_rows.dropna(subset=["value"])) >= 6:  # too few points for SPC otherwise
             drawn.append(spc_chart(ind, data.monthly_rows, ctx.org_code, ctx.org_name))
+        notes = {f"{ind.id}_funnel": describe_overdispersion(ind, data.peer_rows, ctx.org_level)}
         for chart in drawn:
             path, rel = ctx.csv_path(chart.chart_id)
             chart.to_csv(path)
             self.charts_written.append(rel)
             _display(chart.to_html(csv_href=rel))
+            if notes.get(chart.chart_id):
+                _display(f'<p class="moopt-chart-note">{html.escape(notes[chart.chart_id])}</p>')
         if ind.caveats:
             _display("<p><em>Caveats.</em></p><ul>"
                      + "".join(f"<li>{html.escape(c)}</li>" for c in ind.caveats) + "</ul>")
