@@ -161,3 +161,27 @@ def test_real_2017_epd_sample_every_row_accounted(realdata, tmp_path):
         assert rejected_items == epd_report.rows_rejected
         assert items > 40000  # the README of the sample gives 47,000 items for the month
         assert store.con.execute("SELECT count(DISTINCT practice_code) FROM list_size").fetchall()[0][0] == 4
+
+
+def test_organisation_map_rejects_malformed_codes(tmp_path):
+    path = f.write_map(tmp_path / "map.csv", {"A00001": ("P01", "S1A", "QA1", "Y01"),
+                                              "A0/002": ("P01", "S1A", "QA1", "Y01"),
+                                              "A00003": ("P02", "", "QA1", "Y01")})
+    with Store(tmp_path / "s.duckdb") as store:
+        report = store.ingest_organisations(path, max_reject_share=1.0)
+        assert (report.rows_read, report.rows_accepted, report.rows_rejected) == (3, 1, 2)
+        assert set(report.reasons) == {"practice code is blank or malformed", "sub-ICB code is blank or malformed"}
+
+
+def test_real_epraccur_counts_other_cost_centres(realdata, tmp_path):
+    """ODS epraccur (Feb 2016): GP practices (prescribing setting 4) are stored, the rest counted."""
+    with Store(tmp_path / "s.duckdb") as store:
+        report = store.ingest_ods_organisations(realdata / "openprescribing" / "epraccur_2016-02.csv",
+                                                realdata / "openprescribing" / "eccg_2016-02.csv")
+        stored = store.con.execute("SELECT count(*) FROM organisations").fetchall()[0][0]
+        assert report.rows_read == 12922 == report.rows_accepted + report.rows_rejected
+        assert stored == report.rows_accepted - int(report.note.split()[0].replace(",", ""))
+        assert stored > 7756  # every active GP practice, plus closed and dormant ones
+        name = store.con.execute("SELECT sub_icb_name FROM organisations WHERE sub_icb_code = '11M' "
+                                 "LIMIT 1").fetchall()[0][0]
+        assert name == "NHS GLOUCESTERSHIRE CCG"

@@ -65,6 +65,16 @@ AGE_BANDS = ["0_4", "5_9", "10_14", "15_19", "20_24", "25_29", "30_34", "35_39",
              "50_54", "55_59", "60_64", "65_69", "70_74", "75_79", "80_84", "85_89", "90_94", "95+"]
 
 
+ORGANISATION_COLUMNS = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
+                        "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
+
+
+def _code_check(column: str, what: str, longest: int = 12) -> str:
+    """A CASE branch rejecting a blank or malformed organisation code (codes become file names)."""
+    return (f"WHEN NOT regexp_full_match(coalesce({column}, ''), '[A-Z0-9]{{1,{longest}}}') "
+            f"THEN '{what} is blank or malformed'")
+
+
 class IngestError(ValueError):
     """A file cannot be ingested: unknown layout, unreadable, or too many rejected rows."""
 
@@ -236,6 +246,28 @@ class Store:
         rejects.to_csv(tmp, index=False)
         os.replace(tmp, target)
 
+    def _keep_only(self, staged: str, condition: str) -> int:
+        """Keep rejected rows and rows meeting ``condition``; return how many were set aside.
+
+        Rows set aside are valid input that is not stored (summary rows, measures or cost
+        centres moopt does not use); :meth:`_count_set_aside` adds them to the file's read
+        and accepted counts, so nothing is lost from the accounts.
+        """
+        before = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
+        self.con.execute(f"CREATE TEMP TABLE {staged}_kept AS SELECT * FROM {staged} "
+                         f"WHERE reject_reason IS NOT NULL OR ({condition})")
+        after = self.con.execute(f"SELECT count(*) FROM {staged}_kept").fetchall()[0][0]
+        self.con.execute(f"DROP TABLE {staged}")
+        self.con.execute(f"ALTER TABLE {staged}_kept RENAME TO {staged}")
+        return before - after
+
+    def _count_set_aside(self, report: IngestReport, path: Path, set_aside: int) -> IngestReport:
+        report.rows_read += set_aside
+        report.rows_accepted += set_aside
+        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
+                         [report.rows_read, report.rows_accepted, str(path)])
+        return report
+
     def _stage(self, path: Path, tag: str, select_sql: str) -> str:
         staged = f"staged_{tag}"
         try:
@@ -263,18 +295,16 @@ class Store:
                 FROM raw),
             numbered AS (SELECT *, row_number() OVER (PARTITION BY practice_code ORDER BY data_row) AS dup FROM typed)
             SELECT *, CASE
-                WHEN NOT regexp_full_match(coalesce(practice_code, ''), '[A-Z0-9]{{1,12}}') THEN 'practice code is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(pcn_code, ''), '[A-Z0-9]{{1,12}}') THEN 'PCN code is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(sub_icb_code, ''), '[A-Z0-9]{{1,12}}') THEN 'sub-ICB code is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(icb_code, ''), '[A-Z0-9]{{1,12}}') THEN 'ICB code is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(region_code, ''), '[A-Z0-9]{{1,12}}') THEN 'region code is blank or malformed'
+                {_code_check("practice_code", "practice code")}
+                {_code_check("pcn_code", "PCN code")}
+                {_code_check("sub_icb_code", "sub-ICB code")}
+                {_code_check("icb_code", "ICB code")}
+                {_code_check("region_code", "region code")}
                 WHEN dup > 1 THEN 'duplicate practice code'
             END AS reject_reason
             FROM numbered"""
         staged = self._stage(path, tag, select)
-        columns = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
-                   "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
-        return self._finish(path, layout.name, "organisations", staged, tag, columns, False,
+        return self._finish(path, layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, False,
                             max_reject_share, "coalesce(practice_code, '')")
 
     def ingest_ods_organisations(self, epraccur: str | Path, eccg: str | Path | None = None,
@@ -327,30 +357,19 @@ class Store:
                 LEFT JOIN (SELECT code, any_value(name) AS name FROM {auth} GROUP BY code) ar ON ar.code = t.region_code)
             SELECT *, CASE
                 WHEN coalesce(setting, '') <> '4' THEN NULL
-                WHEN NOT regexp_full_match(coalesce(practice_code, ''), '[A-Z0-9]{{1,12}}') THEN 'practice code is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(sub_icb_code, ''), '[A-Z0-9]{{1,11}}') THEN 'commissioner code (column 15) is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(icb_code, ''), '[A-Z0-9]{{1,12}}') THEN 'health geography code (column 4) is blank or malformed'
-                WHEN NOT regexp_full_match(coalesce(region_code, ''), '[A-Z0-9]{{1,12}}') THEN 'national grouping code (column 3) is blank or malformed'
+                {_code_check("practice_code", "practice code")}
+                {_code_check("sub_icb_code", "commissioner code (column 15)", 11)}
+                {_code_check("icb_code", "health geography code (column 4)")}
+                {_code_check("region_code", "national grouping code (column 3)")}
                 WHEN dup > 1 THEN 'duplicate practice code'
             END AS reject_reason
             FROM named"""
         staged = self._stage(path, tag, select)
-        # Cost centres that are not GP practices are valid rows, counted but not stored.
-        self.con.execute(f"CREATE TEMP TABLE {staged}_gp AS SELECT * FROM {staged} "
-                         "WHERE reject_reason IS NOT NULL OR setting = '4'")
-        not_gp = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] - \
-            self.con.execute(f"SELECT count(*) FROM {staged}_gp").fetchall()[0][0]
-        self.con.execute(f"DROP TABLE {staged}")
-        self.con.execute(f"ALTER TABLE {staged}_gp RENAME TO {staged}")
-        columns = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
-                   "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
-        report = self._finish(path, "ods_epraccur", "organisations", staged, tag, columns, False,
+        not_gp = self._keep_only(staged, "setting = '4'")  # other cost centres: counted, not stored
+        report = self._finish(path, "ods_epraccur", "organisations", staged, tag, ORGANISATION_COLUMNS, False,
                               max_reject_share, "coalesce(practice_code, '')")
-        report.rows_read += not_gp
-        report.rows_accepted += not_gp
         report.note = f"{not_gp:,} cost centres that are not GP practices counted, not stored"
-        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
-                         [report.rows_read, report.rows_accepted, str(path)])
+        self._count_set_aside(report, path, not_gp)
         for label in ("ccg", "auth"):
             self.con.execute(f"DROP TABLE IF EXISTS {tag}_{label}")
             for suffix in ("_rej", "_scan"):
@@ -493,25 +512,12 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
-        # Summary rows (other organisation types, ALL totals) are kept out of the table but
-        # are neither lost nor rejected: mark them so _finish counts them as accepted input.
-        self.con.execute(
-            f"CREATE TEMP TABLE {staged}_bands AS SELECT * FROM {staged} WHERE reject_reason IS NOT NULL "
-            f"OR (org_type = 'GP' AND sex IS NOT NULL AND age_group <> 'ALL')"
-        )
-        summary_rows = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] - \
-            self.con.execute(f"SELECT count(*) FROM {staged}_bands").fetchall()[0][0]
-        self.con.execute(f"DROP TABLE {staged}")
-        self.con.execute(f"ALTER TABLE {staged}_bands RENAME TO {staged}")
+        # Summary rows (other organisation types, ALL totals) are totals of the band rows we store.
+        summary_rows = self._keep_only(staged, "org_type = 'GP' AND sex IS NOT NULL AND age_group <> 'ALL'")
         report = self._finish(path, layout.name, "list_size", staged, tag,
                               ["month", "practice_code", "sex", "age_lower", "patients", "source_file"],
                               True, max_reject_share, "concat_ws(' ', practice_code, sex_raw, age_group)")
-        # Summary rows were read and accepted (they are totals of the band rows we store).
-        report.rows_read += summary_rows
-        report.rows_accepted += summary_rows
-        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
-                         [report.rows_read, report.rows_accepted, str(path)])
-        return report
+        return self._count_set_aside(report, path, summary_rows)
 
     # -- supplied indicators -------------------------------------------------------------------------
 
@@ -641,25 +647,15 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM used"""
         staged = self._stage(path, tag, select)
-        # Rows for QOF indicators moopt does not use, and the other measures, are valid input that is not
-        # stored: count them as accepted, keep one row per practice and indicator for the table.
-        self.con.execute(
-            f"CREATE TEMP TABLE {staged}_kept AS SELECT * FROM {staged} WHERE reject_reason IS NOT NULL "
-            f"OR (indicator_id IS NOT NULL AND measure = 'NUMERATOR')")
-        unused = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] - \
-            self.con.execute(f"SELECT count(*) FROM {staged}_kept").fetchall()[0][0]
-        self.con.execute(f"DROP TABLE {staged}")
-        self.con.execute(f"ALTER TABLE {staged}_kept RENAME TO {staged}")
+        # Rows for QOF indicators moopt does not use, and the other measures, are valid input that is
+        # not stored; one row per practice and indicator (the NUMERATOR row, carrying both) is kept.
+        unused = self._keep_only(staged, "indicator_id IS NOT NULL AND measure = 'NUMERATOR'")
         report = self._finish(path, "qof_achievement", "supplied", staged, tag,
                               ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
                                "numerator", "denominator", "source_file"],
                               "indicator_id, period", max_reject_share,
                               "concat_ws(' ', practice_code, indicator_code, measure)")
-        report.rows_read += unused
-        report.rows_accepted += unused
-        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
-                         [report.rows_read, report.rows_accepted, str(path)])
-        return report
+        return self._count_set_aside(report, path, unused)
 
     def _require_organisations(self, path: Path) -> None:
         n = self.con.execute("SELECT count(*) FROM organisations").fetchall()[0][0]
