@@ -7,7 +7,9 @@ column and the problem instead of a NumPy warning or a silent NaN.
 
 from __future__ import annotations
 
+import functools
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -179,8 +181,12 @@ def confidence_label(level: float) -> str:
     return f"{level * 100:.10g}".replace(".", "_")
 
 
+@functools.lru_cache(maxsize=64)
 def z_for(level: float) -> float:
-    """Two-sided standard normal quantile: 0.95 -> 1.959964, 0.998 -> 3.090232."""
+    """Two-sided standard normal quantile: 0.95 -> 1.959964, 0.998 -> 3.090232.
+
+    Remembered per level: the block-by-block loops ask for it many times.
+    """
     return float(stats.norm.ppf(0.5 + level / 2.0))
 
 
@@ -239,6 +245,10 @@ def multiplier_values(
 # place and are always factorised afresh.
 _FACTORIZE_CACHE: dict[int, tuple[weakref.ref, np.ndarray, pd.Index]] = {}
 _FACTORIZE_CACHE_SIZE = 32
+# Keys of entries whose Arrow array has been garbage-collected. The weak
+# reference callbacks only note them here (they can fire at any moment);
+# the entries are dropped at the next use of a cache.
+_DEAD_KEYS: list[tuple[str, object]] = []
 
 
 def _arrow_data(series: pd.Series) -> object | None:
@@ -249,10 +259,18 @@ def _arrow_data(series: pd.Series) -> object | None:
     return None
 
 
-def _forget(key: int, ref: weakref.ref) -> None:
-    entry = _FACTORIZE_CACHE.get(key)
-    if entry is not None and entry[0] is ref:
-        del _FACTORIZE_CACHE[key]
+def _purge_dead_entries() -> None:
+    """Drop the cache entries whose Arrow arrays no longer exist."""
+    while _DEAD_KEYS:
+        cache, key, ref = _DEAD_KEYS.pop()
+        if cache == "factorize":
+            entry = _FACTORIZE_CACHE.get(key)
+            if entry is not None and entry[0] is ref:
+                _FACTORIZE_CACHE.pop(key, None)
+        else:
+            entry = _GROUP_CACHE.get(key)
+            if entry is not None and any(held is ref for held in entry["held"]):
+                _GROUP_CACHE.pop(key, None)
 
 
 def factorize_column(df: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
@@ -261,6 +279,7 @@ def factorize_column(df: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Inde
     Returns read-only integer codes (the smallest signed type that holds
     them) and the distinct values in order of first appearance.
     """
+    _purge_dead_entries()
     series = df[column]
     arrow = _arrow_data(series)
     if arrow is not None:
@@ -274,11 +293,11 @@ def factorize_column(df: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Inde
     codes.flags.writeable = False
     key = id(arrow)
     try:
-        ref = weakref.ref(arrow, lambda r, key=key: _forget(key, r))
+        ref = weakref.ref(arrow, lambda r, key=key: _DEAD_KEYS.append(("factorize", key, r)))
     except TypeError:  # an array type without weak references: do not remember it
         return codes, uniques
-    if len(_FACTORIZE_CACHE) >= _FACTORIZE_CACHE_SIZE:
-        del _FACTORIZE_CACHE[next(iter(_FACTORIZE_CACHE))]
+    while len(_FACTORIZE_CACHE) >= _FACTORIZE_CACHE_SIZE:
+        _FACTORIZE_CACHE.pop(next(iter(_FACTORIZE_CACHE)), None)
     _FACTORIZE_CACHE[key] = (ref, codes, uniques)
     return codes, uniques
 
@@ -344,6 +363,54 @@ def isin_column(df: pd.DataFrame, column: str, values: Sequence[object]) -> np.n
     return lookup[codes]
 
 
+# Group codes for the same key columns are needed by several steps of a run
+# (percentiles, funnels...), so the last few are remembered, with the order
+# that brings each group's rows together. An entry is used only while every
+# key column still holds the very data it was computed from: the same Arrow
+# array (immutable; held by weak reference), or, for NumPy-backed columns, the
+# same memory. For those the entry holds a Series of the column: under pandas'
+# copy-on-write a frame that shares memory with a live Series copies the
+# memory before any change, so memory that is still shared has not changed.
+_GROUP_CACHE: OrderedDict = OrderedDict()
+_GROUP_CACHE_SIZE = 2
+
+
+def _column_identity(series: pd.Series) -> tuple[tuple, object] | None:
+    """A key for the data of ``series`` and the object that keeps the key valid.
+
+    None when the data could change unseen (then nothing is remembered).
+    """
+    arrow = _arrow_data(series)
+    if arrow is not None:
+        return ("arrow", id(arrow)), arrow
+    if not isinstance(series.dtype, np.dtype) or series.dtype.kind not in "biufmM":
+        return None
+    first, second = series.to_numpy(), series.to_numpy()
+    pointer = first.__array_interface__["data"][0]
+    if second.__array_interface__["data"][0] != pointer:
+        return None  # a fresh copy each time: no stable memory to key on
+    return ("numpy", pointer, first.shape, first.strides, first.dtype.str), series
+
+
+def _entry_is_current(entry: dict, identities: list[tuple[tuple, object]]) -> bool:
+    for (key, current), held in zip(identities, entry["held"]):
+        if key[0] == "arrow" and held() is not current:
+            return False
+    return True
+
+
+def clear_caches() -> None:
+    """Forget every remembered factorisation and group coding (frees their memory).
+
+    Entries also go by themselves when their Arrow columns are
+    garbage-collected; an entry for NumPy-backed key columns keeps a view of
+    them until it is pushed out by newer ones (at most two are kept).
+    """
+    _FACTORIZE_CACHE.clear()
+    _GROUP_CACHE.clear()
+    _DEAD_KEYS.clear()
+
+
 def group_codes(
     df: pd.DataFrame,
     columns: Sequence[str],
@@ -357,12 +424,46 @@ def group_codes(
     group to share a number), in whatever order is cheapest. Missing keys
     form their own group rather than being dropped, so that every row keeps
     its place. Factorising column by column is several times faster than
-    ``DataFrame.groupby(...).ngroup()`` on pyarrow strings.
+    ``DataFrame.groupby(...).ngroup()`` on pyarrow strings. The codes are
+    read-only: they may be shared with later calls on the same columns.
     """
     columns = list(columns)
     check_columns(df, columns, function)
     if not columns:
         return np.zeros(len(df), dtype=np.int64), 1 if len(df) else 0
+    _purge_dead_entries()
+    identities = [_column_identity(df[column]) for column in columns]
+    cacheable = all(identity is not None for identity in identities)
+    if cacheable:
+        keys = tuple(identity[0] for identity in identities)
+        # Numbering in order of appearance also serves callers that need no order.
+        for ordered in ((True,) if in_order_of_appearance else (False, True)):
+            entry = _GROUP_CACHE.get((keys, ordered, len(df)))
+            if entry is not None and _entry_is_current(entry, identities):
+                _GROUP_CACHE.move_to_end((keys, ordered, len(df)))
+                return entry["codes"], entry["n_groups"]
+    codes, n_groups = _combine_codes(df, columns, in_order_of_appearance)
+    if cacheable:
+        codes.flags.writeable = False
+        cache_key = (keys, bool(in_order_of_appearance), len(df))
+        held = []
+        try:
+            for key, holder in identities:
+                if key[0] == "arrow":  # by weak reference: forgotten when the array goes
+                    holder = weakref.ref(
+                        holder, lambda r, k=cache_key: _DEAD_KEYS.append(("group", k, r)))
+                held.append(holder)
+        except TypeError:  # an array type without weak references: do not remember it
+            return codes, n_groups
+        while len(_GROUP_CACHE) >= _GROUP_CACHE_SIZE:
+            _GROUP_CACHE.popitem(last=False)
+        _GROUP_CACHE[cache_key] = {"codes": codes, "n_groups": n_groups, "held": held}
+    return codes, n_groups
+
+
+def _combine_codes(
+    df: pd.DataFrame, columns: list[str], in_order_of_appearance: bool
+) -> tuple[np.ndarray, int]:
     combined = None
     space = 1  # combined codes lie in range(space)
     for column in columns:
@@ -389,6 +490,32 @@ def group_codes(
         return renumber.take(combined), int(present.sum())
     codes, uniques = pd.factorize(combined, sort=False)
     return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def group_layout(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions grouped by code, each group's start among them, and its size.
+
+    Rows keep their order within a group (a stable sort; a radix sort for
+    up to 65,536 groups). Remembered alongside codes that came from
+    :func:`group_codes`'s memory. The arrays returned are read-only.
+    """
+    for entry in _GROUP_CACHE.values():
+        if entry["codes"] is codes:
+            if "layout" not in entry:
+                entry["layout"] = _layout(codes, n_groups)
+            return entry["layout"]
+    return _layout(codes, n_groups)
+
+
+def _layout(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    small = np.min_scalar_type(max(n_groups - 1, 0))  # 8/16-bit codes sort by radix
+    order = np.argsort(codes.astype(small, copy=False), kind="stable")
+    sizes = np.bincount(codes, minlength=n_groups)
+    starts = np.zeros(n_groups, dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    for array in (order, starts, sizes):
+        array.flags.writeable = False
+    return order, starts, sizes
 
 
 def check_group_columns(group_columns: Sequence[str] | str | None) -> list[str]:

@@ -17,6 +17,12 @@ Three public functions:
   denominator and a flag "below" / "inside" / "above", added to every row.
 * :func:`calculate_funnel_lines` - smooth limit lines over a grid of
   denominators, for drawing.
+
+Every kind and group is fitted in one pass: sums per group with
+``numpy.bincount`` on integer group codes, the Winsorising quantiles by
+partitioning each group's z-scores once, and the per-row limits and flags
+block by block (:func:`moopt.stats._validate.row_blocks`) so that a national
+table of millions of rows needs no full-size temporary arrays.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from moopt.stats._validate import (
     check_numerator_within_denominator,
     confidence_label,
     group_codes,
+    group_layout,
     kind_codes,
     multiplier_values,
     numeric_column,
@@ -55,10 +62,8 @@ from moopt.stats._validate import (
 )
 from moopt.stats.ranking import (
     _first_row_of_each_group,
-    _group_starts,
     _quantile_positions,
     _quantiles_from_sorted,
-    _radix_dtype,
 )
 
 FLAG_CATEGORIES: tuple[str, ...] = ("below", "inside", "above")
@@ -180,7 +185,7 @@ def _gammaincinv(a: np.ndarray, probability: float) -> np.ndarray:
 
 @dataclass
 class _Groups:
-    """Per-group quantities for one indicator kind."""
+    """Per-group quantities of a funnel fit (every kind present)."""
 
     target: np.ndarray  # pooled value per group, per unit (not multiplied)
     multiplier: np.ndarray
@@ -258,38 +263,21 @@ def _limits_at(
     size = len(n)
     all_adjusted = bool(adjusted.all())
     none_adjusted = not all_adjusted and not adjusted.any()
-    if all_adjusted or none_adjusted:
-        plain_rows = adjusted_rows = None  # every row: no selection
-    else:
-        adjusted_rows = np.flatnonzero(adjusted)
+    plain_rows = adjusted_rows = None  # None: every row, no selection
+    if not (all_adjusted or none_adjusted):
         plain_rows = np.flatnonzero(~adjusted)
+        if 2 * len(plain_rows) > size:
+            adjusted_rows = np.flatnonzero(adjusted)
+        # else: the (cheap) adjusted formulas run on every row and the few
+        # unadjusted rows are overwritten, which saves selecting the many.
 
     def pick(values: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray | None:
         return values if rows is None or values is None else values[rows]
 
-    # Per level, the (lower, upper) pieces of each part and the rows they fill.
+    # Per level, the (lower, upper) pieces of each part and the rows they
+    # fill, a piece for every row (if any) first.
     pieces: list[list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]] = [[] for _ in levels]
     with np.errstate(divide="ignore", invalid="ignore"):
-        if not all_adjusted:  # unadjusted limits
-            rows = plain_rows
-            t0, nn = pick(target, rows), pick(n, rows)
-            if kind == "proportion":
-                standard_error = np.sqrt(t0 * (1.0 - t0) / nn)
-                for i, level in enumerate(levels):
-                    half = z_for(level) * standard_error
-                    pieces[i].append((rows, np.clip(t0 - half, 0.0, 1.0),
-                                      np.clip(t0 + half, 0.0, 1.0)))
-            else:
-                expected = t0 * nn
-                for i, level in enumerate(levels):
-                    alpha = 1.0 - level
-                    if poisson_method == "exact":
-                        low, high = poisson_exact_control_limits(expected, level)
-                    else:
-                        low = poisson_interpolated_quantile(alpha / 2.0, expected)
-                        high = poisson_interpolated_quantile(1.0 - alpha / 2.0, expected)
-                    pieces[i].append((rows, np.where(nn > 0, low / nn, np.nan),
-                                      np.where(nn > 0, high / nn, np.nan)))
         if not none_adjusted:  # overdispersion-adjusted limits
             rows = adjusted_rows
             t0, nn, t2 = pick(target, rows), pick(n, rows), pick(tau2, rows)
@@ -318,26 +306,38 @@ def _limits_at(
                         low = t0 * np.exp(-half)
                         high = t0 * np.exp(half)
                     pieces[i].append((rows, low, high))
+        if not all_adjusted:  # unadjusted limits
+            rows = plain_rows
+            t0, nn = pick(target, rows), pick(n, rows)
+            if kind == "proportion":
+                standard_error = np.sqrt(t0 * (1.0 - t0) / nn)
+                for i, level in enumerate(levels):
+                    half = z_for(level) * standard_error
+                    pieces[i].append((rows, np.clip(t0 - half, 0.0, 1.0),
+                                      np.clip(t0 + half, 0.0, 1.0)))
+            else:
+                expected = t0 * nn
+                for i, level in enumerate(levels):
+                    alpha = 1.0 - level
+                    if poisson_method == "exact":
+                        low, high = poisson_exact_control_limits(expected, level)
+                    else:
+                        low = poisson_interpolated_quantile(alpha / 2.0, expected)
+                        high = poisson_interpolated_quantile(1.0 - alpha / 2.0, expected)
+                    pieces[i].append((rows, np.where(nn > 0, low / nn, np.nan),
+                                      np.where(nn > 0, high / nn, np.nan)))
 
     out = []
     for level_pieces in pieces:
-        if len(level_pieces) == 1 and level_pieces[0][0] is None:
-            out.append(level_pieces[0][1:])
-            continue
-        lower = np.empty(size)
-        upper = np.empty(size)
-        for rows, low, high in level_pieces:
+        rows, lower, upper = level_pieces[0]
+        if rows is not None:
+            lower, upper = np.empty(size), np.empty(size)
+            lower[rows], upper[rows] = level_pieces[0][1:]
+        for rows, low, high in level_pieces[1:]:
             lower[rows] = low
             upper[rows] = high
         out.append((lower, upper))
     return out
-
-
-def _order_by_group(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row positions grouped by code (stable), each group's start and size."""
-    order = np.argsort(codes.astype(_radix_dtype(n_groups), copy=False), kind="stable")
-    counts = np.bincount(codes, minlength=n_groups)
-    return order, _group_starts(counts), counts
 
 
 def _winsorising_bounds(
@@ -374,6 +374,7 @@ def _group_statistics(
     overdispersion: bool,
     winsorise: float,
     transform: str,
+    workspace: Sequence[np.ndarray] = (),
 ) -> tuple[_Groups, np.ndarray | None]:
     """Targets, phi and tau^2 per group, for all kinds at once.
 
@@ -383,13 +384,16 @@ def _group_statistics(
     Sums over rows use ``numpy.bincount``, which adds each group's rows in
     row order whichever other groups are present, so the group figures
     equal those of a separate pass per kind. Per-row quantities are
-    computed block by block into a few reused arrays. Returns the group
-    statistics and, when the target is pooled and there are proportions,
-    ``asin(sqrt(target))`` per group (None otherwise).
+    computed block by block into four float arrays of the table's length,
+    taken from ``workspace`` (arrays the caller will overwrite later, such
+    as its output columns: fresh memory is costly) or else allocated.
+    Returns the group statistics and, when the target is pooled and there
+    are proportions, ``asin(sqrt(target))`` per group (None otherwise).
     """
     size = len(x)
+    spare = [a for a in workspace if a.shape == (size,) and a.dtype == np.float64][:4]
+    scratch, grouped, z, s = spare + [np.empty(size) for _ in range(4 - len(spare))]
     usable = (n > 0) & np.isfinite(x) & np.isfinite(n)
-    scratch = np.empty(size)  # weights for one bincount at a time
     sum_x = np.bincount(codes, minlength=n_groups, weights=blockwise(
         scratch, lambda u, v: np.where(u, v, 0.0), usable, x))
     sum_n = np.bincount(codes, minlength=n_groups, weights=blockwise(
@@ -405,9 +409,8 @@ def _group_statistics(
 
     # One grouping of the rows serves the denominator range and the
     # Winsorising quantiles.
-    order, starts, sizes = _order_by_group(codes, n_groups)
+    order, starts, sizes = group_layout(codes, n_groups)
     has_rows = sizes > 0
-    grouped = np.empty(size)
     den_min = np.full(n_groups, np.nan)
     den_max = np.full(n_groups, np.nan)
     if has_rows.any():
@@ -422,8 +425,6 @@ def _group_statistics(
     phi = np.full(n_groups, np.nan)
     tau2 = np.zeros(n_groups)
     if overdispersion:
-        z = np.empty(size)
-        s = np.empty(size)
         for family, rows in families:
             for block in row_blocks(size, rows):
                 block_codes = codes[block]
@@ -550,6 +551,7 @@ def _fit_by_kind(
     winsorise: float,
     transform: str,
     function: str,
+    workspace: Sequence[np.ndarray] = (),
 ) -> tuple[_Groups, np.ndarray, list[tuple[str, np.ndarray | None]], np.ndarray | None]:
     """Group statistics for every kind present; each group must have one kind.
 
@@ -574,7 +576,7 @@ def _fit_by_kind(
         families = [("proportion", is_proportion), ("rate", ~is_proportion)]
     groups, centre = _group_statistics(
         x, n, codes, n_groups, group_scale, row_target, families, overdispersion, winsorise,
-        transform,
+        transform, workspace,
     )
     return groups, group_kind, families, centre
 
@@ -785,18 +787,19 @@ def calculate_funnel_limits(
         overdispersion, winsorise, count_transform, target, function, poisson_method,
         in_order_of_appearance=False,
     )
-    g, _, families, group_centre = _fit_by_kind(
-        kinds, x, n, codes, n_groups, group_scale, row_target, overdispersion, winsorise,
-        count_transform, function,
-    )
     size = len(df)
-    adjusted = g.adjusted.take(codes)
-    tau2 = g.tau2.take(codes)
-    scaled_target = g.target * g.multiplier  # pooled x multiplier, per group
+    # Every row of these is written below; until then they serve as workspace.
     funnel_target = np.empty(size)
     lowers = [np.empty(size) for _ in levels]
     uppers = [np.empty(size) for _ in levels]
     flags = [np.empty(size, dtype=np.int8) for _ in levels]
+    g, _, families, group_centre = _fit_by_kind(
+        kinds, x, n, codes, n_groups, group_scale, row_target, overdispersion, winsorise,
+        count_transform, function, workspace=[*lowers, *uppers, funnel_target],
+    )
+    adjusted = g.adjusted.take(codes)
+    tau2 = g.tau2.take(codes)
+    scaled_target = g.target * g.multiplier  # pooled x multiplier, per group
     scalar_scale = np.isscalar(scale)
     for family, rows in families:
         for block in row_blocks(size, rows):
@@ -821,8 +824,8 @@ def calculate_funnel_limits(
             )
             value_known = np.isfinite(value)
             for i, (lower, upper) in enumerate(block_limits):
-                lower = lower * sb
-                upper = upper * sb
+                lower *= sb  # fresh arrays: scaled in place
+                upper *= sb
                 below = value < lower
                 above = value > upper
                 above &= ~below

@@ -9,6 +9,10 @@ All functions take a DataFrame and column names and return a new DataFrame
 with ``lower_<level>`` and ``upper_<level>`` columns added, where ``<level>``
 is the confidence level in per cent with the decimal point written as an
 underscore (``lower_95``, ``upper_99_8``).
+
+The inputs are checked in one vectorised pass (kind by kind only when
+something is wrong, to name the problem), and the limits are computed block
+by block, sharing the terms that do not depend on the confidence level.
 """
 
 from __future__ import annotations
@@ -186,7 +190,7 @@ def _validated_counts(
 
 
 def _limit_columns(size: int, levels: Sequence[float], every_row: bool) -> dict[str, np.ndarray]:
-    """Empty ``lower_<level>`` / ``upper_<level>`` columns (NaN-filled unless every row is written)."""
+    """Empty ``lower_<level>`` / ``upper_<level>`` columns, NaN unless every row will be written."""
     make = (lambda: np.empty(size)) if every_row else (lambda: np.full(size, np.nan))
     return {name: make() for level in levels for name in (lower_column(level), upper_column(level))}
 
@@ -432,6 +436,41 @@ def _poisson_interval(
     return assign_columns(df, columns)
 
 
+def _counts_pass_checks(
+    df: pd.DataFrame,
+    numerator: str,
+    denominator: str,
+    multiplier: float | str,
+    kinds: np.ndarray,
+) -> bool:
+    """One pass of every check of :func:`calculate_intervals` over all its rows.
+
+    True when the data are fine. Otherwise (or on any error) False, and the
+    caller repeats the checks kind by kind to raise the right message.
+    """
+    try:
+        x = numeric_column(df, numerator, "calculate_intervals")
+        n = numeric_column(df, denominator, "calculate_intervals")
+        proportion = kinds == INDICATOR_KINDS.index("proportion")
+        counts = (kinds == INDICATOR_KINDS.index("rate")) | (
+            kinds == INDICATOR_KINDS.index("ratio"))
+        checked = proportion | counts
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(x)
+            bad |= x < 0
+            bad |= np.isinf(n)
+            bad |= n < 0
+            bad &= checked
+            bad |= (x > n) & proportion
+        if bad.any():
+            return False
+        check_whole_numbers(x, numerator, df, "calculate_intervals", counts)
+        multiplier_values(df, multiplier, "calculate_intervals", rows=checked)
+    except ValueError:
+        return False
+    return True
+
+
 def calculate_intervals(
     df: pd.DataFrame,
     kind: str = "kind",
@@ -496,41 +535,38 @@ def calculate_intervals(
     if isinstance(multiplier, str):
         check_columns(df, [multiplier], function)
 
-    # Check each kind's rows as its own method would (same messages, same
-    # order), on the whole columns with a row mask rather than on copies.
-    plans = []
+    # The rows of each kind that has limits, with the method whose checks apply.
+    present = []
     for each_kind, method_function in (
         ("proportion", "calculate_wilson_interval"),
         ("rate", function),
         ("ratio", function),
     ):
         rows = kinds == INDICATOR_KINDS.index(each_kind)
-        if not rows.any():
-            continue
-        everything = bool(rows.all())
-        mask = None if everything else rows
-        x, n = _validated_counts(
-            df, numerator, denominator, method_function, proportion=each_kind == "proportion",
-            whole_numbers=each_kind != "proportion", rows=mask,
-        )
-        scale = multiplier_values(df, multiplier, method_function, rows=mask)
-        plans.append((each_kind, mask, x, n, scale))
-
-    covered = np.zeros(len(df), dtype=bool)
-    for plan in plans:
-        covered = covered | (True if plan[1] is None else plan[1])
+        if rows.any():
+            present.append((each_kind, method_function, rows))
+    if not present:
+        return assign_columns(df, _limit_columns(len(df), levels, every_row=False))
+    covered = np.logical_or.reduce([rows for _, _, rows in present])
+    if not _counts_pass_checks(df, numerator, denominator, multiplier, kinds):
+        # Something is wrong: repeat the checks kind by kind as each method
+        # would, so that the message (and which problem is reported first)
+        # is that method's.
+        for each_kind, method_function, rows in present:
+            mask = None if rows.all() else rows
+            _validated_counts(
+                df, numerator, denominator, method_function,
+                proportion=each_kind == "proportion", whole_numbers=each_kind != "proportion",
+                rows=mask,
+            )
+            multiplier_values(df, multiplier, method_function, rows=mask)
+    x = numeric_column(df, numerator, function)
+    n = numeric_column(df, denominator, function)
+    scale = multiplier_values(df, multiplier, function, rows=covered)
     columns = _limit_columns(len(df), levels, every_row=bool(covered.all()))
     # Rates and ratios share one formula, so their rows are computed together.
-    for family, members in (
-        ("proportion", [p for p in plans if p[0] == "proportion"]),
-        ("count", [p for p in plans if p[0] != "proportion"]),
-    ):
-        if not members:
-            continue
-        if len(members) == 1 and members[0][1] is None:
-            rows = None
-        else:
-            rows = np.logical_or.reduce([m[1] for m in members])
-        _, _, x, n, scale = members[0]
-        _fill_limits(columns, family, x, n, scale, levels, rows)
+    proportion = kinds == INDICATOR_KINDS.index("proportion")
+    for family, rows in (("proportion", proportion), ("count", covered & ~proportion)):
+        if rows.any():
+            _fill_limits(columns, family, x, n, scale, levels, None if rows.all() else rows)
     return assign_columns(df, columns)

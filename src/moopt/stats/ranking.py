@@ -7,8 +7,11 @@ the lowest rank, as SQL ``PERCENT_RANK``. National deciles are the linearly
 interpolated 10th..90th percentiles of the same values (``PERCENTILE_CONT``,
 NumPy's default ``linear`` method).
 
-The work is done with one sort of (group, value) pairs, so millions of rows
-take about a second rather than a Python loop over groups.
+Rows are brought together by group with one radix sort of integer group
+codes, then each group is sorted on its own (small sorts stay in cache) and
+its percentiles are written straight to its rows; the deciles are read off
+the same sorted values. The loop is over groups (a few thousand for a
+national run), never over rows: millions of rows take well under a second.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from moopt.stats._validate import (
     check_group_columns,
     direction_codes,
     group_codes,
+    group_layout,
     numeric_column,
 )
 
@@ -48,7 +52,9 @@ def _group_starts(counts: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _present(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+def _present(
+    codes: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Row positions with a value (None: every row), and those rows' values and codes."""
     missing = np.isnan(values)
     if not missing.any():
@@ -99,7 +105,7 @@ def _sort_within_groups(
 
 
 def _percentiles_within_groups(
-    codes: np.ndarray, values: np.ndarray, n_groups: int
+    codes: np.ndarray, values: np.ndarray, n_groups: int, workspace: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Percentile of every row among its group, plus the sorted values per group.
 
@@ -109,7 +115,9 @@ def _percentiles_within_groups(
     and each group's number of non-missing values. With few, large groups
     the percentiles are worked out group by group right after each group's
     sort, while its values are in cache, and written straight to their
-    rows: nothing the size of the table is allocated on the way.
+    rows: nothing the size of the table is allocated on the way. The sorted
+    values are written into ``workspace`` when given (a float array of the
+    table's length that the caller overwrites later).
     """
     size = len(values)
     if n_groups * _MIN_AVERAGE_GROUP > int(np.count_nonzero(~np.isnan(values))):
@@ -117,10 +125,11 @@ def _percentiles_within_groups(
         percentile = np.full(size, np.nan)
         percentile[rows] = _percentiles_from_sorted(sorted_values, starts, counts)
         return percentile, sorted_values, starts, counts
-    by_group = np.argsort(codes.astype(_radix_dtype(n_groups), copy=False), kind="stable")
-    grouped = values[by_group]
-    sizes = np.bincount(codes, minlength=n_groups)
-    starts = _group_starts(sizes)
+    by_group, starts, sizes = group_layout(codes, n_groups)
+    if workspace is None:
+        grouped = values[by_group]
+    else:
+        grouped = np.take(values, by_group, out=workspace, mode="clip")  # "clip": unbuffered
     percentile = np.empty(size)
     counts = np.zeros(n_groups, dtype=np.int64)  # non-missing values per group
     positions = np.arange(int(sizes.max(initial=0)))
@@ -142,7 +151,10 @@ def _percentiles_within_groups(
         new = new_value[:count]
         new[0] = True
         np.not_equal(ordered[1:count], ordered[:count - 1], out=new[1:])
-        rank_min_minus_one = np.maximum.accumulate(np.where(new, positions[:count], 0))
+        if new.all():  # no ties
+            rank_min_minus_one = positions[:count]
+        else:
+            rank_min_minus_one = np.maximum.accumulate(np.where(new, positions[:count], 0))
         percentile[rows[:count]] = rank_min_minus_one / (count - 1.0) * 100.0
     return percentile, grouped, starts, counts
 
@@ -193,7 +205,7 @@ def _quantiles_from_sorted(
     """Linear-interpolation quantiles per group, shape (n_groups, len(fractions)).
 
     ``sorted_values`` need only be in order at the positions each quantile
-    reads (see :func:`_partition_within_groups`). Matches
+    reads (see :func:`moopt.stats.funnels._winsorising_bounds`). Matches
     ``numpy.quantile(method="linear")`` including its two-sided lerp; groups
     without values give NaN.
     """
@@ -434,9 +446,11 @@ def assign_percentiles_and_deciles(
     wanted = _check_deciles(deciles, function)
     values, codes, n_groups, _ = _prepare(df, value, group_columns, function, False)
     new_columns: dict[str, np.ndarray] = {}
+    # The last decile column holds the sorted values until the deciles are known.
+    last_decile = np.empty(len(df))
     if percentile is not None:
         new_columns[percentile], sorted_values, starts, counts = _percentiles_within_groups(
-            codes, values, n_groups
+            codes, values, n_groups, workspace=last_decile
         )
     else:
         _, sorted_values, starts, counts = _sort_within_groups(
@@ -447,7 +461,8 @@ def assign_percentiles_and_deciles(
     # code is several times faster than fancy-indexing a column of the table.
     by_decile = np.ascontiguousarray(table.T)
     for j, d in enumerate(wanted):
-        new_columns[_decile_name(d)] = by_decile[j].take(codes)
+        out = last_decile if j == len(wanted) - 1 else np.empty(len(df))
+        new_columns[_decile_name(d)] = by_decile[j].take(codes, out=out, mode="clip")
     return assign_columns(df, new_columns)
 
 
