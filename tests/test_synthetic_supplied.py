@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import moopt.atomic
+
 from moopt.indicators.definitions import load_indicators
 from moopt.sources import synthetic_supplied
 from moopt.sources.synthetic import generate_synthetic
@@ -241,7 +243,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, supp
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(synthetic_supplied.os, "replace", failing_replace)
+    monkeypatch.setattr(moopt.atomic.os, "replace", failing_replace)  # the one atomic writer
     with pytest.raises(OSError, match="disk full"):
         generate_supplied(tmp_path, organisations, months, seed=6)
     assert _file_bytes(tmp_path) == before

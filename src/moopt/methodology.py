@@ -9,9 +9,9 @@ builder renders with the rest of the site.
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
+from moopt.atomic import write_text_atomic
 from moopt.indicators.definitions import MEASURE_LABELS, Component, Indicator, load_indicators, load_themes
 
 DIRECTION_TEXT = {
@@ -184,9 +184,6 @@ def write_methodology(out: Path, indicators: list[Indicator] | None = None) -> l
               for ind in indicators]
     entries = []
     for name, title, text in pages:
-        target = folder / name
-        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(folder / name, text)
         entries.append({"path": f"methodology/{name}", "title": title, "section": "Methodology"})
     return entries

@@ -20,6 +20,7 @@ import ibis
 import pandas as pd
 
 from moopt import __version__
+from moopt.atomic import write_text_atomic
 from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
@@ -45,10 +46,7 @@ class BuildResult:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 # -- data ----------------------------------------------------------------------------------------

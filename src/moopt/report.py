@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 
 from moopt import charts, stats
+from moopt.atomic import write_csv_atomic
 from moopt.indicators.definitions import Indicator, get_indicator, load_indicators, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
@@ -414,7 +415,7 @@ class ThemePage:
         """Show the latest 12-month value of each indicator against England (and write its CSV)."""
         table = self.summary_frame(indicator_ids)
         path, rel = self.ctx.csv_path("summary")
-        _write_csv(table, path)
+        write_csv_atomic(table, path)
         _display(table.to_html(index=False, escape=True, classes="moopt-table")
                  + f'<p><a href="{rel}">Download this table (CSV)</a></p>')
 
@@ -523,14 +524,6 @@ class ThemePage:
         _display(chart.to_html(csv_href=rel))
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    import os
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 class OverviewPage:
     """The England overview: every built indicator nationally, and the spread across a level."""
 
@@ -583,7 +576,7 @@ class OverviewPage:
             })
         table = pd.DataFrame(rows)
         path, rel = self.ctx.csv_path("national_summary")
-        _write_csv(table, path)
+        write_csv_atomic(table, path)
         _display(table.to_html(index=False, escape=True, classes="moopt-table")
                  + f'<p><a href="{rel}">Download this table (CSV)</a></p>')
 
@@ -628,8 +621,12 @@ class SummaryPage:
             f"{html.escape(ORG_LEVEL_PLURALS[ctx.org_level])}. {html.escape(ctx.period_sentence())}</p>")
         _display("\n".join(p for p in parts if p))
 
-    def summary_frame(self) -> pd.DataFrame:
-        """One row per indicator: value, England, spread across the level and the comparison."""
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """One row per indicator: value, England, spread across the level and the comparison.
+
+        Computed once per page: the spine chart and the table of links both read it.
+        """
         ctx = self.ctx
         themes = {t.id: (t.order, t.title) for t in load_themes()}
         rows = []
@@ -657,7 +654,7 @@ class SummaryPage:
 
     def spine_chart(self) -> None:
         ctx = self.ctx
-        frame = self.summary_frame()
+        frame = self.frame
         if frame.empty:
             _display("<p>No indicator has a 12-month value for this organisation yet.</p>")
             return
@@ -670,7 +667,7 @@ class SummaryPage:
 
     def theme_links(self, themes: list[str]) -> None:
         """A table of every indicator with its comparison in words, linking to the theme pages."""
-        frame = self.summary_frame()
+        frame = self.frame
         if frame.empty:
             return
         rows = []

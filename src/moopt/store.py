@@ -21,7 +21,6 @@ store intact (atomic).
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pandas as pd
 
 import re
 
+from moopt.atomic import write_csv_atomic
 from moopt.sources.layouts import detect_layout
 
 log = logging.getLogger(__name__)
@@ -240,11 +240,7 @@ class Store:
         return self.rejects_dir / f"{path.parent.name}__{path.name}.rejects.csv"
 
     def _write_rejects_csv(self, path: Path, rejects: pd.DataFrame) -> None:
-        self.rejects_dir.mkdir(parents=True, exist_ok=True)
-        target = self._rejects_csv(path)
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-        rejects.to_csv(tmp, index=False)
-        os.replace(tmp, target)
+        write_csv_atomic(rejects, self._rejects_csv(path))
 
     def _keep_only(self, staged: str, condition: str) -> int:
         """Keep rejected rows and rows meeting ``condition``; return how many were set aside.

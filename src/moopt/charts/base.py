@@ -21,7 +21,6 @@ import math
 import os
 import re
 import textwrap
-import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+
+from moopt.atomic import write_csv_atomic
 from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -202,21 +203,7 @@ class Chart:
         place with :func:`os.replace`, so a reader never sees a half-written file.
         Dates are written as ``YYYY-MM-DD``.
         """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # A unique hidden name in the same folder (so os.replace stays on one file
-        # system); opened with "x" so the usual umask permissions apply.
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temporary, "x", encoding="utf-8", newline="") as stream:
-                self.data.to_csv(stream, index=False, date_format="%Y-%m-%d")
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return target
+        return write_csv_atomic(self.data, path)
 
     def to_html(self, csv_href: str | None = None) -> str:
         """Return a ``<figure>`` with the embedded image, title, caption and CSV link.

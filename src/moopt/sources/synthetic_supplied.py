@@ -23,7 +23,6 @@ byte-identical files. None of it is real data.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from moopt.atomic import write_csv_atomic
 import pyarrow.csv as pacsv
 import pyarrow.compute as pc
 
@@ -389,17 +390,8 @@ def _tidy_frame(indicator_id: str, level: str, codes: np.ndarray, starts: list[s
 
 
 def _write_frame_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            frame.to_csv(handle, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``frame`` as CSV atomically (see :mod:`moopt.atomic`)."""
+    write_csv_atomic(frame, path)
 
 
 def _qof_code(model_key: str, end_year: int) -> str:
