@@ -35,10 +35,13 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     base = con.execute(f"""
         WITH latest AS (SELECT max(month) AS month FROM list_size),
         lists AS (
+            -- the share aged 65+ counts only patients whose age band is known (files of
+            -- totals only have none), and is missing where no band is known
             SELECT l.practice_code, sum(l.patients) AS list_size,
-                   sum(CASE WHEN l.age_lower >= 65 THEN l.patients ELSE 0 END) AS aged_65_plus
+                   sum(CASE WHEN l.age_lower >= 65 THEN l.patients ELSE 0 END) AS aged_65_plus,
+                   sum(CASE WHEN l.age_lower IS NOT NULL THEN l.patients ELSE 0 END) AS age_known
             FROM list_size l, latest WHERE l.month = latest.month GROUP BY l.practice_code)
-        SELECT o.*, lists.list_size, lists.aged_65_plus, {dep} AS deprivation_score
+        SELECT o.*, lists.list_size, lists.aged_65_plus, lists.age_known, {dep} AS deprivation_score
         FROM organisations o JOIN lists USING (practice_code)
         {"LEFT JOIN practice_attributes p USING (practice_code)" if has_attributes else ""}
     """).fetchdf()
@@ -47,11 +50,11 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         weighted = base.assign(dep_x_list=base["deprivation_score"] * base["list_size"])
         g = weighted.groupby(code_col, as_index=False).agg(
             list_size=("list_size", "sum"), aged_65_plus=("aged_65_plus", "sum"),
-            dep_x_list=("dep_x_list", "sum"))
+            age_known=("age_known", "sum"), dep_x_list=("dep_x_list", "sum"))
         frames.append(pd.DataFrame({
             "org_level": level, "org_code": g[code_col],
             "list_size": g["list_size"].astype(float),
-            "percent_aged_65_plus": 100 * g["aged_65_plus"] / g["list_size"],
+            "percent_aged_65_plus": 100 * g["aged_65_plus"] / g["age_known"].where(g["age_known"] > 0),
             "deprivation_score": g["dep_x_list"] / g["list_size"],
         }))
     attributes = pd.concat(frames, ignore_index=True)

@@ -65,16 +65,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from moopt.pipeline import ensure_data, reset_store_if_data_changed
-    from moopt.store import Store, ingest_files
+    from moopt.pipeline import ensure_data, ingest_run, reset_store_if_data_changed
+    from moopt.store import Store
 
     config = load_config(args.params, overrides=_overrides(args))
     files = ensure_data(config, _say)
     reset_store_if_data_changed(config.store_path, files, _say)
     with Store(config.store_path) as store:
-        reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                               files.practice_attributes, config.max_reject_share, _say,
-                               supplied=files.supplied)
+        reports = ingest_run(store, config, files, _say)
     read = sum(r.rows_read for r in reports)
     rejected = sum(r.rows_rejected for r in reports)
     _say(f"{read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "organisations": None,
         "practice_attributes": None,
         "supplied": [],
+        "reference": [],
         "max_reject_share": 0.01,
     },
     "period": {"end": "latest", "months": 24},
@@ -82,6 +83,7 @@ class RunConfig:
     runner: str
     raw: dict[str, Any] = field(default_factory=dict)
     params_file: Path | None = None
+    reference_files: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -251,12 +253,15 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         return str((project / path).resolve()) if not Path(path).is_absolute() else str(path)
 
     def resolve_organisations(value: Any) -> str | dict | None:
-        """A practice mapping file, or ODS files {epraccur: ..., eccg: ..., eauth: ...}."""
+        """A practice mapping file; ODS files {epraccur: ..., eccg: ..., eauth: ...}; or
+        {map: ..., epraccur: ...} (hierarchy from the map, other cost centres from epraccur)."""
         if isinstance(value, dict):
-            unknown = set(value) - {"epraccur", "eccg", "eauth"}
-            if unknown or "epraccur" not in value:
-                fail("data.organisations as ODS files needs epraccur (and optionally eccg, eauth), "
-                     f"not {', '.join(sorted(value))}.")
+            unknown = set(value) - {"epraccur", "eccg", "eauth", "map"}
+            if "map" in value:
+                unknown |= set(value) - {"map", "epraccur"}
+            if unknown or not ({"epraccur", "map"} & set(value)):
+                fail("data.organisations is a practice mapping file, ODS files {epraccur (needed), eccg, eauth}, "
+                     f"or {{map (needed), epraccur}}; not {', '.join(sorted(value))}.")
             return {k: resolve_one(v) for k, v in value.items() if v}
         return resolve_one(value)
 
@@ -274,6 +279,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         organisations_file=resolve_organisations(data["organisations"]),
         practice_attributes_file=resolve_one(data["practice_attributes"]),
         supplied_files=resolve_all(data["supplied"], "data.supplied"),
+        reference_files=resolve_all(data["reference"], "data.reference"),
         max_reject_share=float(share),
         period_end=end,
         period_months=months,

@@ -28,7 +28,7 @@ from moopt.benchmark import add_statistics
 from moopt.methodology import write_methodology
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.runner import NotebookJob, NotebookResult, run_notebooks
-from moopt.store import IngestReport, Store, ingest_files
+from moopt.store import SCHEMA_VERSION, IngestReport, RunWindow, Store, ingest_files
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class DataFiles:
     synthetic: bool
     description: str
     supplied: list[str] = field(default_factory=list)
+    reference: list[str] = field(default_factory=list)
 
 
 def ensure_data(config: RunConfig, progress=None) -> DataFiles:
@@ -71,12 +72,13 @@ def ensure_data(config: RunConfig, progress=None) -> DataFiles:
         for path in [*org_paths, *config.epd_files, *config.list_size_files]:
             if not Path(path).exists():
                 raise ParameterError(f"Data file {path} does not exist (check data: in the parameters).")
-        for path in config.supplied_files:
-            if not Path(path).exists():
-                raise ParameterError(f"Data file {path} does not exist (check data.supplied in the parameters).")
+        for key, paths in (("supplied", config.supplied_files), ("reference", config.reference_files)):
+            for path in paths:
+                if not Path(path).exists():
+                    raise ParameterError(f"Data file {path} does not exist (check data.{key} in the parameters).")
         return DataFiles(config.organisations_file, sorted(config.epd_files), sorted(config.list_size_files),
                          config.practice_attributes_file, False, "Files named in the run parameters",
-                         sorted(config.supplied_files))
+                         sorted(config.supplied_files), sorted(config.reference_files))
     folder = config.synthetic_dir
     manifest = read_synthetic_manifest(folder)
     if manifest is None or (config.synthetic_scale is not None and manifest.get("scale") != config.synthetic_scale):
@@ -132,15 +134,38 @@ def make_synthetic(folder: Path, scale: str, seed: int, end_month: str, months: 
 
 def data_set_id(files: DataFiles) -> str:
     """Identifies the set of input files, so a store built from another set is not reused."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"store schema {SCHEMA_VERSION}".encode())
     orgs = files.organisations
-    org_paths = sorted(orgs.values()) if isinstance(orgs, dict) else [orgs]
-    for path in [*org_paths, *files.prescribing, *files.list_sizes, *files.supplied]:
+    org_paths = [f"{k}={v}" for k, v in sorted(orgs.items())] if isinstance(orgs, dict) else [orgs]
+    for path in [*org_paths, *files.prescribing, *files.list_sizes, *files.supplied, *files.reference]:
         h.update(str(Path(path).resolve()).encode())
     if files.synthetic:
         manifest = read_synthetic_manifest(Path(files.organisations).parents[1]) or {}
         h.update(json.dumps({k: manifest.get(k) for k in ("seed", "scale", "months")}).encode())
     return h.hexdigest()
+
+
+def run_window(config: RunConfig) -> RunWindow | None:
+    """The months a run may use, when its period ends on a named month.
+
+    The period's months plus the 11 before them, which the first 12-month rolling value
+    needs. With ``period.end: latest`` the period is only known from the data: no window.
+    """
+    if config.period_end == "latest":
+        return None
+    end = pd.Period(config.period_end, freq="M")
+    first = end - (config.period_months - 1) - 11
+    return RunWindow(str(first), str(end))
+
+
+def ingest_run(store: Store, config: RunConfig, files: DataFiles, progress=None) -> list[IngestReport]:
+    """Ingest a run's files into ``store`` (marking the data set it was built from)."""
+    store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
+    return ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
+                        files.practice_attributes, config.max_reject_share, progress,
+                        supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
+                        reference=files.reference)
 
 
 def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=None) -> None:
@@ -302,11 +327,7 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
     t = time.perf_counter()
     reset_store_if_data_changed(config.store_path, files, say)
     with Store(config.store_path) as store:
-        store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
-        result.ingest = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                                     files.practice_attributes, config.max_reject_share, say,
-                                     supplied=files.supplied, indicators=load_indicators())
+        result.ingest = ingest_run(store, config, files, say)
         read = sum(r.rows_read for r in result.ingest)
         accepted = sum(r.rows_accepted for r in result.ingest)
         rejected = sum(r.rows_rejected for r in result.ingest)

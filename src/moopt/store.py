@@ -6,7 +6,11 @@ the indicator engine reads:
 ``organisations``       practice -> PCN -> sub-ICB -> ICB -> region, one row per practice
 ``practice_attributes`` optional attributes used to choose peer groups
 ``prescribing``         one row per month x practice x BNF presentation x quantity per item
-``list_size``           registered patients per month x practice x sex x quinary age band
+``list_size``           registered patients per month x practice x sex x age band (age_lower to
+                        age_upper; quinary, single-year or NHSBSA bands; sex 'all' with no band
+                        for files of totals only)
+``cost_centres``        prescribing cost centres that are not GP practices (from ODS epraccur)
+``practice_addresses``, ``bnf_chemicals``  reference data from the legacy NHS Digital files
 ``ingest_log``          one row per ingested file: rows read, accepted and rejected
 ``rejects``             every rejected row with its file, line and reason
 
@@ -21,8 +25,12 @@ store intact (atomic).
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +38,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-import re
-
-from moopt.atomic import write_csv_atomic
-from moopt.sources.layouts import detect_layout
+from moopt.atomic import write_csv_atomic, write_text_atomic
+from moopt.sources.layouts import NHSBSA_BANDS, Layout, csv_members, detect_layout, read_header
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +54,18 @@ CREATE TABLE IF NOT EXISTS prescribing (
     month DATE, practice_code VARCHAR, bnf_code VARCHAR, quantity DOUBLE, items BIGINT,
     total_quantity DOUBLE, adq_usage DOUBLE, nic DOUBLE, actual_cost DOUBLE, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS list_size (
-    month DATE, practice_code VARCHAR, sex VARCHAR, age_lower INTEGER, patients BIGINT,
+    month DATE, practice_code VARCHAR, sex VARCHAR, age_lower INTEGER, age_upper INTEGER, patients BIGINT,
     source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS ingest_log (
     file VARCHAR, layout VARCHAR, table_name VARCHAR, rows_read BIGINT, rows_accepted BIGINT,
     rows_rejected BIGINT, months VARCHAR, file_size BIGINT, file_mtime DOUBLE,
-    ingested_at TIMESTAMP);
+    ingested_at TIMESTAMP, run_window VARCHAR);
+CREATE TABLE IF NOT EXISTS cost_centres (
+    code VARCHAR PRIMARY KEY, name VARCHAR, setting VARCHAR, commissioner VARCHAR);
+CREATE TABLE IF NOT EXISTS practice_addresses (
+    month DATE, practice_code VARCHAR, practice_name VARCHAR, address_1 VARCHAR, address_2 VARCHAR,
+    address_3 VARCHAR, county VARCHAR, postcode VARCHAR, source_file VARCHAR);
+CREATE TABLE IF NOT EXISTS bnf_chemicals (chemical_code VARCHAR, chemical_name VARCHAR, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS rejects (file VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR);
 CREATE TABLE IF NOT EXISTS supplied (
     indicator_id VARCHAR, org_level VARCHAR, org_code VARCHAR, period DATE, period_type VARCHAR,
@@ -65,6 +77,15 @@ AGE_BANDS = ["0_4", "5_9", "10_14", "15_19", "20_24", "25_29", "30_34", "35_39",
              "50_54", "55_59", "60_64", "65_69", "70_74", "75_79", "80_84", "85_89", "90_94", "95+"]
 
 
+LIST_SIZE_COLUMNS = ["month", "practice_code", "sex", "age_lower", "age_upper", "patients", "source_file"]
+# A list-size file replaces the rows of its months and sexes and any totals-only rows of those
+# months; a totals-only file (sex 'all') replaces its months entirely. Never both kinds at once.
+LIST_SIZE_REPLACES = ("(month, sex) IN (SELECT DISTINCT month, sex FROM {final}) "
+                      "OR (sex = 'all' AND month IN (SELECT DISTINCT month FROM {final})) "
+                      "OR month IN (SELECT DISTINCT month FROM {final} WHERE sex = 'all')")
+SUPPLIED_REPLACES = "(indicator_id, period) IN (SELECT DISTINCT indicator_id, period FROM {final})"
+ADDRESS_COLUMNS = ["month", "practice_code", "practice_name", "address_1", "address_2", "address_3", "county",
+                   "postcode", "source_file"]
 ORGANISATION_COLUMNS = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
                         "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
 
@@ -73,6 +94,42 @@ def _code_check(column: str, what: str, longest: int = 12) -> str:
     """A CASE branch rejecting a blank or malformed organisation code (codes become file names)."""
     return (f"WHEN NOT regexp_full_match(coalesce({column}, ''), '[A-Z0-9]{{1,{longest}}}') "
             f"THEN '{what} is blank or malformed'")
+
+
+# Bumped whenever a table changes shape, so a store written by an older moopt is rebuilt.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file to ingest: the path the user gave, the file read (a zip member is extracted),
+    its layout, the layout's columns by position and the number of header fields."""
+
+    path: Path
+    read_path: Path
+    layout: Layout
+    columns: dict[str, int]
+    n_columns: int
+
+    def col(self, canonical: str) -> str:
+        """SQL for a column's trimmed text, by position (see Store._read_csv)."""
+        return f"trim(c{self.columns[canonical]})"
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The months a run may use: data outside them is rejected as outside the run."""
+
+    first: str  # YYYY-MM
+    last: str
+
+    def text(self) -> str:
+        return f"{self.first} to {self.last}"
+
+    def check(self, month_sql: str, column: str) -> str:
+        """A CASE branch rejecting months outside the window."""
+        return (f"WHEN {month_sql} < DATE '{self.first}-01' OR {month_sql} > DATE '{self.last}-01' "
+                f"THEN '{column} is outside the run ({self.text()})'")
 
 
 class IngestError(ValueError):
@@ -125,6 +182,10 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = duckdb.connect(str(self.path))
             self.con.execute(SCHEMA)
+            # Stores written before these columns existed gain them (empty until re-ingested;
+            # `moopt build` starts a new store when SCHEMA_VERSION changes).
+            self.con.execute("ALTER TABLE list_size ADD COLUMN IF NOT EXISTS age_upper INTEGER")
+            self.con.execute("ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS run_window VARCHAR")
         self.rejects_dir = self.path.parent / "rejects"
 
     def close(self) -> None:
@@ -138,22 +199,104 @@ class Store:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _unchanged(self, path: Path) -> bool:
+    def _unchanged(self, path: Path, window: str = "") -> bool:
         stat = path.stat()
         row = self.con.execute(
-            "SELECT count(*) FROM ingest_log WHERE file = ? AND file_size = ? AND file_mtime = ?",
-            [str(path), stat.st_size, stat.st_mtime],
+            "SELECT count(*) FROM ingest_log WHERE file = ? AND file_size = ? AND file_mtime = ? "
+            "AND coalesce(run_window, '') = ?",
+            [str(path), stat.st_size, stat.st_mtime, window],
         ).fetchall()[0]
         return bool(row and row[0])
 
-    def _read_csv(self, path: Path, tag: str) -> str:
-        return (f"read_csv({_quote(path)}, all_varchar=true, header=true, store_rejects=true, "
+    def _source(self, path: Path, kind: str) -> Source:
+        """The file to read for ``path``: itself, or the one member of a zip archive of ``kind``."""
+        path = Path(path)
+        if not path.exists():
+            raise IngestError(f"{path}: file not found.")
+        if path.suffix.lower() != ".zip":
+            layout, cols = detect_layout(path, kind)
+            return Source(path, path, layout, cols, len(read_header(path)))
+        try:
+            members = csv_members(path)
+        except zipfile.BadZipFile as exc:
+            raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
+        fits = []
+        for member in members:
+            try:
+                fits.append((member, *detect_layout(path, kind, member)))
+            except ValueError:
+                continue
+        if len(fits) != 1:
+            found = "none" if not fits else ", ".join(m for m, *_ in fits)
+            raise IngestError(
+                f"{path}: a zip archive must hold exactly one {kind.replace('_', ' ')} file; found {found} "
+                f"among its CSV members ({', '.join(members) or 'no CSV members'}).")
+        member, layout, cols = fits[0]
+        target = self._extract(path, member)
+        return Source(path, target, layout, cols, len(read_header(target)))
+
+    def _plain_file(self, path: Path) -> Path:
+        """``path``, or for a zip archive its one CSV member extracted beside the store."""
+        if not path.exists():
+            raise IngestError(f"{path}: file not found.")
+        if path.suffix.lower() != ".zip":
+            return path
+        try:
+            members = csv_members(path)
+        except zipfile.BadZipFile as exc:
+            raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
+        if len(members) != 1:
+            raise IngestError(f"{path}: expected one CSV file in the zip archive, found "
+                              f"{', '.join(members) or 'none'}.")
+        return self._extract(path, members[0])
+
+    def _extract(self, path: Path, member: str) -> Path:
+        """Stream a zip member to a file beside the store, once per version of the archive.
+
+        DuckDB cannot read inside a zip; streaming needs no more memory than a buffer.
+        """
+        stat = path.stat()
+        target = self.path.parent / "unzipped" / f"{path.parent.name}__{path.stem}__{Path(member).name}"
+        stamp = target.with_name(target.name + ".source")
+        signature = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime}"
+        if not (target.exists() and stamp.exists() and stamp.read_text() == signature):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            with zipfile.ZipFile(path) as archive, archive.open(member) as src, open(partial, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(partial, target)
+            write_text_atomic(stamp, signature)
+        return target
+
+    def _read_csv(self, path: Path, tag: str, n_columns: int | None = None, null_padding: bool = False) -> str:
+        """DuckDB read_csv of ``path``, every value as text, malformed lines kept aside.
+
+        With ``n_columns`` the columns are named c0, c1, ... by position (layouts address
+        columns by position; the legacy files pad names and end with a blank one).
+        """
+        names = f", names=[{', '.join(repr(f'c{i}') for i in range(n_columns))}]" if n_columns else ""
+        if null_padding:  # rows shorter than the header (the CHEM file's header has an extra field)
+            names += ", null_padding=true, delim=','"
+        return (f"read_csv({_quote(path)}, all_varchar=true, header=true{names}, store_rejects=true, "
                 f"rejects_table='{tag}_rej', rejects_scan='{tag}_scan')")
 
+    def _read_lines(self, path: Path, header: bool = True) -> str:
+        """DuckDB read of ``path`` as whole lines (column ``line``), for files split by the store."""
+        return (f"read_csv({_quote(path)}, columns={{'line': 'VARCHAR'}}, header={str(header).lower()}, "
+                "delim='\x01', quote='', escape='', auto_detect=false)")
+
     def _finish(self, path: Path, layout: str, table: str, staged: str, tag: str,
-                columns: list[str], month_filter: bool | str, max_reject_share: float,
-                detail_sql: str) -> IngestReport:
-        """Move accepted rows of ``staged`` into ``table``; quarantine the rest."""
+                columns: list[str], replace_where: str, max_reject_share: float,
+                detail_sql: str, month_column: str | None = None, final_sql: str | None = None,
+                window: str = "") -> IngestReport:
+        """Move accepted rows of ``staged`` into ``table``; quarantine the rest.
+
+        ``final_sql`` selects the rows to store from the accepted rows (``{staged}``) when a file
+        row is not one stored row (wide files, quarters spread over months); by default the
+        accepted rows are stored as they are. ``replace_where`` is the predicate on ``table``
+        for the rows this file replaces (``{final}`` names the rows to store), so re-ingesting
+        replaces rather than doubles. ``month_column`` names the column reported as months.
+        """
         con = self.con
         struct = con.execute(
             # DuckDB records one error per missing column; a line is one reject.
@@ -181,58 +324,52 @@ class Store:
         rows_read = n_parsed + len(struct)
         rows_rejected = len(rejects)
         reasons = rejects["reason"].value_counts().to_dict() if rows_rejected else {}
-        # month_filter: True replaces the months the file holds; a string names the period column
-        # and key columns to replace by (supplied data); False replaces the whole table.
-        month_col = "month" if month_filter is True else "period"
+        final = f"{staged}_final"
+        cols = ", ".join(columns)
+        select = (final_sql.format(staged=staged) if final_sql else
+                  f"SELECT {cols} FROM {staged} WHERE reject_reason IS NULL ORDER BY data_row")
+        con.execute(f"CREATE TEMP TABLE {final} AS {select}")
         months = [m.strftime("%Y-%m") for (m,) in con.execute(
-            f"SELECT DISTINCT {month_col} FROM {staged} WHERE reject_reason IS NULL ORDER BY 1").fetchall()] \
-            if month_filter else []
+            f"SELECT DISTINCT {month_column} FROM {final} ORDER BY 1").fetchall()] if month_column else []
         report = IngestReport(str(path), layout, table, rows_read, n_good, rows_rejected, months,
                               {str(k): int(v) for k, v in reasons.items()})
         assert report.rows_read == report.rows_accepted + report.rows_rejected
-        if rows_rejected:
-            self._write_rejects_csv(path, rejects)
-        share = rows_rejected / rows_read if rows_read else 0.0
-        if share > max_reject_share:
-            top = "; ".join(f"{n:,} {r}" for r, n in list(reasons.items())[:5])
-            raise IngestError(
-                f"{path}: {rows_rejected:,} of {rows_read:,} rows rejected ({share:.1%}), more than the "
-                f"allowed {max_reject_share:.1%} (data.max_reject_share). Reasons: {top}. "
-                f"The rejected rows are in {self._rejects_csv(path)}; the store was not changed."
-            )
-        stat = path.stat()
-        cols = ", ".join(columns)
-        con.execute("BEGIN TRANSACTION")
         try:
-            if month_filter is True:
-                con.execute(f"DELETE FROM {table} WHERE month IN "
-                            f"(SELECT DISTINCT month FROM {staged} WHERE reject_reason IS NULL)")
-            elif month_filter:
-                con.execute(f"DELETE FROM {table} WHERE ({month_filter}) IN "
-                            f"(SELECT DISTINCT {month_filter} FROM {staged} WHERE reject_reason IS NULL)")
-            else:
-                con.execute(f"DELETE FROM {table}")
-            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staged} "
-                        f"WHERE reject_reason IS NULL ORDER BY data_row")
-            con.execute("DELETE FROM rejects WHERE file = ?", [str(path)])
             if rows_rejected:
-                con.register("rejects_df", rejects)
-                con.execute("INSERT INTO rejects SELECT file, line, reason, detail FROM rejects_df")
-                con.unregister("rejects_df")
-            con.execute("DELETE FROM ingest_log WHERE file = ?", [str(path)])
-            con.execute(
-                "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [str(path), layout, table, rows_read, n_good, rows_rejected, ",".join(months),
-                 stat.st_size, stat.st_mtime],
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+                self._write_rejects_csv(path, rejects)
+            share = rows_rejected / rows_read if rows_read else 0.0
+            if share > max_reject_share:
+                top = "; ".join(f"{n:,} {r}" for r, n in list(reasons.items())[:5])
+                raise IngestError(
+                    f"{path}: {rows_rejected:,} of {rows_read:,} rows rejected ({share:.1%}), more than the "
+                    f"allowed {max_reject_share:.1%} (data.max_reject_share). Reasons: {top}. "
+                    f"The rejected rows are in {self._rejects_csv(path)}; the store was not changed."
+                )
+            stat = path.stat()
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE {replace_where.format(final=final)}")
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {final}")
+                con.execute("DELETE FROM rejects WHERE file = ?", [str(path)])
+                if rows_rejected:
+                    con.register("rejects_df", rejects)
+                    con.execute("INSERT INTO rejects SELECT file, line, reason, detail FROM rejects_df")
+                    con.unregister("rejects_df")
+                con.execute("DELETE FROM ingest_log WHERE file = ?", [str(path)])
+                con.execute(
+                    "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
+                    [str(path), layout, table, rows_read, n_good, rows_rejected, ",".join(months),
+                     stat.st_size, stat.st_mtime, window],
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
         finally:
             for suffix in ("_rej", "_scan"):
                 con.execute(f"DROP TABLE IF EXISTS {tag}{suffix}")
             con.execute(f"DROP TABLE IF EXISTS {staged}")
+            con.execute(f"DROP TABLE IF EXISTS {final}")
         return report
 
     def _rejects_csv(self, path: Path) -> Path:
@@ -276,12 +413,13 @@ class Store:
 
     def ingest_organisations(self, path: str | Path, max_reject_share: float = 0.01) -> IngestReport:
         """Load a practice mapping file (sub-ICB or CCG era); it replaces the organisation table."""
-        path = Path(path)
-        layout, cols = detect_layout(path, "organisations")
+        src = self._source(path, "organisations")
+        path = src.path
         tag = "org_" + uuid.uuid4().hex[:8]
-        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        c = {k: src.col(k) for k in src.columns}
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row, upper({c['practice_code']}) AS practice_code, {c['practice_name']} AS practice_name,
                        upper({c['pcn_code']}) AS pcn_code, {c['pcn_name']} AS pcn_name,
@@ -300,12 +438,12 @@ class Store:
             END AS reject_reason
             FROM numbered"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, False,
+        return self._finish(path, src.layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, "TRUE",
                             max_reject_share, "coalesce(practice_code, '')")
 
     def ingest_ods_organisations(self, epraccur: str | Path, eccg: str | Path | None = None,
                                  eauth: str | Path | None = None,
-                                 max_reject_share: float = 0.01) -> IngestReport:
+                                 max_reject_share: float = 0.01, hierarchy: bool = True) -> IngestReport:
         """Build the organisation table from ODS files (no header, 27 columns, every field quoted).
 
         ``epraccur`` gives each prescribing cost centre's commissioner (column 15: CCG or sub-ICB),
@@ -315,10 +453,15 @@ class Store:
         prescribing is reported as not belonging to a GP practice. ODS files carry no PCN: each
         practice gets its commissioner's "no PCN" group (code U + commissioner). Names come from
         ``eccg`` (commissioners) and ``eauth`` (area teams and regions) when given, else the codes.
+        Each file may be a zip archive holding the one CSV.
+
+        With ``hierarchy=False`` the organisations come from a practice mapping file instead and
+        ``epraccur`` only supplies the cost centres that are not GP practices.
         """
         path = Path(epraccur)
-        if not path.exists():
-            raise IngestError(f"{path}: file not found.")
+        read = self._plain_file(path)
+        eccg = self._plain_file(Path(eccg)) if eccg else None
+        eauth = self._plain_file(Path(eauth)) if eauth else None
         tag = "ods_" + uuid.uuid4().hex[:8]
         names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, 28))
 
@@ -336,7 +479,7 @@ class Store:
             lookups.append(f"{tag}_{label}")
         ccg, auth = lookups
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {ods(path, '')}),
+            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {ods(read, '')}),
             typed AS (
                 SELECT data_row, upper(trim(c1)) AS practice_code, trim(c2) AS practice_name,
                     upper(trim(c3)) AS region_code, upper(trim(c4)) AS icb_code,
@@ -361,11 +504,32 @@ class Store:
             END AS reject_reason
             FROM named"""
         staged = self._stage(path, tag, select)
-        not_gp = self._keep_only(staged, "setting = '4'")  # other cost centres: counted, not stored
-        report = self._finish(path, "ods_epraccur", "organisations", staged, tag, ORGANISATION_COLUMNS, False,
-                              max_reject_share, "coalesce(practice_code, '')")
-        report.note = f"{not_gp:,} cost centres that are not GP practices counted, not stored"
-        self._count_set_aside(report, path, not_gp)
+        # Cost centres that are not GP practices go to cost_centres, so that their prescribing is
+        # recognised (counted, not stored) instead of being rejected as unknown.
+        self.con.execute(f"""
+            CREATE TEMP TABLE {tag}_cc AS
+            SELECT practice_code AS code, any_value(practice_name) AS name, any_value(setting) AS setting,
+                   any_value(sub_icb_code) AS commissioner
+            FROM {staged}
+            WHERE coalesce(setting, '') <> '4' AND regexp_full_match(coalesce(practice_code, ''), '[A-Z0-9]{{1,12}}')
+            GROUP BY practice_code""")
+        n_cc = self.con.execute(f"SELECT count(*) FROM {tag}_cc").fetchall()[0][0]
+        if hierarchy:
+            not_gp = self._keep_only(staged, "setting = '4'")
+            report = self._finish(path, "ods_epraccur", "organisations", staged, tag, ORGANISATION_COLUMNS,
+                                  "TRUE", max_reject_share, "coalesce(practice_code, '')")
+            report.note = f"{not_gp:,} rows for {n_cc:,} cost centres that are not GP practices counted, not stored"
+            self._count_set_aside(report, path, not_gp)
+            self.con.execute("DELETE FROM cost_centres")
+            self.con.execute(f"INSERT INTO cost_centres SELECT * FROM {tag}_cc")
+        else:
+            gp = self._keep_only(staged, "coalesce(setting, '') <> '4'")
+            report = self._finish(path, "ods_epraccur", "cost_centres", staged, tag,
+                                  ["code", "name", "setting", "commissioner"], "TRUE", max_reject_share,
+                                  "coalesce(practice_code, '')", final_sql=f"SELECT * FROM {tag}_cc")
+            report.note = f"{gp:,} GP practices counted (their organisations come from the practice map)"
+            self._count_set_aside(report, path, gp)
+        self.con.execute(f"DROP TABLE IF EXISTS {tag}_cc")
         for label in ("ccg", "auth"):
             self.con.execute(f"DROP TABLE IF EXISTS {tag}_{label}")
             for suffix in ("_rej", "_scan"):
@@ -395,25 +559,84 @@ class Store:
             raise IngestError(f"{exc} Expected columns PRACTICE_CODE, DEPRIVATION_SCORE, RURAL, "
                               "CARE_HOME_BEDS.") from exc
         return self._finish(path, "practice_attributes", "practice_attributes", staged, tag,
-                            ["practice_code", "deprivation_score", "rural", "care_home_beds"], False,
+                            ["practice_code", "deprivation_score", "rural", "care_home_beds"], "TRUE",
                             max_reject_share, "coalesce(practice_code, '')")
 
     # -- prescribing ---------------------------------------------------------------------------
 
     def ingest_prescribing(self, path: str | Path, max_reject_share: float = 0.01,
-                           force: bool = False) -> IngestReport:
-        """Validate one English Prescribing Dataset file and replace its months in the store."""
-        path = Path(path)
-        layout, cols = detect_layout(path, "prescribing")
-        if not force and self._unchanged(path):
-            return IngestReport(str(path), layout.name, "prescribing", 0, 0, 0, skipped=True)
+                           force: bool = False, window: RunWindow | None = None) -> IngestReport:
+        """Validate one prescribing file and replace its months in the store.
+
+        Reads the NHSBSA English Prescribing Dataset (every era) and the legacy NHS Digital
+        practice level prescribing file (PDPI), plain, gzip or zip. Rows for cost centres that
+        are not GP practices (known from ODS epraccur) are counted, not stored. With a run
+        ``window``, rows for months outside it are rejected.
+        """
+        src = self._source(path, "prescribing")
+        path = src.path
+        window_text = window.text() if window else ""
+        if not force and self._unchanged(path, window_text):
+            return IngestReport(str(path), src.layout.name, "prescribing", 0, 0, 0, skipped=True)
         self._require_organisations(path)
         tag = "epd_" + uuid.uuid4().hex[:8]
-        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        if src.layout.reader == "lines":
+            typed, dup_key, column = self._pdpi_typed(src, tag), "month, practice_code, bnf_code", "PERIOD"
+        else:
+            typed, dup_key, column = self._epd_typed(src, tag), "month, practice_code, bnf_code, quantity", \
+                "YEAR_MONTH"
+        legacy = src.layout.reader == "lines"
+        # The legacy files carry no ADQ usage and may lack the quantity: those stay empty, and the
+        # engine leaves indicators that need them without a value rather than counting them as 0.
+        quantity_check = ("WHEN quantity < 0 OR total_quantity < 0 THEN 'QUANTITY is negative'" if legacy else
+                          """WHEN quantity IS NULL OR quantity < 0 THEN 'QUANTITY is missing, non-numeric or negative'
+                WHEN total_quantity IS NULL OR total_quantity < 0 THEN 'TOTAL_QUANTITY is missing, non-numeric or negative'
+                WHEN adq_usage IS NULL OR adq_usage < 0 THEN 'ADQ usage is missing, non-numeric or negative'""")
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            WITH {typed},
+            numbered AS (
+                SELECT *, CAST(items_raw AS BIGINT) AS items,
+                    practice_code NOT IN (SELECT practice_code FROM organisations)
+                        AND practice_code IN (SELECT code FROM cost_centres) AS other_cost_centre,
+                    row_number() OVER (PARTITION BY {dup_key} ORDER BY data_row) AS dup
+                FROM typed)
+            SELECT *, CASE
+                WHEN n_fields IS NOT NULL AND n_fields < expected_fields
+                    THEN 'malformed line: ' || n_fields || ' fields where the header has ' || expected_fields
+                WHEN month IS NULL THEN '{column} is not a month (YYYYMM, YYYY-MM or YYYY_MM)'
+                {window.check("month", column) if window else ""}
+                WHEN coalesce(practice_code, '') = '' THEN 'PRACTICE_CODE is blank'
+                WHEN NOT regexp_full_match(coalesce(bnf_code, ''), '{BNF_CODE_PATTERN}') THEN 'BNF code is malformed'
+                WHEN items_raw IS NULL OR items_raw <> floor(items_raw) THEN 'ITEMS is not a whole number'
+                WHEN items_raw < 0 THEN 'ITEMS is negative'
+                {quantity_check}
+                WHEN nic IS NULL OR nic < 0 THEN 'NIC is missing, non-numeric or negative'
+                WHEN actual_cost IS NULL OR actual_cost < 0 THEN 'ACTUAL_COST is missing, non-numeric or negative'
+                WHEN other_cost_centre THEN NULL
+                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
+                    THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
+                WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code and quantity per item)'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM numbered"""
+        staged = self._stage(path, tag, select)
+        not_practices = self._keep_only(staged, "NOT other_cost_centre")
+        columns = ["month", "practice_code", "bnf_code", "quantity", "items", "total_quantity",
+                   "adq_usage", "nic", "actual_cost", "source_file"]
+        report = self._finish(path, src.layout.name, "prescribing", staged, tag, columns,
+                              "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
+                              "concat_ws(' ', practice_code, bnf_code)", month_column="month", window=window_text)
+        if not_practices:
+            report.note = (f"{not_practices:,} rows for cost centres that are not GP practices "
+                           "(out of hours, walk-in, community ...) counted, not stored")
+            self._count_set_aside(report, path, not_practices)
+        return report
+
+    def _epd_typed(self, src: Source, tag: str) -> str:
+        c = {k: src.col(k) for k in src.columns}
+        return f"""raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
-                SELECT data_row,
+                SELECT data_row, NULL AS n_fields, NULL AS expected_fields,
                     TRY_CAST(try_strptime(regexp_replace({c['year_month']}, '[-_]', '', 'g'), '%Y%m') AS DATE) AS month,
                     upper({c['practice_code']}) AS practice_code,
                     upper({c['bnf_code']}) AS bnf_code,
@@ -423,97 +646,271 @@ class Store:
                     TRY_CAST({c['adq_usage']} AS DOUBLE) AS adq_usage,
                     TRY_CAST({c['nic']} AS DOUBLE) AS nic,
                     TRY_CAST({c['actual_cost']} AS DOUBLE) AS actual_cost
-                FROM raw),
-            numbered AS (
-                SELECT *, CAST(items_raw AS BIGINT) AS items,
-                    row_number() OVER (PARTITION BY month, practice_code, bnf_code, quantity ORDER BY data_row) AS dup
-                FROM typed)
-            SELECT *, CASE
-                WHEN month IS NULL THEN 'YEAR_MONTH is not a month (YYYYMM, YYYY-MM or YYYY_MM)'
-                WHEN coalesce(practice_code, '') = '' THEN 'PRACTICE_CODE is blank'
-                WHEN NOT regexp_full_match(coalesce(bnf_code, ''), '{BNF_CODE_PATTERN}') THEN 'BNF code is malformed'
-                WHEN items_raw IS NULL OR items_raw <> floor(items_raw) THEN 'ITEMS is not a whole number'
-                WHEN items_raw < 0 THEN 'ITEMS is negative'
-                WHEN quantity IS NULL OR quantity < 0 THEN 'QUANTITY is missing, non-numeric or negative'
-                WHEN total_quantity IS NULL OR total_quantity < 0 THEN 'TOTAL_QUANTITY is missing, non-numeric or negative'
-                WHEN adq_usage IS NULL OR adq_usage < 0 THEN 'ADQ usage is missing, non-numeric or negative'
-                WHEN nic IS NULL OR nic < 0 THEN 'NIC is missing, non-numeric or negative'
-                WHEN actual_cost IS NULL OR actual_cost < 0 THEN 'ACTUAL_COST is missing, non-numeric or negative'
-                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
-                    THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
-                WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code and quantity per item)'
-            END AS reject_reason, {_quote(path.name)} AS source_file
-            FROM numbered"""
-        staged = self._stage(path, tag, select)
-        columns = ["month", "practice_code", "bnf_code", "quantity", "items", "total_quantity",
-                   "adq_usage", "nic", "actual_cost", "source_file"]
-        return self._finish(path, layout.name, "prescribing", staged, tag, columns, True,
-                            max_reject_share,
-                            "concat_ws(' ', practice_code, bnf_code)")
+                FROM raw)"""
+
+    def _pdpi_typed(self, src: Source, tag: str) -> str:
+        """The legacy PDPI file, read as whole lines and split here.
+
+        BNF NAME is free text that can hold commas (they corrupted the December 2018 file),
+        so fields before it are counted from the left and fields after it from the right;
+        a trailing comma (the files before December 2018) is dropped first.
+        """
+        header = read_header(src.read_path)
+        while header and not header[-1].strip():
+            header.pop()
+        n = len(header)
+        name_at = src.columns["bnf_name"]
+
+        def field(canonical: str) -> str:
+            i = src.columns.get(canonical)
+            if i is None:
+                return "NULL"
+            return f"trim(f[{i + 1}])" if i < name_at else f"trim(f[len(f) - {n - 1 - i}])"
+
+        return f"""raw AS (SELECT row_number() OVER () AS data_row, line FROM {self._read_lines(src.read_path)}),
+            split AS (SELECT data_row, string_split(regexp_replace(line, ',\\s*$', ''), ',') AS f FROM raw),
+            typed AS (
+                SELECT data_row, len(f) AS n_fields, {n} AS expected_fields,
+                    TRY_CAST(try_strptime({field('year_month')}, '%Y%m') AS DATE) AS month,
+                    upper({field('practice_code')}) AS practice_code,
+                    upper({field('bnf_code')}) AS bnf_code,
+                    TRY_CAST({field('items')} AS DOUBLE) AS items_raw,
+                    TRY_CAST({field('total_quantity')} AS DOUBLE) AS total_quantity,
+                    -- the legacy grain is practice x presentation: quantity per item is the mean
+                    TRY_CAST({field('total_quantity')} AS DOUBLE)
+                        / nullif(TRY_CAST({field('items')} AS DOUBLE), 0) AS quantity,
+                    CAST(NULL AS DOUBLE) AS adq_usage,
+                    TRY_CAST({field('nic')} AS DOUBLE) AS nic,
+                    TRY_CAST({field('actual_cost')} AS DOUBLE) AS actual_cost
+                FROM split)"""
 
     # -- list sizes --------------------------------------------------------------------------------
 
     def ingest_list_size(self, path: str | Path, max_reject_share: float = 0.01,
-                         force: bool = False) -> IngestReport:
-        """Validate one quinary age/sex list-size file and replace its months in the store.
+                         force: bool = False, window: RunWindow | None = None) -> IngestReport:
+        """Validate one list-size file and replace its months in the store.
 
-        Rows for other organisation types (PCN, sub-ICB ... in the national file)
-        and the ALL-age/ALL-sex total rows are summaries of the band rows: they are
-        counted as accepted-but-summary in the log only through the band rows, so
-        here they are not stored and not counted as rejects. The totals are
-        checked against the bands: a practice whose bands do not add up to its
-        total is rejected.
+        Three layouts: NHS Digital quinary age/sex files, NHS Digital single-year-of-age files
+        (one per sex) or files of totals only (``gp-reg-pat-prac-all``), and the NHSBSA quarterly
+        Patient List Size files (nine age bands per sex in columns; each quarter's counts are
+        used for its three months).
+
+        Rows for other organisation types (PCN, sub-ICB ... in the national files) and the
+        ALL-age/ALL-sex total rows, where bands are given, are summaries of the band rows: they
+        are counted as read and accepted but not stored. The totals are checked against the
+        bands: a practice whose bands do not add up to its total is rejected. A file replaces
+        the same months and sexes (and any totals-only rows of those months); a totals-only
+        file replaces its whole months.
         """
-        path = Path(path)
-        layout, cols = detect_layout(path, "list_size")
-        if not force and self._unchanged(path):
-            return IngestReport(str(path), layout.name, "list_size", 0, 0, 0, skipped=True)
+        src = self._source(path, "list_size")
+        path = src.path
+        window_text = window.text() if window else ""
+        if not force and self._unchanged(path, window_text):
+            return IngestReport(str(path), src.layout.name, "list_size", 0, 0, 0, skipped=True)
         self._require_organisations(path)
+        if src.layout.name == "nhsbsa_patient_list_size":
+            return self._ingest_nhsbsa_list_size(src, max_reject_share, window)
         tag = "ls_" + uuid.uuid4().hex[:8]
-        c = {k: f'trim("{v}")' for k, v in cols.items()}
-        bands = ", ".join(_quote(b) for b in AGE_BANDS)
+        c = {k: src.col(k) for k in src.columns}
+        single_age = src.layout.name == "gp_reg_pat_prac_single_age_or_all"
+        if single_age:
+            # AGE is a single year (0 ... 95+) or ALL; a band is one year wide, 95+ open-ended.
+            age_column, band_test = "AGE", "regexp_full_match(age_group, '[0-9]{1,3}\\+?')"
+            upper = "CASE WHEN age_group LIKE '%+' THEN NULL ELSE age_lower END"
+            age_group = c["age"]
+        else:
+            bands = ", ".join(_quote(b) for b in AGE_BANDS)
+            age_column, band_test = "AGE_GROUP_5", f"age_group IN ({bands})"
+            upper = "CASE WHEN age_group LIKE '%+' THEN NULL ELSE age_lower + 4 END"
+            age_group = c["age_group"]
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row,
                     TRY_CAST(date_trunc('month', try_strptime({c['extract_date']},
                         ['%d%b%Y', '%d-%b-%y', '%d-%b-%Y', '%Y-%m-%d', '%d/%m/%Y'])) AS DATE) AS month,
                     upper({c['org_type']}) AS org_type, upper({c['practice_code']}) AS practice_code,
-                    upper({c['sex']}) AS sex_raw, upper({c['age_group']}) AS age_group,
+                    upper({c['sex']}) AS sex_raw, upper({age_group}) AS age_group,
                     TRY_CAST({c['patients']} AS DOUBLE) AS patients_raw
                 FROM raw),
-            checked AS (
+            banded AS (
                 SELECT *,
                     CASE WHEN sex_raw = 'MALE' THEN 'male' WHEN sex_raw = 'FEMALE' THEN 'female' END AS sex,
                     TRY_CAST(split_part(replace(age_group, '+', '_'), '_', 1) AS INTEGER) AS age_lower,
-                    CAST(patients_raw AS BIGINT) AS patients,
-                    sum(CASE WHEN sex_raw IN ('MALE', 'FEMALE') AND age_group <> 'ALL' THEN patients_raw END)
+                    CAST(patients_raw AS BIGINT) AS patients
+                FROM typed),
+            checked AS (
+                SELECT *, {upper} AS age_upper,
+                    -- totals are checked per sex (a single-age file holds one sex) and, where
+                    -- both sexes have bands, for the whole practice
+                    sum(CASE WHEN sex IS NOT NULL AND age_group <> 'ALL' THEN patients_raw END)
+                        OVER (PARTITION BY practice_code, month, sex_raw) AS band_total_sex,
+                    max(CASE WHEN sex IS NOT NULL AND age_group = 'ALL' THEN patients_raw END)
+                        OVER (PARTITION BY practice_code, month, sex_raw) AS stated_total_sex,
+                    sum(CASE WHEN sex IS NOT NULL AND age_group <> 'ALL' THEN patients_raw END)
                         OVER (PARTITION BY practice_code, month) AS band_total,
+                    max(CASE WHEN sex = 'male' AND age_group <> 'ALL' THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY practice_code, month)
+                      + max(CASE WHEN sex = 'female' AND age_group <> 'ALL' THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY practice_code, month) AS sexes_with_bands,
+                    max(CASE WHEN sex IS NOT NULL AND age_group <> 'ALL' THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY month) AS file_has_bands,
                     max(CASE WHEN sex_raw = 'ALL' AND age_group = 'ALL' THEN patients_raw END)
                         OVER (PARTITION BY practice_code, month) AS stated_total,
                     row_number() OVER (PARTITION BY month, practice_code, sex_raw, age_group ORDER BY data_row) AS dup
-                FROM typed)
+                FROM banded)
             SELECT *, CASE
                 WHEN month IS NULL THEN 'EXTRACT_DATE is not a recognised date'
+                {window.check("month", "EXTRACT_DATE") if window else ""}
                 WHEN org_type <> 'GP' THEN NULL
                 WHEN sex_raw NOT IN ('ALL', 'MALE', 'FEMALE') THEN 'SEX is not ALL, MALE or FEMALE'
-                WHEN age_group <> 'ALL' AND age_group NOT IN ({bands}) THEN 'AGE_GROUP_5 is not a quinary band'
+                WHEN age_group <> 'ALL' AND NOT {band_test} THEN '{age_column} is not an age band of this layout'
                 WHEN patients_raw IS NULL OR patients_raw <> floor(patients_raw) THEN 'NUMBER_OF_PATIENTS is not a whole number'
                 WHEN patients_raw < 0 THEN 'NUMBER_OF_PATIENTS is negative'
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'practice code is not in the organisation map'
                 WHEN dup > 1 THEN 'duplicate row (same month, practice, sex and age band)'
-                WHEN stated_total IS NOT NULL AND band_total IS NOT NULL AND stated_total <> band_total
+                WHEN stated_total_sex IS NOT NULL AND band_total_sex IS NOT NULL AND stated_total_sex <> band_total_sex
+                    THEN 'age bands do not add up to the total for that sex'
+                WHEN sexes_with_bands = 2 AND stated_total IS NOT NULL AND stated_total <> band_total
                     THEN 'age/sex bands do not add up to the practice total'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
-        # Summary rows (other organisation types, ALL totals) are totals of the band rows we store.
-        summary_rows = self._keep_only(staged, "org_type = 'GP' AND sex IS NOT NULL AND age_group <> 'ALL'")
-        report = self._finish(path, layout.name, "list_size", staged, tag,
-                              ["month", "practice_code", "sex", "age_lower", "patients", "source_file"],
-                              True, max_reject_share, "concat_ws(' ', practice_code, sex_raw, age_group)")
+        # Summary rows (other organisation types, ALL totals where bands exist) are totals of the
+        # band rows stored. A file with no bands in a month (gp-reg-pat-prac-all) stores its totals.
+        summary_rows = self._keep_only(
+            staged, "org_type = 'GP' AND ((sex IS NOT NULL AND age_group <> 'ALL') "
+                    "OR (file_has_bands = 0 AND sex_raw = 'ALL' AND age_group = 'ALL'))")
+        final_sql = f"""SELECT month, practice_code, coalesce(sex, 'all') AS sex,
+                               CASE WHEN age_group = 'ALL' THEN NULL ELSE age_lower END AS age_lower,
+                               CASE WHEN age_group = 'ALL' THEN NULL ELSE age_upper END AS age_upper,
+                               patients, source_file
+                        FROM {{staged}} WHERE reject_reason IS NULL ORDER BY data_row"""
+        report = self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+                              LIST_SIZE_REPLACES, max_reject_share,
+                              "concat_ws(' ', practice_code, sex_raw, age_group)", month_column="month",
+                              final_sql=final_sql, window=window_text)
         return self._count_set_aside(report, path, summary_rows)
+
+    def _ingest_nhsbsa_list_size(self, src: Source, max_reject_share: float,
+                                 window: RunWindow | None) -> IngestReport:
+        """NHSBSA Patient List Size: a row per practice and quarter, 18 band columns."""
+        path = src.path
+        tag = "bsa_" + uuid.uuid4().hex[:8]
+        c = {k: src.col(k) for k in src.columns}
+        if "month" in src.columns:
+            # Month is the quarter's first day, written dd/mm/yy (e.g. 01/04/11)
+            month_sql = (f"TRY_CAST(date_trunc('month', try_strptime({c['month']}, "
+                         "['%d/%m/%y', '%d/%m/%Y', '%Y-%m-%d'])) AS DATE)")
+            month_from = "Month"
+        else:
+            found = re.search(r"(20\d{2})[_-](\d{2})-(\d{2})", path.name)
+            if not found or (int(found.group(3)) - int(found.group(2))) % 12 != 2:
+                raise IngestError(
+                    f"{path}: this NHSBSA list-size file has no Month column, so its quarter must be in the "
+                    "file name, e.g. Patient_List_Size_2016_01-03.csv for January to March 2016.")
+            month_sql = f"DATE '{found.group(1)}-{found.group(2)}-01'"
+            month_from = "the file name's quarter"
+        bands = [(sex, band) for band in NHSBSA_BANDS for sex in ("male", "female")]
+        counts = ", ".join(f"TRY_CAST({c[f'{sex}_{band}']} AS DOUBLE) AS \"{sex}_{band}\"" for sex, band in bands)
+        values = ", ".join(f'"{sex}_{band}"' for sex, band in bands)
+        band_checks = "\n".join(
+            f"""WHEN "{sex}_{band}" IS NULL OR "{sex}_{band}" <> floor("{sex}_{band}") OR "{sex}_{band}" < 0
+                    THEN '{sex.title()} {band} is not a whole number of 0 or more'""" for sex, band in bands)
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
+            typed AS (
+                SELECT data_row, {month_sql} AS month, upper({c['practice_code']}) AS practice_code, {counts}
+                FROM raw),
+            checked AS (
+                SELECT *, row_number() OVER (PARTITION BY month, practice_code ORDER BY data_row) AS dup FROM typed)
+            SELECT *, CASE
+                WHEN month IS NULL THEN 'Month is not a date (dd/mm/yy)'
+                {window.check("month", month_from) if window else ""}
+                {_code_check("practice_code", "Practice Code")}
+                {band_checks}
+                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
+                    THEN 'practice code is not in the organisation map'
+                WHEN dup > 1 THEN 'duplicate row (same quarter and practice)'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM checked"""
+        staged = self._stage(path, tag, select)
+        band_rows = " UNION ALL ".join(
+            f"SELECT '{sex}' AS sex, {int(band.rstrip('+').split('-')[0])} AS age_lower, "
+            f"{'NULL' if band.endswith('+') else int(band.split('-')[1])} AS age_upper, '{sex}_{band}' AS name"
+            for sex, band in bands)
+        # One stored row per practice, month of the quarter, sex and band.
+        final_sql = f"""
+            WITH accepted AS (SELECT * FROM {{staged}} WHERE reject_reason IS NULL),
+            long AS (UNPIVOT accepted ON {values} INTO NAME name VALUE patients_raw),
+            months AS (SELECT unnest([0, 1, 2]) AS k)
+            SELECT CAST(l.month + to_months(m.k) AS DATE) AS month, l.practice_code, b.sex,
+                   CAST(b.age_lower AS INTEGER) AS age_lower, CAST(b.age_upper AS INTEGER) AS age_upper,
+                   CAST(l.patients_raw AS BIGINT) AS patients, l.source_file
+            FROM long l JOIN ({band_rows}) b USING (name) CROSS JOIN months m
+            ORDER BY l.data_row, m.k"""
+        return self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+                            LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
+                            month_column="month", final_sql=final_sql, window=window.text() if window else "")
+
+    # -- reference files (legacy addresses and chemical names) ---------------------------------------
+
+    def ingest_reference(self, path: str | Path, max_reject_share: float = 0.01) -> IngestReport:
+        """Load a legacy NHS Digital ADDR (practice addresses) or CHEM (chemical names) file.
+
+        They are kept for analysts (names and addresses as published each month, chemical
+        substance names); the indicators do not depend on them.
+        """
+        src = self._source(path, "reference")
+        path = src.path
+        tag = "ref_" + uuid.uuid4().hex[:8]
+        c = {k: src.col(k) for k in src.columns}
+        if src.layout.name == "nhs_digital_addr":
+            names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(max(src.n_columns, 8)))
+            select = f"""
+                WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM read_csv({_quote(src.read_path)},
+                                header=false, columns={{{names}}}, null_padding=true, store_rejects=true,
+                                rejects_table='{tag}_rej', rejects_scan='{tag}_scan')),
+                typed AS (
+                    SELECT data_row, TRY_CAST(try_strptime({c['year_month']}, '%Y%m') AS DATE) AS month,
+                        upper({c['practice_code']}) AS practice_code, {c['practice_name']} AS practice_name,
+                        {c['address_1']} AS address_1, {c['address_2']} AS address_2, {c['address_3']} AS address_3,
+                        {c['county']} AS county, upper({c['postcode']}) AS postcode,
+                        row_number() OVER (PARTITION BY {c['year_month']}, upper({c['practice_code']})
+                                           ORDER BY data_row) AS dup
+                    FROM raw)
+                SELECT *, CASE
+                    WHEN month IS NULL THEN 'PERIOD (column 1) is not a month (YYYYMM)'
+                    {_code_check("practice_code", "practice code")}
+                    WHEN dup > 1 THEN 'duplicate row (same month and practice)'
+                END AS reject_reason, {_quote(path.name)} AS source_file
+                FROM typed"""
+            staged = self._stage(path, tag, select)
+            return self._finish(path, src.layout.name, "practice_addresses", staged, tag, ADDRESS_COLUMNS,
+                                "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
+                                "coalesce(practice_code, '')", month_column="month")
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns, null_padding=True)}),
+            typed AS (
+                SELECT data_row, upper({c['chemical_code']}) AS chemical_code, {c['chemical_name']} AS chemical_name,
+                    row_number() OVER (PARTITION BY upper({c['chemical_code']}) ORDER BY data_row) AS dup
+                FROM raw)
+            SELECT *, CASE
+                -- 9 characters for medicines; appliances (chapters 20 to 23) have 4-digit codes
+                WHEN NOT regexp_full_match(coalesce(chemical_code, ''), '[0-9A-Z]{{9}}|[0-9]{{4}}')
+                    THEN 'CHEM SUB is not a chemical substance code (9 characters, or 4 digits for appliances)'
+                WHEN dup > 1 THEN 'duplicate chemical substance code'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM typed"""
+        staged = self._stage(path, tag, select)
+        return self._finish(path, src.layout.name, "bnf_chemicals", staged, tag,
+                            ["chemical_code", "chemical_name", "source_file"],
+                            "chemical_code IN (SELECT chemical_code FROM {final})", max_reject_share,
+                            "coalesce(chemical_code, '')")
 
     # -- supplied indicators -------------------------------------------------------------------------
 
@@ -537,19 +934,20 @@ class Store:
         ``indicators`` are the indicator definitions; only supplied ones may appear in the file.
         Re-ingesting replaces the same indicators and periods.
         """
-        path = Path(path)
-        layout, cols = detect_layout(path, "supplied")
+        src = self._source(path, "supplied")
+        path = src.path
         if not force and self._unchanged(path):
-            return IngestReport(str(path), layout.name, "supplied", 0, 0, 0, skipped=True)
+            return IngestReport(str(path), src.layout.name, "supplied", 0, 0, 0, skipped=True)
         self._require_organisations(path)
         self._register_supplied_definitions(indicators)
-        if layout.name == "qof_achievement":
-            return self._ingest_qof(path, cols, indicators, max_reject_share)
+        if src.layout.name == "qof_achievement":
+            return self._ingest_qof(src, indicators, max_reject_share)
         tag = "sup_" + uuid.uuid4().hex[:8]
-        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        c = {k: src.col(k) for k in src.columns}
         breakdown = c.get("breakdown", "'all'")
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row, upper({c['indicator_id']}) AS indicator_id, lower({c['org_level']}) AS org_level,
                     upper({c['org_code']}) AS org_code,
@@ -594,15 +992,18 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, layout.name, "supplied", staged, tag,
+        return self._finish(path, src.layout.name, "supplied", staged, tag,
                             ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
                              "numerator", "denominator", "source_file"],
-                            "indicator_id, period", max_reject_share,
+                            SUPPLIED_REPLACES, max_reject_share, month_column="period", detail_sql=
                             "concat_ws(' ', indicator_id, org_level, org_code, breakdown)")
 
-    def _ingest_qof(self, path: Path, cols: dict, indicators, max_reject_share: float) -> IngestReport:
+    def _ingest_qof(self, src: Source, indicators, max_reject_share: float) -> IngestReport:
         """QOF achievement: numerator and denominator rows per practice and QOF indicator code."""
-        match = re.search(r"(\d{2})(\d{2})", path.stem)
+        path = src.path
+        # The year is in the archive's or the member's name (QOF2324.zip, ACHIEVEMENT_2324.csv).
+        named = src.read_path if src.read_path != path else path
+        match = re.search(r"(\d{2})(\d{2})", named.stem)
         if not match or (int(match.group(2)) - int(match.group(1))) % 100 != 1:
             raise IngestError(f"{path}: the QOF financial year must be in the file name, e.g. ACHIEVEMENT_2526.csv "
                               "for April 2025 to March 2026.")
@@ -612,9 +1013,10 @@ class Store:
              for code in i.supplied["qof_indicator_codes"]], columns=["indicator_code", "indicator_id"])
         self.con.register("qof_mapping", mapping)
         tag = "qof_" + uuid.uuid4().hex[:8]
-        c = {k: f'trim("{v}")' for k, v in cols.items()}
+        c = {k: src.col(k) for k in src.columns}
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row, upper({c['practice_code']}) AS practice_code,
                     upper({c['indicator_code']}) AS indicator_code, upper({c['measure']}) AS measure,
@@ -649,7 +1051,7 @@ class Store:
         report = self._finish(path, "qof_achievement", "supplied", staged, tag,
                               ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
                                "numerator", "denominator", "source_file"],
-                              "indicator_id, period", max_reject_share,
+                              SUPPLIED_REPLACES, max_reject_share, month_column="period", detail_sql=
                               "concat_ws(' ', practice_code, indicator_code, measure)")
         return self._count_set_aside(report, path, unused)
 
@@ -692,10 +1094,22 @@ def _data_rows_to_lines(data_rows: np.ndarray, struct_lines: np.ndarray) -> np.n
 def ingest_files(store: Store, organisations: str | Path | dict, prescribing: list[str | Path],
                  list_sizes: list[str | Path], practice_attributes: str | Path | None = None,
                  max_reject_share: float = 0.01, progress=None, supplied: list[str | Path] = (),
-                 indicators=None) -> list[IngestReport]:
-    """Ingest a run's files in dependency order and return one report per file."""
+                 indicators=None, window: RunWindow | None = None,
+                 reference: list[str | Path] = ()) -> list[IngestReport]:
+    """Ingest a run's files in dependency order and return one report per file.
+
+    ``organisations`` is a practice mapping file, or a mapping of ODS files: ``epraccur``
+    (+ ``eccg``, ``eauth`` for names), or ``map`` with an optional ``epraccur`` that then
+    only supplies the cost centres that are not GP practices.
+    """
     say = progress or (lambda msg: None)
-    if isinstance(organisations, dict):  # ODS files: epraccur (+ eccg, eauth for names)
+    if isinstance(organisations, dict) and organisations.get("map"):
+        reports = [store.ingest_organisations(organisations["map"], max_reject_share)]
+        say(reports[-1].line())
+        if organisations.get("epraccur"):
+            reports.append(store.ingest_ods_organisations(organisations["epraccur"],
+                                                          max_reject_share=max_reject_share, hierarchy=False))
+    elif isinstance(organisations, dict):
         reports = [store.ingest_ods_organisations(organisations["epraccur"], organisations.get("eccg"),
                                                   organisations.get("eauth"), max_reject_share)]
     else:
@@ -704,14 +1118,14 @@ def ingest_files(store: Store, organisations: str | Path | dict, prescribing: li
     if practice_attributes:
         reports.append(store.ingest_practice_attributes(practice_attributes, max_reject_share))
         say(reports[-1].line())
-    for i, path in enumerate(list_sizes, 1):
-        start = time.perf_counter()
-        reports.append(store.ingest_list_size(path, max_reject_share))
-        say(f"list sizes {i}/{len(list_sizes)}: {reports[-1].line()} [{time.perf_counter() - start:.1f}s]")
-    for i, path in enumerate(prescribing, 1):
-        start = time.perf_counter()
-        reports.append(store.ingest_prescribing(path, max_reject_share))
-        say(f"prescribing {i}/{len(prescribing)}: {reports[-1].line()} [{time.perf_counter() - start:.1f}s]")
+    steps = [("list sizes", list_sizes, lambda p: store.ingest_list_size(p, max_reject_share, window=window)),
+             ("prescribing", prescribing, lambda p: store.ingest_prescribing(p, max_reject_share, window=window)),
+             ("reference", reference, lambda p: store.ingest_reference(p, max_reject_share))]
+    for label, paths, ingest in steps:
+        for i, path in enumerate(paths, 1):
+            start = time.perf_counter()
+            reports.append(ingest(path))
+            say(f"{label} {i}/{len(paths)}: {reports[-1].line()} [{time.perf_counter() - start:.1f}s]")
     if supplied:
         if indicators is None:
             from moopt.indicators.definitions import load_indicators

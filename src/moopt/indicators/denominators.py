@@ -45,9 +45,13 @@ def star_pu_groups() -> tuple[str, ...]:
 
 
 def quinary_weights(groups: list[str]) -> pd.DataFrame:
-    """Weights per quinary band: star_pu_group, sex, age_lower (0, 5, ..., 95), weight."""
+    """Weights by the lower age of a band: star_pu_group, sex, age_lower (0 ... 120), weight.
+
+    Every whole age is listed, so quinary bands, single years of age and the nine NHSBSA
+    bands (each within one STAR-PU band) all find their weight by their lower age.
+    """
     weights = star_pu_weights()
     weights = weights[weights["star_pu_group"].isin(groups)]
-    lowers = pd.DataFrame({"age_lower": list(range(0, 100, 5))})
+    lowers = pd.DataFrame({"age_lower": list(range(0, 121))})
     lowers["age_band"] = lowers["age_lower"].map(star_pu_band)
     return lowers.merge(weights, on="age_band")[["star_pu_group", "sex", "age_lower", "weight"]]

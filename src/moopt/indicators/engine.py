@@ -48,6 +48,7 @@ from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, ORG_LEVEL_COLUMNS, ORG_LEVELS
 
 log = logging.getLogger(__name__)
 
+MAX_AGE = 200  # the upper end of an open band such as 95+
 MEASURE_COLUMNS = {"items": "items", "quantity": "total_quantity", "adq": "adq_usage", "cost": "actual_cost"}
 DECILES = tuple(range(10, 100, 10))
 PARENT_COLUMNS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
@@ -71,9 +72,13 @@ def _matches(code: ir.StringColumn, pattern: str) -> ir.BooleanColumn:
     return expr
 
 
-def code_set_predicate(table: ir.Table, code_set: CodeSet) -> ir.BooleanColumn:
-    """Boolean expression: does a prescribing row count towards ``code_set``?"""
-    thresholds = dict(code_set.quantity_per_item_above)
+def code_set_predicate(table: ir.Table, code_set: CodeSet, thresholds: bool = True) -> ir.BooleanColumn:
+    """Boolean expression: does a prescribing row count towards ``code_set``?
+
+    With ``thresholds=False`` the quantity-per-item conditions are left out: the rows that
+    could count, whatever their quantity.
+    """
+    thresholds = dict(code_set.quantity_per_item_above) if thresholds else {}
     terms = []
     for pattern in code_set.codes:
         term = _matches(table.bnf_code, pattern)
@@ -122,7 +127,14 @@ class IndicatorEngine:
                 continue
             _, measure, code_set = key
             value = rx[MEASURE_COLUMNS[measure]].cast("float64")
-            sums[name] = ibis.ifelse(code_set_predicate(rx, code_set), value, 0.0).sum()
+            total = ibis.ifelse(code_set_predicate(rx, code_set), value, 0.0).sum()
+            # A row that could count but lacks what is summed or tested (legacy files have no ADQ
+            # usage and may lack quantities) makes the sum unknown, not smaller.
+            unknown = value.isnull()
+            if code_set.quantity_per_item_above:
+                unknown = unknown | rx.quantity.isnull()
+            unknown_rows = ibis.ifelse(code_set_predicate(rx, code_set, thresholds=False) & unknown, 1, 0).sum()
+            sums[name] = ibis.ifelse(unknown_rows > 0, ibis.null("float64"), total)
         return rx.group_by(["practice_code", "month"]).aggregate(**sums)
 
     def _population_sums(self, end_month) -> ir.Table:
@@ -141,14 +153,31 @@ class IndicatorEngine:
         for key, name in self._columns.items():
             if key[0] == "list_size":
                 _, age_from, age_to = key
-                keep = ibis.literal(True)
+                if age_from is None and age_to is None:
+                    sums[name] = patients.sum()
+                    continue
+                # A band counts when it lies inside the ages asked for. A band that straddles the
+                # limits, or a count with no age (files of totals only), makes the count unknown.
+                lower = ls.age_lower
+                upper = ls.age_upper.fill_null(MAX_AGE)  # open-ended top band
+                inside = lower.notnull()
+                overlaps = ibis.literal(True)
                 if age_from is not None:
-                    keep = keep & (ls.age_lower >= age_from)
+                    inside = inside & (lower >= age_from)
+                    overlaps = overlaps & (upper >= age_from)
                 if age_to is not None:
-                    keep = keep & (ls.age_lower + 4 <= age_to)
-                sums[name] = ibis.ifelse(keep, patients, 0.0).sum()
+                    inside = inside & (upper <= age_to)
+                    overlaps = overlaps & (lower <= age_to)
+                straddles = overlaps.fill_null(True) & ~inside.fill_null(False)  # no age: may overlap
+                unknown = ibis.ifelse(straddles, 1, 0).sum()
+                sums[name] = ibis.ifelse(unknown > 0, ibis.null("float64"),
+                                         ibis.ifelse(inside, patients, 0.0).sum())
             elif key[0] == "star_pu":
-                sums[name] = (patients * ls[f"w_{key[1]}"]).sum()
+                # Weights exist for every sex and age band; counts with no age or sex have none,
+                # and make the weighted population unknown.
+                weight = ls[f"w_{key[1]}"]
+                unknown = ibis.ifelse(weight.isnull(), 1, 0).sum()
+                sums[name] = ibis.ifelse(unknown > 0, ibis.null("float64"), (patients * weight).sum())
         if not sums:
             return None
         return ls.group_by(["practice_code", "month"]).aggregate(**sums)

@@ -3,35 +3,66 @@
 Each layout maps the canonical column names moopt uses to the column names
 of one published format (with the variants different eras used). A file's
 layout is detected from its header; an unrecognised header is an error that
-names the file and the columns each known layout expects.
+names the file and the columns each known layout expects. Headers are
+compared after trimming padding and ignoring case, and spaces and
+underscores are treated alike (the legacy NHS Digital files pad their names
+and write ``BNF CODE`` where NHSBSA writes ``BNF_CODE``). Columns are
+returned by position, because readers address them by position: padded or
+blank names (the legacy files' trailing comma makes one) cannot be relied on.
+
+Compressed inputs: ``.gz`` is read directly; a ``.zip`` archive is opened at
+the one member whose header fits a layout of the kind asked for
+(:func:`csv_members`).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import io
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_]+", "_", name.strip().upper())
+
+
 @dataclass(frozen=True)
 class Layout:
-    """A published file layout: its name and canonical -> source column aliases."""
+    """A published file layout: its name and canonical -> source column aliases.
+
+    ``reader`` says how the store reads it: ``csv`` (a CSV with this header),
+    ``lines`` (whole lines split by the store, for the legacy files whose free
+    text may hold commas) or ``headerless`` (no header row; ``sniff`` checks
+    the first row's values instead, and ``columns`` are in file order).
+    """
 
     name: str
-    kind: str  # "prescribing", "list_size" or "organisations"
+    kind: str  # "prescribing", "list_size", "organisations", "supplied" or "reference"
     description: str
     columns: dict[str, tuple[str, ...]]  # canonical name -> accepted source names (first wins)
     optional: tuple[str, ...] = ()
+    reader: str = "csv"
+    sniff: tuple[str, ...] = ()  # headerless layouts: a regular expression per leading field
 
-    def match(self, header: list[str]) -> dict[str, str] | None:
-        """Return canonical -> actual column names if ``header`` fits, else None."""
-        present = {h.strip().upper(): h for h in header}
-        found: dict[str, str] = {}
+    def match(self, header: list[str]) -> dict[str, int] | None:
+        """Return canonical name -> column position if ``header`` fits, else None."""
+        if self.reader == "headerless":
+            if len(header) < len(self.sniff) or not all(
+                    re.fullmatch(pattern, value.strip()) for pattern, value in zip(self.sniff, header)):
+                return None
+            return {canonical: i for i, canonical in enumerate(self.columns)}
+        present: dict[str, int] = {}
+        for i, h in enumerate(header):
+            present.setdefault(_normalise(h), i)
+        found: dict[str, int] = {}
         for canonical, aliases in self.columns.items():
             for alias in aliases:
-                if alias in present:
-                    found[canonical] = present[alias]
+                if _normalise(alias) in present:
+                    found[canonical] = present[_normalise(alias)]
                     break
             else:
                 if canonical not in self.optional:
@@ -39,6 +70,8 @@ class Layout:
         return found
 
     def expected(self) -> str:
+        if self.reader == "headerless":
+            return "no header row; columns " + ", ".join(self.columns)
         return ", ".join(" or ".join(a) for c, a in self.columns.items() if c not in self.optional)
 
 
@@ -61,6 +94,27 @@ EPD = Layout(
     optional=("practice_name",),
 )
 
+LEGACY_PDPI = Layout(
+    name="nhs_digital_pdpi",
+    kind="prescribing",
+    description=("NHS Digital practice level prescribing (PDPI, 2010 to 2019; padded with a trailing comma "
+                 "before December 2018, plain after)"),
+    columns={
+        "sha": ("SHA",),
+        "pct": ("PCT",),
+        "practice_code": ("PRACTICE",),
+        "bnf_code": ("BNF CODE",),
+        "bnf_name": ("BNF NAME",),
+        "items": ("ITEMS",),
+        "nic": ("NIC",),
+        "actual_cost": ("ACT COST",),
+        "total_quantity": ("QUANTITY",),  # the total quantity; one release left it out
+        "year_month": ("PERIOD",),
+    },
+    optional=("total_quantity",),
+    reader="lines",
+)
+
 QUINARY_LIST_SIZE = Layout(
     name="gp_reg_pat_prac_quin_age",
     kind="list_size",
@@ -73,6 +127,37 @@ QUINARY_LIST_SIZE = Layout(
         "age_group": ("AGE_GROUP_5",),
         "patients": ("NUMBER_OF_PATIENTS",),
     },
+)
+
+SINGLE_AGE_LIST_SIZE = Layout(
+    name="gp_reg_pat_prac_single_age_or_all",
+    kind="list_size",
+    description=("NHS Digital Patients Registered at a GP Practice, single year of age by sex "
+                 "(gp-reg-pat-prac-sing-age-*.csv) or totals only (gp-reg-pat-prac-all.csv), CCG or sub-ICB era"),
+    columns={
+        "extract_date": ("EXTRACT_DATE",),
+        "org_type": ("TYPE", "ORG_TYPE"),
+        "practice_code": ("ORG_CODE", "CODE"),
+        "sex": ("SEX",),
+        "age": ("AGE",),
+        "patients": ("NUMBER_OF_PATIENTS",),
+    },
+)
+
+# The nine age bands of the NHSBSA file are the bands the STAR-PU and ASTRO-PU weights use.
+NHSBSA_BANDS = ("0-4", "5-14", "15-24", "25-34", "35-44", "45-54", "55-64", "65-74", "75+")
+
+NHSBSA_LIST_SIZE = Layout(
+    name="nhsbsa_patient_list_size",
+    kind="list_size",
+    description=("NHSBSA quarterly Patient List Size (to 2016): one row per practice, male and female "
+                 "counts in nine age bands; the quarter comes from a Month column or the file name"),
+    columns={
+        "month": ("Month",),
+        "practice_code": ("Practice Code",),
+        **{f"{sex}_{band}": (f"{sex.title()} {band}",) for band in NHSBSA_BANDS for sex in ("male", "female")},
+    },
+    optional=("month",),
 )
 
 PRACTICE_MAP = Layout(
@@ -122,21 +207,54 @@ QOF_ACHIEVEMENT = Layout(
     },
 )
 
-LAYOUTS: tuple[Layout, ...] = (EPD, QUINARY_LIST_SIZE, PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT)
+LEGACY_ADDR = Layout(
+    name="nhs_digital_addr",
+    kind="reference",
+    description="NHS Digital practice addresses (ADDR, monthly with PDPI; no header row)",
+    columns={name: () for name in ("year_month", "practice_code", "practice_name", "address_1", "address_2",
+                                   "address_3", "county", "postcode")},
+    reader="headerless",
+    sniff=(r"\d{6}", r"[A-Z0-9]{3,8}"),
+)
+
+LEGACY_CHEM = Layout(
+    name="nhs_digital_chem",
+    kind="reference",
+    description="NHS Digital chemical substance names (CHEM, monthly with PDPI)",
+    columns={"chemical_code": ("CHEM SUB",), "chemical_name": ("NAME",)},
+)
+
+LAYOUTS: tuple[Layout, ...] = (EPD, LEGACY_PDPI, QUINARY_LIST_SIZE, SINGLE_AGE_LIST_SIZE, NHSBSA_LIST_SIZE,
+                               PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT, LEGACY_ADDR, LEGACY_CHEM)
 
 
-def read_header(path: Path) -> list[str]:
-    """The first row of a CSV file (plain or gzip), as a list of column names."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+def csv_members(path: Path) -> list[str]:
+    """The CSV members of a zip archive, in archive order."""
+    with zipfile.ZipFile(path) as archive:
+        return [m.filename for m in archive.infolist()
+                if not m.is_dir() and m.filename.lower().endswith((".csv", ".txt"))]
+
+
+def _open_text(path: Path, member: str | None = None):
+    if member is not None:
+        archive = zipfile.ZipFile(path)
+        return io.TextIOWrapper(archive.open(member), encoding="utf-8-sig", newline="")
+    if str(path).lower().endswith(".gz"):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, "rt", newline="", encoding="utf-8-sig")
+
+
+def read_header(path: Path, member: str | None = None) -> list[str]:
+    """The first row of a CSV file (plain, gzip, or a zip ``member``), as a list of fields."""
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
+        with _open_text(Path(path), member) as handle:
             return next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile, csv.Error) as exc:
         raise ValueError(f"{path}: cannot read the header row ({exc}).") from exc
 
 
-def detect_layout(path: Path, kind: str) -> tuple[Layout, dict[str, str]]:
-    """Find the layout of ``path`` among the layouts of ``kind``.
+def detect_layout(path: Path, kind: str, member: str | None = None) -> tuple[Layout, dict[str, int]]:
+    """Find the layout of ``path`` (or of a zip ``member``) among the layouts of ``kind``.
 
     Raises
     ------
@@ -147,14 +265,16 @@ def detect_layout(path: Path, kind: str) -> tuple[Layout, dict[str, str]]:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: file not found.")
-    header = read_header(path)
+    header = read_header(path, member)
     candidates = [layout for layout in LAYOUTS if layout.kind == kind]
     for layout in candidates:
         columns = layout.match(header)
         if columns is not None:
             return layout, columns
     expected = "; ".join(f"{layout.description}: {layout.expected()}" for layout in candidates)
+    where = f"{path} (member {member})" if member else str(path)
+    shown = ", ".join(h.strip() for h in header[:30]) or "(none)"
     raise ValueError(
-        f"{path}: the header does not match any known {kind.replace('_', ' ')} layout. "
-        f"It has columns {', '.join(header[:30]) or '(none)'}. Expected {expected}."
+        f"{where}: the header does not match any known {kind.replace('_', ' ')} layout. "
+        f"It has columns {shown}. Expected {expected}."
     )
