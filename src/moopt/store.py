@@ -615,7 +615,7 @@ class Store:
                 WHEN other_cost_centre THEN NULL
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
-                WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code and quantity per item)'
+                WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code{"" if legacy else " and quantity per item"})'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM numbered"""
         staged = self._stage(path, tag, select)
@@ -676,9 +676,9 @@ class Store:
                     upper({field('bnf_code')}) AS bnf_code,
                     TRY_CAST({field('items')} AS DOUBLE) AS items_raw,
                     TRY_CAST({field('total_quantity')} AS DOUBLE) AS total_quantity,
-                    -- the legacy grain is practice x presentation: quantity per item is the mean
-                    TRY_CAST({field('total_quantity')} AS DOUBLE)
-                        / nullif(TRY_CAST({field('items')} AS DOUBLE), 0) AS quantity,
+                    -- the legacy grain is practice x presentation, not pack size: the quantity per
+                    -- item of each prescription is not known (a mean would misclassify courses)
+                    CAST(NULL AS DOUBLE) AS quantity,
                     CAST(NULL AS DOUBLE) AS adq_usage,
                     TRY_CAST({field('nic')} AS DOUBLE) AS nic,
                     TRY_CAST({field('actual_cost')} AS DOUBLE) AS actual_cost
