@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from moopt.atomic import write_csv_atomic, write_text_atomic
-from moopt.sources.layouts import NHSBSA_BANDS, Layout, csv_members, detect_layout, read_header
+from moopt.sources.layouts import (NHSBSA_BANDS, REFERENCE_TABLES, Layout, csv_members, detect_layout,
+                                   read_header)
 
 log = logging.getLogger(__name__)
 
@@ -710,6 +711,8 @@ class Store:
         self._require_organisations(path)
         if src.layout.name == "nhsbsa_patient_list_size":
             return self._ingest_nhsbsa_list_size(src, max_reject_share, window)
+        if src.layout.name == "practice_list_size_from_lsoa":
+            return self._ingest_lsoa_totals(src, max_reject_share, window)
         tag = "ls_" + uuid.uuid4().hex[:8]
         c = {k: src.col(k) for k in src.columns}
         single_age = src.layout.name == "gp_reg_pat_prac_single_age_or_all"
@@ -856,6 +859,44 @@ class Store:
                             LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
                             month_column="month", final_sql=final_sql, window=window.text() if window else "")
 
+    def _ingest_lsoa_totals(self, src: Source, max_reject_share: float,
+                            window: RunWindow | None) -> IngestReport:
+        """Practice totals summed over the LSOA file: one 'all' row per practice and month."""
+        path = src.path
+        found = re.search(r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*[_-]?(20\d{2})", path.name, re.I)
+        if not found:
+            raise IngestError(f"{path}: this list-size file has no date column, so its month must be in the "
+                              "file name, e.g. practice_list_size_Oct2025_from_lsoa.csv.")
+        month = pd.Timestamp(f"1 {found.group(1)[:3].title()} {found.group(2)}").strftime("%Y-%m-%d")
+        tag = "lsoa_" + uuid.uuid4().hex[:8]
+        c = {k: src.col(k) for k in src.columns}
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, *
+                         FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
+            typed AS (
+                SELECT data_row, DATE '{month}' AS month, upper({c['practice_code']}) AS practice_code,
+                    TRY_CAST({c['patients']} AS DOUBLE) AS patients_raw
+                FROM raw),
+            checked AS (
+                SELECT *, 'all' AS sex, CAST(NULL AS INTEGER) AS age_lower, CAST(NULL AS INTEGER) AS age_upper,
+                    CAST(patients_raw AS BIGINT) AS patients,
+                    row_number() OVER (PARTITION BY practice_code ORDER BY data_row) AS dup
+                FROM typed)
+            SELECT *, CASE
+                {window.check("month", "the file name's month") if window else ""}
+                {_code_check("practice_code", "PRACTICE_CODE")}
+                WHEN patients_raw IS NULL OR patients_raw <> floor(patients_raw) OR patients_raw < 0
+                    THEN 'NUMBER_OF_PATIENTS_SUM_LSOA is not a whole number of 0 or more'
+                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
+                    THEN 'practice code is not in the organisation map'
+                WHEN dup > 1 THEN 'duplicate practice code'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM checked"""
+        staged = self._stage(path, tag, select)
+        return self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+                            LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
+                            month_column="month", window=window.text() if window else "")
+
     # -- reference files (legacy addresses and chemical names) ---------------------------------------
 
     def ingest_reference(self, path: str | Path, max_reject_share: float = 0.01) -> IngestReport:
@@ -892,6 +933,8 @@ class Store:
             return self._finish(path, src.layout.name, "practice_addresses", staged, tag, ADDRESS_COLUMNS,
                                 "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
                                 "coalesce(practice_code, '')", month_column="month")
+        if src.layout.name in REFERENCE_TABLES:
+            return self._ingest_reference_table(src, tag, max_reject_share)
         select = f"""
             WITH raw AS (SELECT row_number() OVER () AS data_row, *
                          FROM {self._read_csv(src.read_path, tag, src.n_columns, null_padding=True)}),
@@ -911,6 +954,36 @@ class Store:
                             ["chemical_code", "chemical_name", "source_file"],
                             "chemical_code IN (SELECT chemical_code FROM {final})", max_reject_share,
                             "coalesce(chemical_code, '')")
+
+    def _ingest_reference_table(self, src: Source, tag: str, max_reject_share: float) -> IngestReport:
+        """A reference file stored as text in ``reference_<table>``; a file replaces its own rows."""
+        spec = REFERENCE_TABLES[src.layout.name]
+        path = src.path
+        table = f"reference_{spec.table}"
+        columns = (["org_level"] if spec.org_level else []) + [c for c in src.layout.columns] + ["source_file"]
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{c} VARCHAR' for c in columns)})")
+        values = ", ".join(f"{src.col(c) if c in src.columns else 'NULL'} AS {c}" for c in src.layout.columns)
+        level = f"'{spec.org_level}' AS org_level, " if spec.org_level else ""
+        key = ", ".join(spec.key)
+        if src.layout.reader == "headerless":
+            names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(src.layout.columns)))
+            read = (f"read_csv({_quote(src.read_path)}, header=false, columns={{{names}}}, quote='\"', "
+                    f"store_rejects=true, rejects_table='{tag}_rej', rejects_scan='{tag}_scan')")
+        else:
+            read = self._read_csv(src.read_path, tag, src.n_columns)
+        select = f"""
+            WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {read}),
+            typed AS (SELECT data_row, {level}{values} FROM raw),
+            numbered AS (SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY data_row) AS dup FROM typed)
+            SELECT *, CASE
+                {" ".join(f"WHEN coalesce({k}, '') = '' THEN '{k} is blank'" for k in spec.key if k != "org_level")}
+                WHEN dup > 1 THEN 'duplicate row (same {", ".join(spec.key)})'
+            END AS reject_reason, {_quote(path.name)} AS source_file
+            FROM numbered"""
+        staged = self._stage(path, tag, select)
+        return self._finish(path, src.layout.name, table, staged, tag, columns,
+                            f"source_file = {_quote(path.name)}", max_reject_share,
+                            f"concat_ws(' ', {key})")
 
     # -- supplied indicators -------------------------------------------------------------------------
 

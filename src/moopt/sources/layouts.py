@@ -47,10 +47,13 @@ class Layout:
     optional: tuple[str, ...] = ()
     reader: str = "csv"
     sniff: tuple[str, ...] = ()  # headerless layouts: a regular expression per leading field
+    n_fields: int | None = None  # headerless layouts: the exact number of fields, where fixed
 
     def match(self, header: list[str]) -> dict[str, int] | None:
         """Return canonical name -> column position if ``header`` fits, else None."""
         if self.reader == "headerless":
+            if self.n_fields is not None and len(header) != self.n_fields:
+                return None
             if len(header) < len(self.sniff) or not all(
                     re.fullmatch(pattern, value.strip()) for pattern, value in zip(self.sniff, header)):
                 return None
@@ -224,8 +227,97 @@ LEGACY_CHEM = Layout(
     columns={"chemical_code": ("CHEM SUB",), "chemical_name": ("NAME",)},
 )
 
+LSOA_LIST_SIZE_TOTALS = Layout(
+    name="practice_list_size_from_lsoa",
+    kind="list_size",
+    description=("Practice list sizes summed over the quarterly LSOA file (totals only; the month comes "
+                 "from the file name, e.g. ..._Oct2025_...)"),
+    columns={"practice_code": ("PRACTICE_CODE",), "patients": ("NUMBER_OF_PATIENTS_SUM_LSOA",)},
+)
+
+
+@dataclass(frozen=True)
+class ReferenceTable:
+    """Where a reference layout is stored: table ``reference_<table>``, its key columns, and
+    the organisation level the file describes (for organisation names)."""
+
+    table: str
+    key: tuple[str, ...]
+    org_level: str | None = None
+
+
+def _reference(name: str, description: str, columns: dict[str, tuple[str, ...]], table: ReferenceTable,
+               optional: tuple[str, ...] = ()) -> Layout:
+    layout = Layout(name=name, kind="reference", description=description, columns=columns, optional=optional)
+    REFERENCE_TABLES[name] = table
+    return layout
+
+
+# Reference files: kept in the store for analysts and checks; indicators do not depend on them.
+REFERENCE_TABLES: dict[str, ReferenceTable] = {}
+BNF_CODES = _reference(
+    "bnf_codes", "NHSBSA BNF code information (chapter to presentation codes and names)",
+    {"presentation_code": ("BNF Presentation Code",), "presentation_name": ("BNF Presentation",),
+     "chemical_code": ("BNF Chemical Substance Code",), "chemical_name": ("BNF Chemical Substance",),
+     "section_code": ("BNF Section Code",), "section_name": ("BNF Section",),
+     "chapter_code": ("BNF Chapter Code",), "chapter_name": ("BNF Chapter",)},
+    ReferenceTable("bnf_presentations", ("presentation_code",)))
+ADQ_VALUES = _reference(
+    "adq_values", "NHSBSA average daily quantities by BNF presentation",
+    {"bnf_code": ("BNF Code",), "bnf_name": ("BNF Name",), "adq_value": ("ADQ Value",), "adq_unit": ("ADQ Unit",)},
+    ReferenceTable("adq_values", ("bnf_code",)))
+QOF_PREVALENCE_PRACTICE = _reference(
+    "qof_prevalence_practice", "QOF disease registers and list sizes by practice (OpenPrescribing extract)",
+    {"org_code": ("practicecode",), "indicator_group": ("indicator_group",),
+     "register_description": ("Register_description",), "register_size": ("disease_register_size",),
+     "list_size": ("practice_listsize",)},
+    ReferenceTable("qof_prevalence", ("org_code", "indicator_group", "register_description"), "practice"))
+QOF_PREVALENCE_CCG = _reference(
+    "qof_prevalence_ccg", "QOF disease registers and list sizes by CCG (OpenPrescribing extract)",
+    {"org_code": ("ccgcode",), "indicator_group": ("indicator_group",),
+     "register_description": ("Register_description",), "register_size": ("disease_register_size",),
+     "list_size": ("ccg_listsize",)},
+    ReferenceTable("qof_prevalence", ("org_code", "indicator_group", "register_description"), "sub_icb"))
+# Organisation names and parents: sub-ICB, ICB, region and CCG dimension tables, and the ONS
+# CCG -> STP lookup. LAYOUTS lists the lowest level first: a sub-ICB or CCG table also has the
+# columns of the levels above it.
+ORG_NAMES_SUB_ICB = _reference(
+    "organisation_names_sub_icb", "Sub-ICB locations with their ICB",
+    {"org_code": ("SUB_ICB_LOCATION_CODE",), "org_name": ("SUB_ICB_LOCATION_NAME",), "parent_code": ("ICB_CODE",)},
+    ReferenceTable("organisation_names", ("org_level", "org_code"), "sub_icb"))
+ORG_NAMES_ICB = _reference(
+    "organisation_names_icb", "ICBs with their region",
+    {"org_code": ("ICB_CODE",), "org_name": ("ICB_NAME",), "parent_code": ("COMM_REGION_CODE",)},
+    ReferenceTable("organisation_names", ("org_level", "org_code"), "icb"))
+ORG_NAMES_REGION = _reference(
+    "organisation_names_region", "NHS England commissioning regions",
+    {"org_code": ("COMM_REGION_CODE",), "org_name": ("COMM_REGION_NAME",)},
+    ReferenceTable("organisation_names", ("org_level", "org_code"), "region"))
+ORG_NAMES_CCG = _reference(
+    "organisation_names_ccg", "CCGs (the sub-ICB locations before July 2022) with their STP or area team",
+    {"org_code": ("CCG_CODE",), "org_name": ("CCG_NAME",), "parent_code": ("STP_CODE", "AREA_TEAM_CODE_LS")},
+    ReferenceTable("organisation_names", ("org_level", "org_code"), "sub_icb"), optional=("parent_code",))
+ORG_NAMES_ONS_CCG = _reference(
+    "organisation_names_ons_ccg_stp", "ONS CCG to STP lookup (CCG18CDH is the ODS code)",
+    {"org_code": ("CCG18CDH",), "org_name": ("CCG18NM",), "parent_code": ("STP18CD",)},
+    ReferenceTable("organisation_names", ("org_level", "org_code"), "sub_icb"))
+
+ODS_COLUMNS = ("code", "name", "national_grouping", "high_level_health_geography", "address_1", "address_2",
+               "address_3", "address_4", "address_5", "postcode", "open_date", "close_date", "status_code",
+               "sub_type_code", "commissioner", "join_date", "left_date", "telephone", "null_19", "null_20",
+               "null_21", "amended_record", "null_23", "provider_purchaser", "null_25", "prescribing_setting",
+               "null_27")
+ODS_RECORDS = Layout(
+    name="ods_organisations", kind="reference",
+    description="ODS organisation file (epraccur, eccg, eauth ...; no header, 27 quoted columns)",
+    columns={name: () for name in ODS_COLUMNS}, reader="headerless", sniff=(r"[A-Z0-9]{1,12}",), n_fields=27)
+REFERENCE_TABLES["ods_organisations"] = ReferenceTable("ods_organisations", ("code",))
+
 LAYOUTS: tuple[Layout, ...] = (EPD, LEGACY_PDPI, QUINARY_LIST_SIZE, SINGLE_AGE_LIST_SIZE, NHSBSA_LIST_SIZE,
-                               PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT, LEGACY_ADDR, LEGACY_CHEM)
+                               LSOA_LIST_SIZE_TOTALS, PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT,
+                               LEGACY_ADDR, LEGACY_CHEM, BNF_CODES, ADQ_VALUES, QOF_PREVALENCE_PRACTICE,
+                               QOF_PREVALENCE_CCG, ORG_NAMES_SUB_ICB, ORG_NAMES_CCG, ORG_NAMES_ONS_CCG,
+                               ORG_NAMES_ICB, ORG_NAMES_REGION, ODS_RECORDS)
 
 
 def csv_members(path: Path) -> list[str]:
