@@ -3,6 +3,7 @@
     moopt synth [--scale small|national]     write the synthetic national data set
     moopt build [--params FILE] [overrides]  data -> store -> indicators -> notebooks -> site
     moopt ingest [--params FILE]             validate and load the run's files into the store
+    moopt fetch [--months A:B] [--icb ...]    download EPD months (NHSBSA open data portal) or a file
     moopt indicators list | check            the indicator library
     moopt site                               re-render the site from the last run's notebooks
 """
@@ -114,6 +115,13 @@ def cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from moopt.sources.fetch import run_fetch_command
+
+    config = load_config(args.params, overrides=_overrides(args))  # period and outputs folder
+    return run_fetch_command(args, _say, config)
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from moopt.indicators.definitions import load_indicators
 
@@ -170,6 +178,14 @@ def parser() -> argparse.ArgumentParser:
     add_common(sp)
     sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
     sp.set_defaults(func=cmd_site)
+
+    from moopt.sources.fetch import add_fetch_arguments
+
+    sp = sub.add_parser("fetch", help="download prescribing months from the NHSBSA open data portal, "
+                                      "or any published file, into a checked local cache")
+    add_common(sp)
+    add_fetch_arguments(sp)
+    sp.set_defaults(func=cmd_fetch)
 
     sp = sub.add_parser("indicators", help="list or check the indicator definitions")
     add_common(sp)
