@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
         "supplied": [],
         "reference": [],
         "max_reject_share": 0.01,
+        # DuckDB's memory while ingesting; it spills to disk beyond this (null: DuckDB's default)
+        "ingest_memory_limit": "2GB",
     },
     "period": {"end": "latest", "months": 24},
     "organisations": {"level": "sub_icb", "codes": "all"},
@@ -84,6 +86,7 @@ class RunConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     params_file: Path | None = None
     reference_files: list[str] = field(default_factory=list)
+    ingest_memory_limit: str | None = "2GB"
 
     @property
     def data_dir(self) -> Path:
@@ -205,6 +208,11 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     if not MONTH_PATTERN.match(str(data["synthetic_end_month"])):
         fail(f"data.synthetic_end_month must look like 2026-09, not {data['synthetic_end_month']!r}.")
 
+    limit = data["ingest_memory_limit"]
+    if limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", str(limit), re.I):
+        fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
+    limit = None if limit is None else str(limit)
+
     period = p["period"]
     end = str(period.get("end", "latest"))
     if end != "latest" and not MONTH_PATTERN.match(end):
@@ -280,6 +288,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         practice_attributes_file=resolve_one(data["practice_attributes"]),
         supplied_files=resolve_all(data["supplied"], "data.supplied"),
         reference_files=resolve_all(data["reference"], "data.reference"),
+        ingest_memory_limit=limit,
         max_reject_share=float(share),
         period_end=end,
         period_months=months,

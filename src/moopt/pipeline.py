@@ -165,7 +165,7 @@ def ingest_run(store: Store, config: RunConfig, files: DataFiles, progress=None)
     return ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
                         files.practice_attributes, config.max_reject_share, progress,
                         supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
-                        reference=files.reference)
+                        reference=files.reference, memory_limit=config.ingest_memory_limit)
 
 
 def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=None) -> None:

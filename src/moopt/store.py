@@ -31,6 +31,7 @@ import shutil
 import time
 import uuid
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,6 +193,24 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    @contextmanager
+    def memory_limit(self, limit: str | None):
+        """Hold DuckDB to ``limit`` (e.g. "2GB"), spilling to ``<store>/spill``; None: no change."""
+        if not limit:
+            yield
+            return
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", limit.strip(), re.I):
+            raise ValueError(f"memory limit {limit!r} is not a size such as 2GB or 500MB.")
+        before = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        spill = self.path.parent / "spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"SET temp_directory = {_quote(spill)}")
+        self.con.execute(f"SET memory_limit = '{limit.strip()}'")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET memory_limit = '{before}'")
+
     def __enter__(self) -> "Store":
         return self
 
@@ -329,7 +348,8 @@ class Store:
         cols = ", ".join(columns)
         select = (final_sql.format(staged=staged) if final_sql else
                   f"SELECT {cols} FROM {staged} WHERE reject_reason IS NULL ORDER BY data_row")
-        con.execute(f"CREATE TEMP TABLE {final} AS {select}")
+        # A view, not a copy: the rows are read from the staged table as they are stored.
+        con.execute(f"CREATE TEMP VIEW {final} AS {select}")
         months = [m.strftime("%Y-%m") for (m,) in con.execute(
             f"SELECT DISTINCT {month_column} FROM {final} ORDER BY 1").fetchall()] if month_column else []
         report = IngestReport(str(path), layout, table, rows_read, n_good, rows_rejected, months,
@@ -369,8 +389,8 @@ class Store:
         finally:
             for suffix in ("_rej", "_scan"):
                 con.execute(f"DROP TABLE IF EXISTS {tag}{suffix}")
+            con.execute(f"DROP VIEW IF EXISTS {final}")
             con.execute(f"DROP TABLE IF EXISTS {staged}")
-            con.execute(f"DROP TABLE IF EXISTS {final}")
         return report
 
     def _rejects_csv(self, path: Path) -> Path:
@@ -387,13 +407,12 @@ class Store:
         centres moopt does not use); :meth:`_count_set_aside` adds them to the file's read
         and accepted counts, so nothing is lost from the accounts.
         """
-        before = self.con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
-        self.con.execute(f"CREATE TEMP TABLE {staged}_kept AS SELECT * FROM {staged} "
-                         f"WHERE reject_reason IS NOT NULL OR ({condition})")
-        after = self.con.execute(f"SELECT count(*) FROM {staged}_kept").fetchall()[0][0]
-        self.con.execute(f"DROP TABLE {staged}")
-        self.con.execute(f"ALTER TABLE {staged}_kept RENAME TO {staged}")
-        return before - after
+        keep = f"(reject_reason IS NOT NULL OR ({condition}))"
+        set_aside = self.con.execute(
+            f"SELECT count(*) FILTER (WHERE {keep} IS NOT TRUE) FROM {staged}").fetchall()[0][0]
+        if set_aside:  # deleting in place: a copy of a national month would double its memory
+            self.con.execute(f"DELETE FROM {staged} WHERE {keep} IS NOT TRUE")
+        return set_aside
 
     def _count_set_aside(self, report: IngestReport, path: Path, set_aside: int) -> IngestReport:
         report.rows_read += set_aside
@@ -1168,14 +1187,24 @@ def ingest_files(store: Store, organisations: str | Path | dict, prescribing: li
                  list_sizes: list[str | Path], practice_attributes: str | Path | None = None,
                  max_reject_share: float = 0.01, progress=None, supplied: list[str | Path] = (),
                  indicators=None, window: RunWindow | None = None,
-                 reference: list[str | Path] = ()) -> list[IngestReport]:
+                 reference: list[str | Path] = (), memory_limit: str | None = "2GB") -> list[IngestReport]:
     """Ingest a run's files in dependency order and return one report per file.
+
+    DuckDB is held to ``memory_limit`` while ingesting (spilling to a folder beside the
+    store), so a national month (7 GB of CSV) needs about that much memory, not its size.
 
     ``organisations`` is a practice mapping file, or a mapping of ODS files: ``epraccur``
     (+ ``eccg``, ``eauth`` for names), or ``map`` with an optional ``epraccur`` that then
     only supplies the cost centres that are not GP practices.
     """
     say = progress or (lambda msg: None)
+    with store.memory_limit(memory_limit):
+        return _ingest_all(store, organisations, prescribing, list_sizes, practice_attributes,
+                           max_reject_share, say, supplied, indicators, window, reference)
+
+
+def _ingest_all(store, organisations, prescribing, list_sizes, practice_attributes, max_reject_share, say,
+                supplied, indicators, window, reference) -> list[IngestReport]:
     if isinstance(organisations, dict) and organisations.get("map"):
         reports = [store.ingest_organisations(organisations["map"], max_reject_share)]
         say(reports[-1].line())
