@@ -40,25 +40,26 @@ How to read the figures
     cache. The ratios moopt/pandas are printed when both finished.
 
 Measured on this machine (2 cores and 24 GB RAM shared with other work running at the same
-time, so wall-clock seconds varied by a factor of two between runs; CPU seconds did not),
-18,000,000 rows, 6,909 MB, second of two full runs:
+time, so wall-clock seconds vary by up to a factor of two between runs; CPU seconds less),
+18,000,000 rows, 6,909 MB, after the store stopped copying the staged month and ingest
+gained its memory limit:
 
-    contender                                         seconds   rows/s    MB/s  CPU s  peak RSS MB
-    moopt ingest, DuckDB default memory limit            46.5  387,194   148.6   68.8        6,951
-    moopt ingest, memory_limit=1GB                       59.6  302,079   115.9   82.4        1,229
-    pandas.read_csv(path)                                stopped at the 12,000 MB cap after 13 s
-    pandas.read_csv(path, engine="pyarrow")              stopped at the 12,000 MB cap after 16 s
+    contender                                            seconds   rows/s   MB/s  CPU s  peak RSS MB
+    moopt ingest as a build runs it (limit 2GB)             61.7  291,710  112.0   68.6        2,187
+    moopt ingest, DuckDB default limit (80% of RAM)         49.0  367,013  140.9   55.5        5,585
+    moopt ingest, memory_limit=1GB                          57.5  312,981  120.1   74.2        1,213
+    pandas.read_csv(path)                                   stopped at the 12,000 MB cap after 19.7 s
+    pandas.read_csv(path, engine="pyarrow")                 stopped at the 12,000 MB cap after 27.2 s
 
-    (first full run: 103.4 s / 6,953 MB and 94.6 s / 1,233 MB for the two moopt runs, with
-    65.6 and 84.2 CPU s; the pandas runs again stopped at the cap.)
-
-    With the 1 GB limit the ingest stayed bounded at 1.2 GB of RSS and spilled up to 3.9 GB
-    to its temp directory. With the default limit DuckDB keeps the staged month in memory
-    (about 7 GB, roughly the size of the CSV). Neither pandas baseline fits in 12 GB; at
-    4,000,000 rows (1,535 MB) they finished in 7.6 s (C engine, peak 3,711 MB, DataFrame
-    2,001 MB) and 13.2 s (pyarrow engine, 4,228 MB) against 15.6 s / 1,675 MB for moopt
-    (default limit) and 13.4 s / 1,154 MB (1 GB limit): moopt/pandas 2.1 in time and 0.45 in
-    peak memory. Scaled linearly, pandas would need about 17 GB for the full month.
+    The limited runs spilled 3.1 GB (2GB) and 3.8 GB (1GB) to the spill folder and kept
+    memory bounded; without a limit DuckDB keeps most of the month in memory. Before the
+    store's copies were removed the unlimited run peaked at 6,951 MB. Neither pandas
+    baseline fits in 12 GB, so at full size there is no time ratio; at 4,000,000 rows
+    (1,535 MB) pandas took 7.6 s (C engine, peak 3,711 MB) and 13.2 s (pyarrow, 4,228 MB)
+    against 15.6 s / 1,675 MB for moopt without a limit: moopt/pandas about 2.1 in time and
+    0.45 in peak memory, while moopt also validates every row and writes the store. With
+    ``--quick`` (1,000,000 rows) the same run prints the ratios directly (about 3.4 in time
+    and 0.54 in memory against the C engine, 1.1 and 0.44 against pyarrow).
 """
 
 from __future__ import annotations
