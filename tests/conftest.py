@@ -16,3 +16,16 @@ def realdata() -> Path:
         pytest.skip(f"real NHS sample data not found at {REALDATA} (it lives beside the repository, "
                     "in ../shared/realdata)")
     return REALDATA
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store in ``tmp_path`` holding the four practices of ``factories.PRACTICES``."""
+    import factories
+    from moopt.store import Store
+
+    factories.write_map(tmp_path / "map.csv")
+    s = Store(tmp_path / "store" / "moopt.duckdb")
+    s.ingest_organisations(tmp_path / "map.csv")
+    yield s
+    s.close()

@@ -17,17 +17,19 @@ from moopt.store import IngestError, RunWindow, Store, ingest_files
 PDPI_HEADER = " SHA,PCT,PRACTICE,BNF CODE,BNF NAME                                    ,ITEMS  ,NIC        ,ACT COST   ,QUANTITY,PERIOD,"
 
 
-@pytest.fixture
-def store(tmp_path):
-    f.write_map(tmp_path / "map.csv")
-    s = Store(tmp_path / "store" / "moopt.duckdb")
-    s.ingest_organisations(tmp_path / "map.csv")
-    yield s
-    s.close()
-
-
 def rows(store, sql):
     return store.con.execute(sql).fetchall()
+
+
+def monthly_values(folder, prescribing, list_sizes, practice):
+    """Ingest into a new store beside map.csv, run the engine; a practice's monthly values by indicator."""
+    with Store(folder / "s.duckdb") as s:
+        ingest_files(s, folder / "map.csv", prescribing, list_sizes)
+    backend = ibis.duckdb.connect(str(folder / "s.duckdb"))
+    IndicatorEngine(backend, load_indicators()).run()
+    values = backend.table("indicator_values").to_pandas()
+    backend.disconnect()
+    return values[(values.org_code == practice) & (values.period_type == "month")].set_index("indicator_id")
 
 
 def padded(value, width, zeros=False):
@@ -89,13 +91,7 @@ def test_legacy_months_leave_adq_and_quantity_indicators_empty_not_zero(tmp_path
         ("A00001", "0501080W0AAAEAE", "Trimethoprim_Tab 200mg", 5, 3.0, 3.1, 30, "202501"),
     ])
     ls = f.write_list_sizes(tmp_path / "ls.csv", f.list_size_rows("2025-01", "A00001", {("MALE", "25_29"): 1000}))
-    with Store(tmp_path / "s.duckdb") as s:
-        ingest_files(s, tmp_path / "map.csv", [pdpi], [ls])
-    backend = ibis.duckdb.connect(str(tmp_path / "s.duckdb"))
-    IndicatorEngine(backend, load_indicators()).run()
-    values = backend.table("indicator_values").to_pandas()
-    backend.disconnect()
-    practice = values[(values.org_code == "A00001") & (values.period_type == "month")].set_index("indicator_id")
+    practice = monthly_values(tmp_path, [pdpi], [ls], "A00001")
     assert practice.loc["SAF02", "numerator"] != practice.loc["SAF02", "numerator"]  # NaN: unknown
     assert practice.loc["AMR05", "numerator"] != practice.loc["AMR05", "numerator"]
     assert practice.loc["AMR03", "numerator"] == 5  # item counts are known
@@ -160,13 +156,7 @@ def test_totals_only_list_sizes_give_list_size_but_not_star_pu_values(tmp_path):
     totals = f.write_csv(tmp_path / "all.csv", columns, [
         ["GP_PRAC_PAT_LIST", "01JAN2025", "GP", "00L", "E38000130", "A00001", "X", "ALL", "ALL", 2000]])
     epd = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 10)])
-    with Store(tmp_path / "s.duckdb") as s:
-        ingest_files(s, tmp_path / "map.csv", [epd], [totals])
-    backend = ibis.duckdb.connect(str(tmp_path / "s.duckdb"))
-    IndicatorEngine(backend, load_indicators()).run()
-    values = backend.table("indicator_values").to_pandas()
-    backend.disconnect()
-    practice = values[(values.org_code == "A00001") & (values.period_type == "month")].set_index("indicator_id")
+    practice = monthly_values(tmp_path, [epd], [totals], "A00001")
     assert practice.loc["AMR03", "denominator"] == 2000  # items per 1,000 patients: the total is enough
     assert practice.loc["AMR01", "denominator"] != practice.loc["AMR01", "denominator"]  # STAR-PU needs ages
     assert practice.loc["MH02", "denominator"] != practice.loc["MH02", "denominator"]  # aged 65+ unknown

@@ -11,15 +11,6 @@ import factories as f
 from moopt.store import IngestError, Store, ingest_files
 
 
-@pytest.fixture
-def store(tmp_path):
-    f.write_map(tmp_path / "map.csv")
-    s = Store(tmp_path / "store" / "moopt.duckdb")
-    s.ingest_organisations(tmp_path / "map.csv")
-    yield s
-    s.close()
-
-
 def count(store, table):
     return store.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
