@@ -3,6 +3,7 @@ other list-size layouts, zip archives, cost centres and the run window."""
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import zipfile
 
@@ -290,3 +291,27 @@ def test_legacy_addr_and_chem_reference_files(store, tmp_path):
     assert (report.rows_read, report.rows_accepted, report.rows_rejected) == (3, 2, 1)
     assert rows(store, "SELECT chemical_code, chemical_name FROM bnf_chemicals ORDER BY 1") == [
         ("0101010A0", "Alexitol Sodium"), ("2346", "Discharge Solidifying Agents")]
+
+
+def test_closed_practices_keep_their_history_but_get_no_page(tmp_path):
+    from moopt.config import load_config
+    from moopt.pipeline import organisations_for_run
+
+    rows_ = [epraccur_row("A00001", 4), epraccur_row("A00002", 4)]
+    closed = epraccur_row("A00002", 4).split(",")
+    closed[11], closed[12] = '"20250131"', '"C"'  # close date and status
+    rows_[1] = ",".join(closed)
+    (tmp_path / "epraccur.csv").write_text("\n".join(rows_) + "\n")
+    params = tmp_path / "run.yml"
+    params.write_text("organisations: {level: practice}\n")
+    with Store(tmp_path / "s.duckdb") as s:
+        report = s.ingest_ods_organisations(tmp_path / "epraccur.csv")
+        assert "1 closed or dormant practices kept for their history" in report.note
+        assert rows(s, "SELECT practice_code, status, close_date FROM organisations ORDER BY 1")[1][1:] == (
+            "C", datetime.date(2025, 1, 31))
+        epd = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00002", "0501013B0AAABAB", 3)])
+        assert s.ingest_prescribing(epd).rows_accepted == 1  # its last month still counts
+        config = load_config(params)
+        assert [o["code"] for o in organisations_for_run(s, config)] == ["A00001"]
+        config.org_codes = ["A00002"]  # asked for by code: its history can still be shown
+        assert [o["code"] for o in organisations_for_run(s, config)] == ["A00002"]

@@ -261,7 +261,8 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
               f"any_value({parent_cols[1]}) AS parent_name" if parent_level else "NULL AS parent_name",
               "any_value(region_code) AS region_code", "any_value(region_name) AS region_name"]
     frame = store.con.execute(
-        f"SELECT {', '.join(select)} FROM organisations GROUP BY {code_col} ORDER BY {code_col}").fetchdf()
+        f"SELECT {', '.join(select)}, count(*) FILTER (WHERE status IN ('C', 'D')) AS n_closed "
+        f"FROM organisations GROUP BY {code_col} ORDER BY {code_col}").fetchdf()
     known = set(frame["code"])
     if config.org_codes is not None:
         unknown = [c for c in config.org_codes if c not in known]
@@ -271,6 +272,11 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
                 f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s): {', '.join(unknown)}. "
                 f"The data have {len(known)} at this level, e.g. {examples}.")
         frame = frame[frame["code"].isin(config.org_codes)]
+    elif level == "practice":
+        # Practices closed (or dormant) per ODS keep their history in every level above, but get
+        # no page of their own in a run of all practices; ask for one by code to see its history.
+        frame = frame[frame["n_closed"] == 0]
+    frame = frame.drop(columns=["n_closed"])
     frame["level"] = level
     return frame.where(frame.notna(), None).to_dict("records")
 

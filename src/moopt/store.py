@@ -49,7 +49,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS organisations (
     practice_code VARCHAR PRIMARY KEY, practice_name VARCHAR,
     pcn_code VARCHAR, pcn_name VARCHAR, sub_icb_code VARCHAR, sub_icb_name VARCHAR,
-    icb_code VARCHAR, icb_name VARCHAR, region_code VARCHAR, region_name VARCHAR);
+    icb_code VARCHAR, icb_name VARCHAR, region_code VARCHAR, region_name VARCHAR,
+    status VARCHAR, close_date DATE);
 CREATE TABLE IF NOT EXISTS practice_attributes (
     practice_code VARCHAR PRIMARY KEY, deprivation_score DOUBLE, rural VARCHAR, care_home_beds BIGINT);
 CREATE TABLE IF NOT EXISTS prescribing (
@@ -88,8 +89,11 @@ LIST_SIZE_REPLACES = ("(month, sex) IN (SELECT DISTINCT month, sex FROM {final})
 SUPPLIED_REPLACES = "(indicator_id, period) IN (SELECT DISTINCT indicator_id, period FROM {final})"
 ADDRESS_COLUMNS = ["month", "practice_code", "practice_name", "address_1", "address_2", "address_3", "county",
                    "postcode", "source_file"]
+# status and close_date come from ODS (A active, C closed, D dormant, P proposed); a practice map
+# lists open practices only, so there they are empty.
 ORGANISATION_COLUMNS = ["practice_code", "practice_name", "pcn_code", "pcn_name", "sub_icb_code",
-                        "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name"]
+                        "sub_icb_name", "icb_code", "icb_name", "region_code", "region_name", "status",
+                        "close_date"]
 
 
 def _code_check(column: str, what: str, longest: int = 12) -> str:
@@ -188,6 +192,8 @@ class Store:
             # `moopt build` starts a new store when SCHEMA_VERSION changes).
             self.con.execute("ALTER TABLE list_size ADD COLUMN IF NOT EXISTS age_upper INTEGER")
             self.con.execute("ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS run_window VARCHAR")
+            self.con.execute("ALTER TABLE organisations ADD COLUMN IF NOT EXISTS status VARCHAR")
+            self.con.execute("ALTER TABLE organisations ADD COLUMN IF NOT EXISTS close_date DATE")
         self.rejects_dir = self.path.parent / "rejects"
 
     def close(self) -> None:
@@ -445,7 +451,8 @@ class Store:
                        upper({c['pcn_code']}) AS pcn_code, {c['pcn_name']} AS pcn_name,
                        upper({c['sub_icb_code']}) AS sub_icb_code, {c['sub_icb_name']} AS sub_icb_name,
                        upper({c['icb_code']}) AS icb_code, {c['icb_name']} AS icb_name,
-                       upper({c['region_code']}) AS region_code, {c['region_name']} AS region_name
+                       upper({c['region_code']}) AS region_code, {c['region_name']} AS region_name,
+                       CAST(NULL AS VARCHAR) AS status, CAST(NULL AS DATE) AS close_date
                 FROM raw),
             numbered AS (SELECT *, row_number() OVER (PARTITION BY practice_code ORDER BY data_row) AS dup FROM typed)
             SELECT *, CASE
@@ -503,7 +510,8 @@ class Store:
             typed AS (
                 SELECT data_row, upper(trim(c1)) AS practice_code, trim(c2) AS practice_name,
                     upper(trim(c3)) AS region_code, upper(trim(c4)) AS icb_code,
-                    upper(trim(c15)) AS sub_icb_code, trim(c26) AS setting
+                    upper(trim(c15)) AS sub_icb_code, trim(c26) AS setting, upper(trim(c13)) AS status,
+                    TRY_CAST(try_strptime(trim(c12), '%Y%m%d') AS DATE) AS close_date
                 FROM raw),
             named AS (
                 SELECT t.*, 'U' || t.sub_icb_code AS pcn_code, 'No PCN: ' || coalesce(cc.name, t.sub_icb_code) AS pcn_name,
@@ -538,7 +546,9 @@ class Store:
             not_gp = self._keep_only(staged, "setting = '4'")
             report = self._finish(path, "ods_epraccur", "organisations", staged, tag, ORGANISATION_COLUMNS,
                                   "TRUE", max_reject_share, "coalesce(practice_code, '')")
-            report.note = f"{not_gp:,} rows for {n_cc:,} cost centres that are not GP practices counted, not stored"
+            closed = self.con.execute("SELECT count(*) FROM organisations WHERE status IN ('C', 'D')").fetchall()[0][0]
+            report.note = (f"{not_gp:,} rows for {n_cc:,} cost centres that are not GP practices counted, not stored; "
+                           f"{closed:,} closed or dormant practices kept for their history")
             self._count_set_aside(report, path, not_gp)
             self.con.execute("DELETE FROM cost_centres")
             self.con.execute(f"INSERT INTO cost_centres SELECT * FROM {tag}_cc")
