@@ -24,6 +24,8 @@ store intact (atomic).
 
 from __future__ import annotations
 
+import csv
+import gzip
 import logging
 import os
 import re
@@ -31,6 +33,7 @@ import shutil
 import time
 import uuid
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +76,17 @@ CREATE TABLE IF NOT EXISTS rejects (file VARCHAR, line BIGINT, reason VARCHAR, d
 CREATE TABLE IF NOT EXISTS supplied (
     indicator_id VARCHAR, org_level VARCHAR, org_code VARCHAR, period DATE, period_type VARCHAR,
     breakdown VARCHAR, numerator DOUBLE, denominator DOUBLE, source_file VARCHAR);
+"""
+
+# Readers parse text through these: a number must be finite and below 1e15 (so whole numbers
+# fit BIGINT exactly; NaN, inf and 1e30 are not counts or costs), a date must be a plausible
+# date for NHS data (Python and the reports cannot hold year 0 or 99999). Otherwise NULL,
+# which the reader's checks reject with a reason.
+MACROS = """
+CREATE OR REPLACE TEMP MACRO moopt_number(x) AS
+    CASE WHEN isfinite(TRY_CAST(x AS DOUBLE)) AND abs(TRY_CAST(x AS DOUBLE)) < 1e15 THEN TRY_CAST(x AS DOUBLE) END;
+CREATE OR REPLACE TEMP MACRO moopt_month(d) AS
+    CASE WHEN TRY_CAST(d AS DATE) BETWEEN DATE '1990-01-01' AND DATE '2100-12-31' THEN TRY_CAST(d AS DATE) END;
 """
 
 BNF_CODE_PATTERN = "[0-9A-Z]{15}|[0-9]{11}"  # presentations are 15 characters; appliances 11 digits
@@ -156,6 +170,7 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
     note: str = ""
+    rows_set_aside: int = 0  # accepted rows not stored (summary rows, other cost centres ...)
 
     def line(self) -> str:
         if self.skipped:
@@ -188,6 +203,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = duckdb.connect(str(self.path))
             self.con.execute(SCHEMA)
+            self.con.execute(MACROS)
             # Stores written before these columns existed gain them (empty until re-ingested;
             # `moopt build` starts a new store when SCHEMA_VERSION changes).
             self.con.execute("ALTER TABLE list_size ADD COLUMN IF NOT EXISTS age_upper INTEGER")
@@ -288,8 +304,12 @@ class Store:
         if not (target.exists() and stamp.exists() and stamp.read_text() == signature):
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".part")
-            with zipfile.ZipFile(path) as archive, archive.open(member) as src, open(partial, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                with zipfile.ZipFile(path) as archive, archive.open(member) as src, open(partial, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                partial.unlink(missing_ok=True)
+                raise IngestError(f"{path}: member {member} of the zip archive cannot be read ({exc}).") from exc
             os.replace(partial, target)
             write_text_atomic(stamp, signature)
         return target
@@ -298,23 +318,37 @@ class Store:
         """DuckDB read_csv of ``path``, every value as text, malformed lines kept aside.
 
         With ``n_columns`` the columns are named c0, c1, ... by position (layouts address
-        columns by position; the legacy files pad names and end with a blank one).
+        columns by position; the legacy files pad names and end with a blank one) and the
+        dialect is fixed rather than sniffed (comma, double quotes), so that one stray quote
+        or short line cannot change how the whole file is read.
         """
-        names = f", names=[{', '.join(repr(f'c{i}') for i in range(n_columns))}]" if n_columns else ""
-        if null_padding:  # rows shorter than the header (the CHEM file's header has an extra field)
-            names += ", null_padding=true, delim=','"
-        return (f"read_csv({_quote(path)}, all_varchar=true, header=true{names}, store_rejects=true, "
+        if n_columns:
+            columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns))
+            options = (f"header=true, columns={{{columns}}}, auto_detect=false, delim=',', quote='\"', "
+                       f"escape='\"'{', null_padding=true' if null_padding else ''}")
+        else:
+            options = "all_varchar=true, header=true"
+        return (f"read_csv({_quote(path)}, {options}, store_rejects=true, "
                 f"rejects_table='{tag}_rej', rejects_scan='{tag}_scan')")
 
-    def _read_lines(self, path: Path, header: bool = True) -> str:
-        """DuckDB read of ``path`` as whole lines (column ``line``), for files split by the store."""
-        return (f"read_csv({_quote(path)}, columns={{'line': 'VARCHAR'}}, header={str(header).lower()}, "
-                "delim='\x01', quote='', escape='', auto_detect=false)")
+    def _split_lines(self, path: Path, header: bool = True) -> str:
+        """CTEs ``raw`` (data_row, line) and ``split`` (data_row, f: the fields) reading ``path``
+        as whole lines, for the legacy files whose free text may hold commas.
 
-    def _finish(self, path: Path, layout: str, table: str, staged: str, tag: str,
+        Rows are numbered before blank lines are dropped, so a row's number still gives its
+        line; blank lines are not rows. One trailing comma (the legacy padding) is dropped.
+        """
+        lines = (f"read_csv({_quote(path)}, columns={{'line': 'VARCHAR'}}, header={str(header).lower()}, "
+                 "delim='\x01', quote='', escape='', auto_detect=false)")
+        return f"""raw AS (SELECT row_number() OVER () AS data_row, line FROM {lines}),
+            split AS (SELECT data_row, string_split(regexp_replace(line, ',\\s*$', ''), ',') AS f
+                      FROM raw WHERE nullif(trim(line), '') IS NOT NULL)"""
+
+    def _finish(self, path: Path | Source, layout: str, table: str, staged: str, tag: str,
                 columns: list[str], replace_where: str, max_reject_share: float,
                 detail_sql: str, month_column: str | None = None, final_sql: str | None = None,
-                window: str = "") -> IngestReport:
+                window: str = "", set_aside: int = 0, note: str = "", header_lines: int = 1,
+                ) -> IngestReport:
         """Move accepted rows of ``staged`` into ``table``; quarantine the rest.
 
         ``final_sql`` selects the rows to store from the accepted rows (``{staged}``) when a file
@@ -322,7 +356,13 @@ class Store:
         accepted rows are stored as they are. ``replace_where`` is the predicate on ``table``
         for the rows this file replaces (``{final}`` names the rows to store), so re-ingesting
         replaces rather than doubles. ``month_column`` names the column reported as months.
+        ``path`` may be the :class:`Source` read, which lets reject line numbers be checked.
+        ``set_aside`` rows (see :meth:`_keep_only`) count as read and accepted but are not
+        stored; ``note`` says what they were. ``header_lines`` is 0 for files with no header.
         """
+        src = None
+        if isinstance(path, Source):
+            src, path = path, path.path
         con = self.con
         struct = con.execute(
             # DuckDB records one error per missing column; a line is one reject.
@@ -333,13 +373,20 @@ class Store:
         bad = con.execute(
             f"SELECT data_row, reject_reason, {detail_sql} FROM {staged} WHERE reject_reason IS NOT NULL"
         ).fetchdf()
-        bad_lines = _data_rows_to_lines(bad["data_row"].to_numpy(np.int64), struct_lines)
+        bad_lines = _data_rows_to_lines(bad["data_row"].to_numpy(np.int64), struct_lines, header_lines)
+        if len(bad) and not len(struct) and src is not None and src.layout.reader != "lines":
+            # The CSV reader skips blank lines and a quoted field may span lines: then row k is
+            # not line k + 1. Checked by counting newlines; only then are the records walked.
+            n_rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] + set_aside
+            starts = _record_start_lines(src.read_path, n_rows + header_lines)
+            if starts is not None:
+                bad_lines = starts[bad["data_row"].to_numpy(np.int64) - 1 + header_lines]
         rejects = pd.concat(
             [
-                pd.DataFrame({"file": str(path), "line": bad_lines,
+                pd.DataFrame({"file": str(path), "line": bad_lines.astype(np.int64),
                               "reason": bad["reject_reason"].astype(str),
                               "detail": bad.iloc[:, 2].astype(str)}),
-                pd.DataFrame({"file": str(path), "line": [r[0] for r in struct],
+                pd.DataFrame({"file": str(path), "line": np.array([r[0] for r in struct], dtype=np.int64),
                               "reason": [r[1] for r in struct], "detail": [r[2] for r in struct]}),
             ],
             ignore_index=True,
@@ -347,7 +394,8 @@ class Store:
         n_parsed, n_good = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL) FROM {staged}"
         ).fetchall()[0]
-        rows_read = n_parsed + len(struct)
+        rows_read = n_parsed + len(struct) + set_aside
+        n_good += set_aside
         rows_rejected = len(rejects)
         reasons = rejects["reason"].value_counts().to_dict() if rows_rejected else {}
         final = f"{staged}_final"
@@ -359,11 +407,13 @@ class Store:
         months = [m.strftime("%Y-%m") for (m,) in con.execute(
             f"SELECT DISTINCT {month_column} FROM {final} ORDER BY 1").fetchall()] if month_column else []
         report = IngestReport(str(path), layout, table, rows_read, n_good, rows_rejected, months,
-                              {str(k): int(v) for k, v in reasons.items()})
+                              {str(k): int(v) for k, v in reasons.items()}, note=note, rows_set_aside=set_aside)
         assert report.rows_read == report.rows_accepted + report.rows_rejected
         try:
             if rows_rejected:
                 self._write_rejects_csv(path, rejects)
+            else:  # a corrected file leaves no stale rejects beside the store
+                self._rejects_csv(path).unlink(missing_ok=True)
             share = rows_rejected / rows_read if rows_read else 0.0
             if share > max_reject_share:
                 top = "; ".join(f"{n:,} {r}" for r, n in list(reasons.items())[:5])
@@ -410,7 +460,7 @@ class Store:
         """Keep rejected rows and rows meeting ``condition``; return how many were set aside.
 
         Rows set aside are valid input that is not stored (summary rows, measures or cost
-        centres moopt does not use); :meth:`_count_set_aside` adds them to the file's read
+        centres moopt does not use); :meth:`_finish` adds them to the file's read
         and accepted counts, so nothing is lost from the accounts.
         """
         keep = f"(reject_reason IS NOT NULL OR ({condition}))"
@@ -420,20 +470,18 @@ class Store:
             self.con.execute(f"DELETE FROM {staged} WHERE {keep} IS NOT TRUE")
         return set_aside
 
-    def _count_set_aside(self, report: IngestReport, path: Path, set_aside: int) -> IngestReport:
-        report.rows_read += set_aside
-        report.rows_accepted += set_aside
-        self.con.execute("UPDATE ingest_log SET rows_read = ?, rows_accepted = ? WHERE file = ?",
-                         [report.rows_read, report.rows_accepted, str(path)])
-        return report
-
     def _stage(self, path: Path, tag: str, select_sql: str) -> str:
         staged = f"staged_{tag}"
         try:
             self.con.execute(f"CREATE TEMP TABLE {staged} AS {select_sql}")
         except duckdb.Error as exc:
+            self._drop_temporaries(tag)
             raise IngestError(f"{path}: could not be read as CSV ({exc}).") from exc
         return staged
+
+    def _drop_temporaries(self, tag: str) -> None:
+        for name in (f"staged_{tag}", f"{tag}_rej", f"{tag}_scan"):
+            self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
     # -- organisations -----------------------------------------------------------------------
 
@@ -465,7 +513,7 @@ class Store:
             END AS reject_reason
             FROM numbered"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, src.layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, "TRUE",
+        return self._finish(src, src.layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, "TRUE",
                             max_reject_share, "coalesce(practice_code, '')")
 
     def ingest_ods_organisations(self, epraccur: str | Path, eccg: str | Path | None = None,
@@ -499,8 +547,13 @@ class Store:
         lookups = []
         for label, file in (("ccg", eccg), ("auth", eauth)):
             if file:
-                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_{label} AS "
-                                 f"SELECT trim(c1) AS code, trim(c2) AS name FROM {ods(Path(file), label)}")
+                try:
+                    self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_{label} AS "
+                                     f"SELECT trim(c1) AS code, trim(c2) AS name FROM {ods(Path(file), label)}")
+                except duckdb.Error as exc:
+                    raise IngestError(f"{file}: cannot be read as an ODS file (no header, 27 quoted "
+                                      f"columns) for {'commissioner' if label == 'ccg' else 'region'} names "
+                                      f"({exc}).") from exc
             else:
                 self.con.execute(f"CREATE OR REPLACE TEMP TABLE {tag}_{label} (code VARCHAR, name VARCHAR)")
             lookups.append(f"{tag}_{label}")
@@ -544,21 +597,23 @@ class Store:
         n_cc = self.con.execute(f"SELECT count(*) FROM {tag}_cc").fetchall()[0][0]
         if hierarchy:
             not_gp = self._keep_only(staged, "setting = '4'")
+            closed = self.con.execute(f"SELECT count(*) FROM {staged} WHERE reject_reason IS NULL "
+                                      "AND status IN ('C', 'D')").fetchall()[0][0]
             report = self._finish(path, "ods_epraccur", "organisations", staged, tag, ORGANISATION_COLUMNS,
-                                  "TRUE", max_reject_share, "coalesce(practice_code, '')")
-            closed = self.con.execute("SELECT count(*) FROM organisations WHERE status IN ('C', 'D')").fetchall()[0][0]
-            report.note = (f"{not_gp:,} rows for {n_cc:,} cost centres that are not GP practices counted, not stored; "
-                           f"{closed:,} closed or dormant practices kept for their history")
-            self._count_set_aside(report, path, not_gp)
+                                  "TRUE", max_reject_share, "coalesce(practice_code, '')", set_aside=not_gp,
+                                  header_lines=0,
+                                  note=f"{not_gp:,} rows for {n_cc:,} cost centres that are not GP practices "
+                                       f"counted, not stored; {closed:,} closed or dormant practices kept for "
+                                       "their history")
             self.con.execute("DELETE FROM cost_centres")
             self.con.execute(f"INSERT INTO cost_centres SELECT * FROM {tag}_cc")
         else:
             gp = self._keep_only(staged, "coalesce(setting, '') <> '4'")
             report = self._finish(path, "ods_epraccur", "cost_centres", staged, tag,
                                   ["code", "name", "setting", "commissioner"], "TRUE", max_reject_share,
-                                  "coalesce(practice_code, '')", final_sql=f"SELECT * FROM {tag}_cc")
-            report.note = f"{gp:,} GP practices counted (their organisations come from the practice map)"
-            self._count_set_aside(report, path, gp)
+                                  "coalesce(practice_code, '')", final_sql=f"SELECT * FROM {tag}_cc",
+                                  set_aside=gp, header_lines=0,
+                                  note=f"{gp:,} GP practices counted (their organisations come from the practice map)")
         self.con.execute(f"DROP TABLE IF EXISTS {tag}_cc")
         for label in ("ccg", "auth"):
             self.con.execute(f"DROP TABLE IF EXISTS {tag}_{label}")
@@ -574,7 +629,7 @@ class Store:
             WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM {self._read_csv(path, tag)}),
             typed AS (
                 SELECT data_row, upper(trim(PRACTICE_CODE)) AS practice_code,
-                       TRY_CAST(DEPRIVATION_SCORE AS DOUBLE) AS deprivation_score,
+                       moopt_number(DEPRIVATION_SCORE) AS deprivation_score,
                        upper(trim(RURAL)) AS rural, TRY_CAST(CARE_HOME_BEDS AS BIGINT) AS care_home_beds
                 FROM raw)
             SELECT *, CASE
@@ -625,7 +680,7 @@ class Store:
         select = f"""
             WITH {typed},
             numbered AS (
-                SELECT *, CAST(items_raw AS BIGINT) AS items,
+                SELECT *, TRY_CAST(items_raw AS BIGINT) AS items,
                     practice_code NOT IN (SELECT practice_code FROM organisations)
                         AND practice_code IN (SELECT code FROM cost_centres) AS other_cost_centre,
                     row_number() OVER (PARTITION BY {dup_key} ORDER BY data_row) AS dup
@@ -652,14 +707,12 @@ class Store:
         not_practices = self._keep_only(staged, "NOT other_cost_centre")
         columns = ["month", "practice_code", "bnf_code", "quantity", "items", "total_quantity",
                    "adq_usage", "nic", "actual_cost", "source_file"]
-        report = self._finish(path, src.layout.name, "prescribing", staged, tag, columns,
-                              "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
-                              "concat_ws(' ', practice_code, bnf_code)", month_column="month", window=window_text)
-        if not_practices:
-            report.note = (f"{not_practices:,} rows for cost centres that are not GP practices "
-                           "(out of hours, walk-in, community ...) counted, not stored")
-            self._count_set_aside(report, path, not_practices)
-        return report
+        return self._finish(src, src.layout.name, "prescribing", staged, tag, columns,
+                            "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
+                            "concat_ws(' ', practice_code, bnf_code)", month_column="month", window=window_text,
+                            set_aside=not_practices,
+                            note=f"{not_practices:,} rows for cost centres that are not GP practices "
+                                 "(out of hours, walk-in, community ...) counted, not stored" if not_practices else "")
 
     def _epd_typed(self, src: Source, tag: str) -> str:
         c = {k: src.col(k) for k in src.columns}
@@ -667,15 +720,15 @@ class Store:
                          FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row, NULL AS n_fields, NULL AS expected_fields,
-                    TRY_CAST(try_strptime(regexp_replace({c['year_month']}, '[-_]', '', 'g'), '%Y%m') AS DATE) AS month,
+                    moopt_month(try_strptime(regexp_replace({c['year_month']}, '[-_]', '', 'g'), '%Y%m')) AS month,
                     upper({c['practice_code']}) AS practice_code,
                     upper({c['bnf_code']}) AS bnf_code,
-                    TRY_CAST({c['quantity']} AS DOUBLE) AS quantity,
-                    TRY_CAST({c['items']} AS DOUBLE) AS items_raw,
-                    TRY_CAST({c['total_quantity']} AS DOUBLE) AS total_quantity,
-                    TRY_CAST({c['adq_usage']} AS DOUBLE) AS adq_usage,
-                    TRY_CAST({c['nic']} AS DOUBLE) AS nic,
-                    TRY_CAST({c['actual_cost']} AS DOUBLE) AS actual_cost
+                    moopt_number({c['quantity']}) AS quantity,
+                    moopt_number({c['items']}) AS items_raw,
+                    moopt_number({c['total_quantity']}) AS total_quantity,
+                    moopt_number({c['adq_usage']}) AS adq_usage,
+                    moopt_number({c['nic']}) AS nic,
+                    moopt_number({c['actual_cost']}) AS actual_cost
                 FROM raw)"""
 
     def _pdpi_typed(self, src: Source, tag: str) -> str:
@@ -697,21 +750,20 @@ class Store:
                 return "NULL"
             return f"trim(f[{i + 1}])" if i < name_at else f"trim(f[len(f) - {n - 1 - i}])"
 
-        return f"""raw AS (SELECT row_number() OVER () AS data_row, line FROM {self._read_lines(src.read_path)}),
-            split AS (SELECT data_row, string_split(regexp_replace(line, ',\\s*$', ''), ',') AS f FROM raw),
+        return f"""{self._split_lines(src.read_path)},
             typed AS (
                 SELECT data_row, len(f) AS n_fields, {n} AS expected_fields,
-                    TRY_CAST(try_strptime({field('year_month')}, '%Y%m') AS DATE) AS month,
+                    moopt_month(try_strptime({field('year_month')}, '%Y%m')) AS month,
                     upper({field('practice_code')}) AS practice_code,
                     upper({field('bnf_code')}) AS bnf_code,
-                    TRY_CAST({field('items')} AS DOUBLE) AS items_raw,
-                    TRY_CAST({field('total_quantity')} AS DOUBLE) AS total_quantity,
+                    moopt_number({field('items')}) AS items_raw,
+                    moopt_number({field('total_quantity')}) AS total_quantity,
                     -- the legacy grain is practice x presentation, not pack size: the quantity per
                     -- item of each prescription is not known (a mean would misclassify courses)
                     CAST(NULL AS DOUBLE) AS quantity,
                     CAST(NULL AS DOUBLE) AS adq_usage,
-                    TRY_CAST({field('nic')} AS DOUBLE) AS nic,
-                    TRY_CAST({field('actual_cost')} AS DOUBLE) AS actual_cost
+                    moopt_number({field('nic')}) AS nic,
+                    moopt_number({field('actual_cost')}) AS actual_cost
                 FROM split)"""
 
     # -- list sizes --------------------------------------------------------------------------------
@@ -760,17 +812,17 @@ class Store:
                          FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row,
-                    TRY_CAST(date_trunc('month', try_strptime({c['extract_date']},
-                        ['%d%b%Y', '%d-%b-%y', '%d-%b-%Y', '%Y-%m-%d', '%d/%m/%Y'])) AS DATE) AS month,
+                    moopt_month(date_trunc('month', try_strptime({c['extract_date']},
+                        ['%d%b%Y', '%d-%b-%y', '%d-%b-%Y', '%Y-%m-%d', '%d/%m/%Y']))) AS month,
                     upper({c['org_type']}) AS org_type, upper({c['practice_code']}) AS practice_code,
                     upper({c['sex']}) AS sex_raw, upper({age_group}) AS age_group,
-                    TRY_CAST({c['patients']} AS DOUBLE) AS patients_raw
+                    moopt_number({c['patients']}) AS patients_raw
                 FROM raw),
             banded AS (
                 SELECT *,
                     CASE WHEN sex_raw = 'MALE' THEN 'male' WHEN sex_raw = 'FEMALE' THEN 'female' END AS sex,
                     TRY_CAST(split_part(replace(age_group, '+', '_'), '_', 1) AS INTEGER) AS age_lower,
-                    CAST(patients_raw AS BIGINT) AS patients
+                    TRY_CAST(patients_raw AS BIGINT) AS patients
                 FROM typed),
             checked AS (
                 SELECT *, {upper} AS age_upper,
@@ -820,11 +872,12 @@ class Store:
                                CASE WHEN age_group = 'ALL' THEN NULL ELSE age_upper END AS age_upper,
                                patients, source_file
                         FROM {{staged}} WHERE reject_reason IS NULL ORDER BY data_row"""
-        report = self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
-                              LIST_SIZE_REPLACES, max_reject_share,
-                              "concat_ws(' ', practice_code, sex_raw, age_group)", month_column="month",
-                              final_sql=final_sql, window=window_text)
-        return self._count_set_aside(report, path, summary_rows)
+        return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+                            LIST_SIZE_REPLACES, max_reject_share,
+                            "concat_ws(' ', practice_code, sex_raw, age_group)", month_column="month",
+                            final_sql=final_sql, window=window_text, set_aside=summary_rows,
+                            note=f"{summary_rows:,} total and other-organisation rows (sums of the bands stored) "
+                                 "counted, not stored" if summary_rows else "")
 
     def _ingest_nhsbsa_list_size(self, src: Source, max_reject_share: float,
                                  window: RunWindow | None) -> IngestReport:
@@ -834,8 +887,8 @@ class Store:
         c = {k: src.col(k) for k in src.columns}
         if "month" in src.columns:
             # Month is the quarter's first day, written dd/mm/yy (e.g. 01/04/11)
-            month_sql = (f"TRY_CAST(date_trunc('month', try_strptime({c['month']}, "
-                         "['%d/%m/%y', '%d/%m/%Y', '%Y-%m-%d'])) AS DATE)")
+            month_sql = (f"moopt_month(date_trunc('month', try_strptime({c['month']}, "
+                         "['%d/%m/%y', '%d/%m/%Y', '%Y-%m-%d'])))")
             month_from = "Month"
         else:
             found = re.search(r"(20\d{2})[_-](\d{2})-(\d{2})", path.name)
@@ -846,7 +899,7 @@ class Store:
             month_sql = f"DATE '{found.group(1)}-{found.group(2)}-01'"
             month_from = "the file name's quarter"
         bands = [(sex, band) for band in NHSBSA_BANDS for sex in ("male", "female")]
-        counts = ", ".join(f"TRY_CAST({c[f'{sex}_{band}']} AS DOUBLE) AS \"{sex}_{band}\"" for sex, band in bands)
+        counts = ", ".join(f"moopt_number({c[f'{sex}_{band}']}) AS \"{sex}_{band}\"" for sex, band in bands)
         values = ", ".join(f'"{sex}_{band}"' for sex, band in bands)
         band_checks = "\n".join(
             f"""WHEN "{sex}_{band}" IS NULL OR "{sex}_{band}" <> floor("{sex}_{band}") OR "{sex}_{band}" < 0
@@ -881,10 +934,10 @@ class Store:
             months AS (SELECT unnest([0, 1, 2]) AS k)
             SELECT CAST(l.month + to_months(m.k) AS DATE) AS month, l.practice_code, b.sex,
                    CAST(b.age_lower AS INTEGER) AS age_lower, CAST(b.age_upper AS INTEGER) AS age_upper,
-                   CAST(l.patients_raw AS BIGINT) AS patients, l.source_file
+                   TRY_CAST(l.patients_raw AS BIGINT) AS patients, l.source_file
             FROM long l JOIN ({band_rows}) b USING (name) CROSS JOIN months m
             ORDER BY l.data_row, m.k"""
-        return self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+        return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
                             LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
                             month_column="month", final_sql=final_sql, window=window.text() if window else "")
 
@@ -904,11 +957,11 @@ class Store:
                          FROM {self._read_csv(src.read_path, tag, src.n_columns)}),
             typed AS (
                 SELECT data_row, DATE '{month}' AS month, upper({c['practice_code']}) AS practice_code,
-                    TRY_CAST({c['patients']} AS DOUBLE) AS patients_raw
+                    moopt_number({c['patients']}) AS patients_raw
                 FROM raw),
             checked AS (
                 SELECT *, 'all' AS sex, CAST(NULL AS INTEGER) AS age_lower, CAST(NULL AS INTEGER) AS age_upper,
-                    CAST(patients_raw AS BIGINT) AS patients,
+                    TRY_CAST(patients_raw AS BIGINT) AS patients,
                     row_number() OVER (PARTITION BY practice_code ORDER BY data_row) AS dup
                 FROM typed)
             SELECT *, CASE
@@ -922,7 +975,7 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
+        return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
                             LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
                             month_column="month", window=window.text() if window else "")
 
@@ -939,47 +992,49 @@ class Store:
         tag = "ref_" + uuid.uuid4().hex[:8]
         c = {k: src.col(k) for k in src.columns}
         if src.layout.name == "nhs_digital_addr":
-            names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(max(src.n_columns, 8)))
+            # Split here rather than by a CSV reader: some months end every line with a comma,
+            # some do not, and a name or address holding a comma must be rejected, not shifted.
             select = f"""
-                WITH raw AS (SELECT row_number() OVER () AS data_row, * FROM read_csv({_quote(src.read_path)},
-                                header=false, columns={{{names}}}, null_padding=true, store_rejects=true,
-                                rejects_table='{tag}_rej', rejects_scan='{tag}_scan')),
+                WITH {self._split_lines(src.read_path, header=False)},
                 typed AS (
-                    SELECT data_row, TRY_CAST(try_strptime({c['year_month']}, '%Y%m') AS DATE) AS month,
-                        upper({c['practice_code']}) AS practice_code, {c['practice_name']} AS practice_name,
-                        {c['address_1']} AS address_1, {c['address_2']} AS address_2, {c['address_3']} AS address_3,
-                        {c['county']} AS county, upper({c['postcode']}) AS postcode,
-                        row_number() OVER (PARTITION BY {c['year_month']}, upper({c['practice_code']})
-                                           ORDER BY data_row) AS dup
-                    FROM raw)
+                    SELECT data_row, len(f) AS n_fields,
+                        moopt_month(try_strptime(trim(f[1]), '%Y%m')) AS month,
+                        upper(trim(f[2])) AS practice_code, trim(f[3]) AS practice_name,
+                        trim(f[4]) AS address_1, trim(f[5]) AS address_2, trim(f[6]) AS address_3,
+                        trim(f[7]) AS county, upper(trim(f[8])) AS postcode
+                    FROM split),
+                numbered AS (SELECT *, row_number() OVER (PARTITION BY month, practice_code ORDER BY data_row) AS dup
+                             FROM typed)
                 SELECT *, CASE
+                    WHEN n_fields <> 8 THEN 'malformed line: ' || n_fields || ' fields where ADDR has 8 '
+                        || '(a name or address holding a comma?)'
                     WHEN month IS NULL THEN 'PERIOD (column 1) is not a month (YYYYMM)'
                     {_code_check("practice_code", "practice code")}
                     WHEN dup > 1 THEN 'duplicate row (same month and practice)'
                 END AS reject_reason, {_quote(path.name)} AS source_file
-                FROM typed"""
+                FROM numbered"""
             staged = self._stage(path, tag, select)
-            return self._finish(path, src.layout.name, "practice_addresses", staged, tag, ADDRESS_COLUMNS,
+            return self._finish(src, src.layout.name, "practice_addresses", staged, tag, ADDRESS_COLUMNS,
                                 "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
-                                "coalesce(practice_code, '')", month_column="month")
+                                "coalesce(practice_code, '')", month_column="month", header_lines=0)
         if src.layout.name in REFERENCE_TABLES:
             return self._ingest_reference_table(src, tag, max_reject_share)
+        # CHEM: the code, then the name, which may hold commas (everything up to the trailing comma)
         select = f"""
-            WITH raw AS (SELECT row_number() OVER () AS data_row, *
-                         FROM {self._read_csv(src.read_path, tag, src.n_columns, null_padding=True)}),
+            WITH {self._split_lines(src.read_path, header=True)},
             typed AS (
-                SELECT data_row, upper({c['chemical_code']}) AS chemical_code, {c['chemical_name']} AS chemical_name,
-                    row_number() OVER (PARTITION BY upper({c['chemical_code']}) ORDER BY data_row) AS dup
-                FROM raw)
+                SELECT data_row, upper(trim(f[1])) AS chemical_code, trim(array_to_string(f[2:], ',')) AS chemical_name
+                FROM split),
+            numbered AS (SELECT *, row_number() OVER (PARTITION BY chemical_code ORDER BY data_row) AS dup FROM typed)
             SELECT *, CASE
                 -- 9 characters for medicines; appliances (chapters 20 to 23) have 4-digit codes
                 WHEN NOT regexp_full_match(coalesce(chemical_code, ''), '[0-9A-Z]{{9}}|[0-9]{{4}}')
                     THEN 'CHEM SUB is not a chemical substance code (9 characters, or 4 digits for appliances)'
                 WHEN dup > 1 THEN 'duplicate chemical substance code'
             END AS reject_reason, {_quote(path.name)} AS source_file
-            FROM typed"""
+            FROM numbered"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, src.layout.name, "bnf_chemicals", staged, tag,
+        return self._finish(src, src.layout.name, "bnf_chemicals", staged, tag,
                             ["chemical_code", "chemical_name", "source_file"],
                             "chemical_code IN (SELECT chemical_code FROM {final})", max_reject_share,
                             "coalesce(chemical_code, '')")
@@ -1010,7 +1065,7 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM numbered"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, src.layout.name, table, staged, tag, columns,
+        return self._finish(src, src.layout.name, table, staged, tag, columns,
                             f"source_file = {_quote(path.name)}", max_reject_share,
                             f"concat_ws(' ', {key})")
 
@@ -1053,11 +1108,11 @@ class Store:
             typed AS (
                 SELECT data_row, upper({c['indicator_id']}) AS indicator_id, lower({c['org_level']}) AS org_level,
                     upper({c['org_code']}) AS org_code,
-                    TRY_CAST({c['period_start']} AS DATE) AS period_start,
-                    TRY_CAST({c['period_end']} AS DATE) AS period_end,
+                    moopt_month(TRY_CAST({c['period_start']} AS DATE)) AS period_start,
+                    moopt_month(TRY_CAST({c['period_end']} AS DATE)) AS period_end,
                     lower(coalesce(nullif({breakdown}, ''), 'all')) AS breakdown,
-                    TRY_CAST({c['numerator']} AS DOUBLE) AS numerator,
-                    TRY_CAST({c['denominator']} AS DOUBLE) AS denominator
+                    moopt_number({c['numerator']}) AS numerator,
+                    moopt_number({c['denominator']}) AS denominator
                 FROM raw),
             checked AS (
                 SELECT t.*, d.value_kind, d.period_type AS expected_period_type, d.breakdowns,
@@ -1094,7 +1149,7 @@ class Store:
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
         staged = self._stage(path, tag, select)
-        return self._finish(path, src.layout.name, "supplied", staged, tag,
+        return self._finish(src, src.layout.name, "supplied", staged, tag,
                             ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
                              "numerator", "denominator", "source_file"],
                             SUPPLIED_REPLACES, max_reject_share, month_column="period", detail_sql=
@@ -1122,7 +1177,7 @@ class Store:
             typed AS (
                 SELECT data_row, upper({c['practice_code']}) AS practice_code,
                     upper({c['indicator_code']}) AS indicator_code, upper({c['measure']}) AS measure,
-                    TRY_CAST({c['value']} AS DOUBLE) AS value
+                    moopt_number({c['value']}) AS value
                 FROM raw),
             used AS (
                 SELECT t.*, m.indicator_id,
@@ -1150,12 +1205,13 @@ class Store:
         # Rows for QOF indicators moopt does not use, and the other measures, are valid input that is
         # not stored; one row per practice and indicator (the NUMERATOR row, carrying both) is kept.
         unused = self._keep_only(staged, "indicator_id IS NOT NULL AND measure = 'NUMERATOR'")
-        report = self._finish(path, "qof_achievement", "supplied", staged, tag,
-                              ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
-                               "numerator", "denominator", "source_file"],
-                              SUPPLIED_REPLACES, max_reject_share, month_column="period", detail_sql=
-                              "concat_ws(' ', practice_code, indicator_code, measure)")
-        return self._count_set_aside(report, path, unused)
+        return self._finish(src, "qof_achievement", "supplied", staged, tag,
+                            ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
+                             "numerator", "denominator", "source_file"],
+                            SUPPLIED_REPLACES, max_reject_share, month_column="period", detail_sql=
+                            "concat_ws(' ', practice_code, indicator_code, measure)", set_aside=unused,
+                            note=f"{unused:,} rows for other QOF indicators and measures (the denominator is "
+                                 "kept with its numerator) counted, not stored" if unused else "")
 
     def _require_organisations(self, path: Path) -> None:
         n = self.con.execute("SELECT count(*) FROM organisations").fetchall()[0][0]
@@ -1178,15 +1234,43 @@ def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
-def _data_rows_to_lines(data_rows: np.ndarray, struct_lines: np.ndarray) -> np.ndarray:
+def _record_start_lines(path: Path, n_records: int) -> np.ndarray | None:
+    """The line each CSV record of ``path`` starts on (blank lines skipped, quoted line breaks
+    kept in their record), or None when every line is one record and the simple count holds."""
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    newlines, last = 0, b"\n"
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if newlines + (last != b"\n") == n_records:
+        return None
+    starts = []
+    with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        previous = 0
+        for record in reader:
+            if any(field.strip() for field in record):
+                starts.append(previous + 1 + _leading_blank_lines(record, reader.line_num - previous))
+            previous = reader.line_num
+    return np.array(starts, dtype=np.int64) if len(starts) == n_records else None
+
+
+def _leading_blank_lines(record: list[str], span: int) -> int:
+    """csv.reader folds blank lines into the next record's span; they come first."""
+    inner = sum(field.count("\n") for field in record)
+    return max(span - 1 - inner, 0)
+
+
+def _data_rows_to_lines(data_rows: np.ndarray, struct_lines: np.ndarray, header_lines: int = 1) -> np.ndarray:
     """File line numbers of parsed data rows, given the lines DuckDB rejected as malformed.
 
-    Line 1 is the header. Without malformed lines, data row k is line k + 1; each
-    malformed line at or before a row's line pushes it one line further down.
+    With a header (line 1) and no malformed lines, data row k is line k + 1 (line k with no
+    header); each malformed line at or before a row's line pushes it one line further down.
     """
-    lines = data_rows + 1
+    lines = data_rows + header_lines
     for _ in range(len(struct_lines) + 1):
-        shifted = data_rows + 1 + np.searchsorted(struct_lines, lines, side="right")
+        shifted = data_rows + header_lines + np.searchsorted(struct_lines, lines, side="right")
         if np.array_equal(shifted, lines):
             break
         lines = shifted

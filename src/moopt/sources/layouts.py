@@ -22,6 +22,7 @@ import gzip
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,6 +226,7 @@ LEGACY_CHEM = Layout(
     kind="reference",
     description="NHS Digital chemical substance names (CHEM, monthly with PDPI)",
     columns={"chemical_code": ("CHEM SUB",), "chemical_name": ("NAME",)},
+    reader="lines",
 )
 
 LSOA_LIST_SIZE_TOTALS = Layout(
@@ -341,7 +343,7 @@ def read_header(path: Path, member: str | None = None) -> list[str]:
     try:
         with _open_text(Path(path), member) as handle:
             return next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, zipfile.BadZipFile, csv.Error) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, zipfile.BadZipFile, csv.Error) as exc:
         raise ValueError(f"{path}: cannot read the header row ({exc}).") from exc
 
 
