@@ -9,11 +9,12 @@ types (about 7.4 million rows), then times:
    (the four "main" steps, run ``--repeat`` times), then funnel limits
    without the adjustment, and funnel parameters and lines. Each step
    prints rows, wall-clock seconds (best and median of the runs), CPU
-   seconds, rows per second and the figure measured before the speed-up
-   of these steps. A plain pandas computation of the same percentiles and deciles
-   (groupby rank and groupby quantile) is timed on the same table, and its
-   ratio to moopt's time is printed: unlike raw seconds, the ratio can be
-   compared between runs on a busy machine;
+   seconds (all threads), rows per second and the best wall-clock seconds
+   measured before the latest speed-up of these steps (see ``BEFORE``). A
+   plain pandas computation of the same percentiles and deciles (groupby
+   rank and groupby quantile) is timed on the same table, and its ratio to
+   moopt's time is printed: unlike raw seconds, the ratio can be compared
+   between runs on a busy machine;
 2. the per-series work for every sub-ICB monthly series (106 x 20): SPC,
    STL seasonal adjustment, GLM trend per year and the recent-trend marker;
    plus SPC for every monthly series of every level, to show the
@@ -23,8 +24,15 @@ Run:  .venv/bin/python benchmarks/bench_stats.py            (national size)
       .venv/bin/python benchmarks/bench_stats.py --quick    (a tenth of the practices)
       .venv/bin/python benchmarks/bench_stats.py --per-row-only --repeat 5
 
-Targets: the four main per-row steps together in about a second or two for
-the national table; series work well under a minute.
+Targets: the four main per-row steps together in about a second for the
+national table; series work well under a minute.
+
+The per-row steps work block by block and spread the blocks (and groups)
+over up to ``moopt.stats._validate.WORKER_THREADS`` threads, at most one per
+core: the thread count used is printed, and CPU seconds count every thread,
+so CPU seconds above wall-clock seconds show the work running in parallel.
+Each repeat drops the previous repeat's results before it starts, so that
+the memory in use is that of one run, as in a real build.
 
 The first run of the main steps also factorises the key columns (indicator,
 level, kind, period...) and groups the rows, and touches fresh memory for
@@ -38,6 +46,7 @@ less.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -47,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from moopt import stats
+from moopt.stats._validate import worker_count
 
 LEVEL_SIZES = {  # organisations per level and a typical registered list size
     "practice": (6_300, 9_500),
@@ -168,14 +178,16 @@ def build_table(practices: int, seed: int = 2024) -> pd.DataFrame:
     )
 
 
-# Wall-clock seconds per step measured on the national table on this 2-core
-# machine with the code before the speed-up (one run; the issue's figures).
+# Best wall-clock seconds per step on the national table on this 2-core
+# machine with the code before the latest speed-up (single-threaded blocks;
+# best of 5 runs, one run for the unadjusted funnel). The figures before the
+# first speed-up were 0.69, 0.41, 1.89, 3.73 (total 6.72) and 11.7 seconds.
 BEFORE = {
-    "intervals": 0.69,
-    "comparison": 0.41,
-    "percentiles": 1.89,
-    "funnel": 3.73,
-    "funnel_unadjusted": 11.7,
+    "intervals": 0.28,
+    "comparison": 0.10,
+    "percentiles": 0.56,
+    "funnel": 1.00,
+    "funnel_unadjusted": 5.46,
 }
 MAIN_STEPS = ("intervals", "comparison", "percentiles", "funnel")
 LABELS = {
@@ -225,7 +237,7 @@ def _print_step(label: str, rows: int, walls: list[float], cpus: list[float],
     cpu = cpus[walls.index(best)]
     speed = f"{before / best:8.1f}x" if before else f"{'':9s}"
     print(f"  {label:<50s}{rows:>11,d}{best:8.2f}{median:8.2f}{cpu:7.2f}"
-          f"{rows / best:>13,.0f}{before if before else '':>10}{speed}")
+          f"{rows / best:>13,.0f}{f'{before:.2f}' if before else '':>10}{speed}")
 
 
 def pandas_percentile_baseline(table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -246,12 +258,16 @@ def per_row_statistics(
     """Time the per-row steps; ``national`` False leaves out the (national) before figures."""
     before = BEFORE if national else dict.fromkeys(BEFORE)
     rows = len(table)
-    print(f"\nPer-row statistics on {rows:,} rows: the four main steps run {repeat} time(s); "
-          "seconds are wall-clock (best and median), cpu s is the best run's CPU time")
+    print(f"\nPer-row statistics on {rows:,} rows: the four main steps run {repeat} time(s) "
+          f"on up to {worker_count()} thread(s); seconds are wall-clock (best and median), "
+          "cpu s is the best run's CPU time")
     walls = {step: [] for step in MAIN_STEPS}
     cpus = {step: [] for step in MAIN_STEPS}
     totals, cpu_totals = [], []
+    out = funnel = None
     for _ in range(repeat):
+        del out, funnel  # one run's results in memory at a time
+        gc.collect()
         timings, out, funnel = _main_steps(table)
         for step, (wall, cpu) in timings.items():
             walls[step].append(wall)

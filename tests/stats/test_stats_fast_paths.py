@@ -24,6 +24,7 @@ from scipy import stats as sps
 
 import moopt.stats._validate as validate
 import moopt.stats.funnels as funnels
+import moopt.stats.intervals as intervals
 from moopt.stats import (
     assign_percentiles,
     assign_percentiles_and_deciles,
@@ -98,12 +99,18 @@ def table() -> pd.DataFrame:
     return random_table(11)
 
 
-@pytest.fixture(params=["default blocks", "tiny blocks"])
+@pytest.fixture(params=["default blocks, one thread", "tiny blocks, four threads"])
 def blocks(request, monkeypatch):
-    """Run a test with the default block size and with blocks of 997 rows."""
-    if request.param == "tiny blocks":
+    """Run a test on one thread with the default block size, and on four threads with
+    blocks of 997 rows (whatever the machine's core count), so that rows of several
+    kinds meet inside one block and blocks and groups are shared among threads."""
+    if request.param.startswith("tiny"):
         monkeypatch.setattr(validate, "BLOCK_ROWS", 997)
+        monkeypatch.setattr(validate, "WORKER_THREADS", 4)
+        monkeypatch.setattr(validate, "available_cores", lambda: 4)
         monkeypatch.setattr(funnels, "_THREADED_MINIMUM", 64)
+    else:
+        monkeypatch.setattr(validate, "WORKER_THREADS", 1)
     return request.param
 
 
@@ -516,3 +523,145 @@ def test_remembered_entries_need_the_very_same_arrow_array():
     codes, n_groups = validate.group_codes(df, ["k", "month"], "test")
     assert codes.tolist() == [0, 1] and n_groups == 2
     validate.clear_caches()
+
+
+# --------------------------------------------------------------------------- threads and shortcuts
+
+
+def everything(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every per-row step and the group tables, as the national run chains them."""
+    out = calculate_comparison(calculate_intervals(df))
+    out = assign_percentiles_and_deciles(out)
+    counts = df[df["kind"] != "none"]
+    return {
+        "chained": calculate_funnel_limits(out, kind="kind", multiplier="multiplier"),
+        "unadjusted": calculate_funnel_limits(counts, kind="kind", multiplier="multiplier",
+                                              overdispersion=False),
+        "interpolated": calculate_funnel_limits(counts, kind="kind", multiplier="multiplier",
+                                                overdispersion=False,
+                                                poisson_method="interpolated"),
+        "own target": calculate_funnel_limits(df, kind="kind", multiplier="multiplier",
+                                              target="england_value", count_transform="log"),
+        "parameters": calculate_funnel_parameters(df, kind="kind", multiplier="multiplier"),
+        "deciles": calculate_deciles(df),
+        "percentiles": assign_percentiles(df),
+        "small groups": assign_percentiles_and_deciles(
+            df, group_columns=["org_code", "indicator_id", "period_type"]),
+    }
+
+
+@pytest.mark.parametrize("seed", [11, 4])
+def test_threads_and_blocks_do_not_change_any_result(seed, monkeypatch):
+    # One thread and one block per step is the plain path; many small blocks
+    # and groups shared among four threads must give the very same bits.
+    df = random_table(seed)
+    monkeypatch.setattr(validate, "WORKER_THREADS", 1)
+    monkeypatch.setattr(validate, "BLOCK_ROWS", len(df) + 1)
+    plain = everything(df)
+    monkeypatch.setattr(validate, "WORKER_THREADS", 4)
+    monkeypatch.setattr(validate, "available_cores", lambda: 4)
+    monkeypatch.setattr(validate, "BLOCK_ROWS", 613)
+    monkeypatch.setattr(funnels, "_THREADED_MINIMUM", 64)
+    threaded = everything(df)
+    for name, frame in plain.items():
+        pd.testing.assert_frame_equal(threaded[name], frame, check_exact=True, obj=name)
+
+
+def test_small_counts_read_from_the_table_equal_chi2():
+    # Counts below 10 take exact limits from a table of 0..9; counts that are
+    # whole only to within the checks' tolerance are worked out on their own.
+    counts = np.array([0, 1, 2, 3, 9, 2.0000000001, 8.9999999999, 10, 11, 250, np.nan, 4, 0])
+    levels = (0.95, 0.998, 0.9)
+    for level, (lower, upper) in zip(levels, intervals._poisson_count_limits_at(counts, levels)):
+        alpha, z = 1 - level, sps.norm.ppf(0.5 + level / 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            exact_lower = np.where(counts == 0, 0.0, sps.chi2.ppf(alpha / 2, 2 * counts) / 2)
+            exact_upper = sps.chi2.ppf(1 - alpha / 2, 2 * counts + 2) / 2
+            byar_lower = counts * (1 - 1 / (9 * counts) - z / (3 * np.sqrt(counts))) ** 3
+            o1 = counts + 1
+            byar_upper = o1 * (1 - 1 / (9 * o1) + z / (3 * np.sqrt(o1))) ** 3
+        big = counts >= 10
+        np.testing.assert_array_equal(lower, np.where(big, byar_lower, exact_lower))
+        np.testing.assert_array_equal(upper, np.where(big, byar_upper, exact_upper))
+    # The near-whole counts really differ from the whole ones next to them.
+    lower, _ = intervals.poisson_count_limits(np.array([2.0, 2.0000000001]), 0.95)
+    assert lower[0] != lower[1]
+
+
+def test_funnel_group_values_come_from_every_row(table):
+    # Organisations are counted by leaving out the unusable rows; the
+    # multiplier and kind of a group are read off its first row and every
+    # other row is checked against them.
+    params = calculate_funnel_parameters(table, kind="kind", multiplier="multiplier")
+    usable = table[(table["denominator"] > 0) & table["numerator"].notna()]
+    counted = usable.groupby(GROUPS, sort=False).size()
+    got = params.set_index(GROUPS)["funnel_organisations"]
+    np.testing.assert_array_equal(got.loc[counted.index].to_numpy(), counted.to_numpy())
+    assert (got.drop(index=counted.index) == 0).all()
+    group = table.groupby(GROUPS, sort=False).indices
+    rows = next(r for r in group.values() if len(r) > 3)
+    later = table.index[rows[-1]]  # not the group's first row
+    odd = table.copy()
+    odd.loc[later, "multiplier"] = 7.0
+    with pytest.raises(ValueError, match="multiplier differs"):
+        calculate_funnel_limits(odd, kind="kind", multiplier="multiplier")
+    odd = table.copy()
+    other = "rate" if odd.loc[later, "kind"] != "rate" else "ratio"
+    odd.loc[later, "kind"] = other
+    odd.loc[later, "multiplier"] = odd.loc[table.index[rows[0]], "multiplier"]
+    odd.loc[later, "numerator"] = np.round(odd.loc[later, "numerator"])
+    with pytest.raises(ValueError, match="mixes indicator kinds"):
+        calculate_funnel_parameters(odd, kind="kind", multiplier="multiplier")
+
+
+@pytest.mark.parametrize("kind", ["funnel", "intervals"])
+def test_checks_in_blocks_count_and_name_every_bad_row(table, monkeypatch, kind):
+    monkeypatch.setattr(validate, "BLOCK_ROWS", 97)
+    monkeypatch.setattr(validate, "available_cores", lambda: 4)
+    bad = table.copy()
+    proportions = bad.index[bad["kind"] == "proportion"]
+    first, last = proportions[3], proportions[-2]  # far apart: different blocks
+    bad.loc[[first, last], "numerator"] = -2.0
+    if kind == "funnel":
+        with pytest.raises(ValueError, match=rf"2 negative value\(s\) \(first at index {first}"):
+            calculate_funnel_limits(bad, kind="kind", multiplier="multiplier")
+    else:
+        with pytest.raises(ValueError, match=rf"2 negative value\(s\) \(first at index {first}"):
+            calculate_intervals(bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_group_chunks_cover_every_group_once_in_order(monkeypatch, threads):
+    monkeypatch.setattr(validate, "WORKER_THREADS", threads)
+    monkeypatch.setattr(validate, "available_cores", lambda: 4)
+    rng = np.random.default_rng(threads)
+    for sizes in (rng.integers(0, 50, 200), np.array([5]), np.array([0, 0, 7]),
+                  np.array([1000, 1, 1, 1]), np.array([], dtype=np.int64)):
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        chunks = validate.group_chunks(starts, sizes)
+        covered = [g for chunk in chunks for g in chunk]
+        assert covered == list(range(len(sizes)))
+        assert all(len(chunk) for chunk in chunks)
+        if threads == 1:
+            assert len(chunks) <= 1
+
+
+def test_parallel_helpers_keep_order_raise_and_nest(monkeypatch):
+    monkeypatch.setattr(validate, "WORKER_THREADS", 4)
+    monkeypatch.setattr(validate, "available_cores", lambda: 4)
+    monkeypatch.setattr(validate, "BLOCK_ROWS", 10)
+    mask = np.zeros(95, dtype=bool)
+    mask[[3, 4, 57, 94]] = True  # blocks 0, 5 and 9 have rows; the rest are skipped
+    assert validate.map_blocks(lambda b: np.asarray(b).tolist(), 95, mask) == [[3, 4], [57], [94]]
+
+    def inner(block):  # a parallel call inside a worker runs in line: no deadlock
+        return sum(validate.map_blocks(lambda b: b.stop - b.start, 30))
+
+    assert validate.map_blocks(inner, 95) == [30] * 10
+
+    def fail(block):
+        if block.start == 50:
+            raise ValueError("block 50 failed")
+
+    with pytest.raises(ValueError, match="block 50 failed"):
+        validate.map_blocks(fail, 95)

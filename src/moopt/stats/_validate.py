@@ -3,14 +3,22 @@
 Every public function in the package checks its inputs here before doing any
 arithmetic, so that a user sees one plain-English ``ValueError`` naming the
 column and the problem instead of a NumPy warning or a silent NaN.
+
+The shared machinery for millions of rows lives here too: remembered
+factorisations and group codes, blocks of rows (:func:`row_blocks`) and
+running independent blocks or runs of groups on a few threads
+(:func:`map_blocks`, :func:`run_parallel`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -61,6 +69,30 @@ def _first_rows(mask: np.ndarray, df: pd.DataFrame, limit: int = 3) -> str:
     return ", ".join(str(df.index[p]) for p in positions)
 
 
+def rows_where(
+    bad_in_block, size: int, rows: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Boolean mask of the rows where ``bad_in_block(block)`` is True, or None if there are none.
+
+    ``bad_in_block`` maps a block of rows to a boolean array for them; only
+    rows selected by the boolean mask ``rows`` (all when None) count. The
+    test runs block by block on threads; a mask the size of the table is
+    built only when something is wrong (checks usually pass).
+    """
+    def bad(block):
+        found = bad_in_block(block)
+        if rows is not None:
+            found &= rows[block]
+        return found
+
+    if not any(map_blocks(lambda block: bool(bad(block).any()), size)):
+        return None
+    mask = np.zeros(size, dtype=bool)
+    for block in row_blocks(size):
+        mask[block] = bad(block)
+    return mask
+
+
 def check_non_negative(
     values: np.ndarray,
     column: str,
@@ -73,10 +105,8 @@ def check_non_negative(
     ``rows``, a boolean mask, limits the check to some rows (for example the
     rows of one indicator kind) without copying the column.
     """
-    bad = values < 0
-    if rows is not None:
-        bad &= rows
-    if bad.any():
+    bad = rows_where(lambda block: values[block] < 0, len(values), rows)
+    if bad is not None:
         raise ValueError(
             f"{function}: column {column!r} has {int(bad.sum())} negative value(s) "
             f"(first at index {_first_rows(bad, df)}); counts and denominators cannot be negative."
@@ -91,10 +121,8 @@ def check_finite_or_missing(
     rows: np.ndarray | None = None,
 ) -> None:
     """Raise on +/- infinity, which is never a valid count or value (``rows`` as above)."""
-    bad = np.isinf(values)
-    if rows is not None:
-        bad &= rows
-    if bad.any():
+    bad = rows_where(lambda block: np.isinf(values[block]), len(values), rows)
+    if bad is not None:
         raise ValueError(
             f"{function}: column {column!r} has {int(bad.sum())} infinite value(s) "
             f"(first at index {_first_rows(bad, df)})."
@@ -110,10 +138,8 @@ def check_numerator_within_denominator(
     rows: np.ndarray | None = None,
 ) -> None:
     """Raise if a proportion's numerator exceeds its denominator (``rows`` as above)."""
-    bad = numerator > denominator
-    if rows is not None:
-        bad &= rows
-    if bad.any():
+    bad = rows_where(lambda block: numerator[block] > denominator[block], len(numerator), rows)
+    if bad is not None:
         raise ValueError(
             f"{function}: {int(bad.sum())} row(s) have {names[0]!r} greater than {names[1]!r} "
             f"(first at index {_first_rows(bad, df)}), which is impossible for a proportion. "
@@ -136,10 +162,10 @@ def check_whole_numbers(
     """
     # Cheap pre-filter: a value equal to its rounding is whole. Only the rest
     # (NaN and genuinely fractional values, usually few) get the tolerance test.
-    candidates = np.concatenate([
-        np.flatnonzero(np.round(values[block]) != values[block]) + block.start
-        for block in row_blocks(len(values))
-    ] or [np.empty(0, dtype=np.int64)])
+    candidates = np.concatenate(map_blocks(
+        lambda block: np.flatnonzero(np.round(values[block]) != values[block]) + block.start,
+        len(values),
+    ) or [np.empty(0, dtype=np.int64)])
     if rows is not None and len(candidates):
         candidates = candidates[rows[candidates]]
     v = values[candidates]
@@ -214,10 +240,9 @@ def multiplier_values(
     if isinstance(multiplier, str):
         check_columns(df, [multiplier], function)
         values = numeric_column(df, multiplier, function)
-        bad = ~(np.isfinite(values) & (values > 0))
-        if rows is not None:
-            bad &= rows
-        if bad.any():
+        bad = rows_where(lambda block: ~(np.isfinite(values[block]) & (values[block] > 0)),
+                         len(values), rows)
+        if bad is not None:
             raise ValueError(
                 f"{function}: multiplier column {multiplier!r} must hold positive numbers "
                 "(1, 100, 1000...) on every row."
@@ -302,6 +327,34 @@ def factorize_column(df: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Inde
     return codes, uniques
 
 
+# Per-row arrays derived from remembered codes (kind and direction codes,
+# membership masks) are remembered too, keyed on the codes array itself, for
+# as long as it lives: the national run asks for the same ones in several
+# steps, and each costs a pass over millions of rows.
+_DERIVED_CACHE: dict[tuple[int, object], tuple[weakref.ref, np.ndarray]] = {}
+_DERIVED_CACHE_SIZE = 32
+
+
+def _derived_from(codes: np.ndarray, key: object, compute) -> np.ndarray:
+    """``compute()``, remembered for read-only (remembered) ``codes`` under ``key``.
+
+    The result is read-only when remembered; callers must not write to it.
+    """
+    if codes.flags.writeable:  # codes made afresh: nothing to key on
+        return compute()
+    for dead in [k for k, (ref, _) in _DERIVED_CACHE.items() if ref() is None]:
+        del _DERIVED_CACHE[dead]
+    entry = _DERIVED_CACHE.get((id(codes), key))
+    if entry is not None and entry[0]() is codes:
+        return entry[1]
+    result = compute()
+    result.flags.writeable = False
+    while len(_DERIVED_CACHE) >= _DERIVED_CACHE_SIZE:
+        _DERIVED_CACHE.pop(next(iter(_DERIVED_CACHE)))
+    _DERIVED_CACHE[(id(codes), key)] = (weakref.ref(codes), result)
+    return result
+
+
 def word_codes(
     df: pd.DataFrame,
     argument: str,
@@ -313,7 +366,8 @@ def word_codes(
 
     ``argument`` is either one of ``allowed`` (applied to every row) or the
     name of a column holding those words. Columns are factorised first, so
-    millions of rows cost a hash pass rather than string comparisons.
+    millions of rows cost a hash pass rather than string comparisons. The
+    result may be shared with later calls: do not write to it.
     """
     if argument in allowed:
         return np.full(len(df), list(allowed).index(argument), dtype=np.int8)
@@ -323,35 +377,33 @@ def word_codes(
             f"{', '.join(map(repr, allowed))} nor a column of the data."
         )
     codes, uniques = factorize_column(df, argument)
-    # The trailing -1 is picked by code -1 (missing).
-    lookup = np.array([list(allowed).index(u) if u in allowed else -1 for u in uniques] + [-1],
-                      dtype=np.int8)
-    mapped = lookup[codes]
-    if (mapped < 0).any():
-        odd = sorted({str(u) for u in uniques if u not in allowed})[:5]
-        if (codes < 0).any():
-            odd.append("<missing>")
+    odd = sorted({str(u) for u in uniques if u not in allowed})[:5]
+    if len(codes) and codes.min() < 0:
+        odd.append("<missing>")
+    if odd:
         raise ValueError(
             f"{function}: column {argument!r} has values {odd}; "
             f"allowed are {', '.join(map(repr, allowed))}."
         )
-    return mapped
+    lookup = np.array([list(allowed).index(u) for u in uniques], dtype=np.int8)
+    return _derived_from(codes, ("words", tuple(allowed)), lambda: lookup.take(codes))
 
 
 def direction_codes(df: pd.DataFrame, improvement_direction: str, function: str) -> np.ndarray:
     """Directions as +1 (increase is better), -1 (decrease is better), 0 (neutral).
 
     ``improvement_direction`` is a direction word for every row or a column
-    name holding one per row.
+    name holding one per row. The result may be shared: do not write to it.
     """
     index = word_codes(
         df, improvement_direction, IMPROVEMENT_DIRECTIONS, "improvement_direction", function
     )
-    return np.array([1, -1, 0], dtype=np.int8)[index]
+    signs = np.array([1, -1, 0], dtype=np.int8)
+    return _derived_from(index, "direction", lambda: signs.take(index))
 
 
 def kind_codes(df: pd.DataFrame, kind: str, function: str) -> np.ndarray:
-    """Per-row index into INDICATOR_KINDS from a kind word or a column of kinds."""
+    """Per-row index into INDICATOR_KINDS from a kind word or a column of kinds (read-only)."""
     return word_codes(df, kind, INDICATOR_KINDS, "kind", function)
 
 
@@ -360,7 +412,8 @@ def isin_column(df: pd.DataFrame, column: str, values: Sequence[object]) -> np.n
     codes, uniques = factorize_column(df, column)
     wanted = set(values)
     lookup = np.array([u in wanted for u in uniques] + [False], dtype=bool)
-    return lookup[codes]
+    # The trailing False is picked by code -1 (missing).
+    return _derived_from(codes, ("isin", frozenset(wanted)), lambda: lookup[codes])
 
 
 # Group codes for the same key columns are needed by several steps of a run
@@ -408,6 +461,7 @@ def clear_caches() -> None:
     """
     _FACTORIZE_CACHE.clear()
     _GROUP_CACHE.clear()
+    _DERIVED_CACHE.clear()
     _DEAD_KEYS.clear()
 
 
@@ -538,6 +592,19 @@ def check_group_columns(group_columns: Sequence[str] | str | None) -> list[str]:
 BLOCK_ROWS = 1 << 18
 
 
+def _block_at(start: int, size: int, rows: np.ndarray | None) -> slice | np.ndarray | None:
+    """The block of rows starting at ``start`` (see :func:`row_blocks`); None if it is empty."""
+    stop = min(start + BLOCK_ROWS, size)
+    if rows is None:
+        return slice(start, stop)
+    selected = rows[start:stop]
+    if selected.all():
+        return slice(start, stop)
+    if selected.any():
+        return np.flatnonzero(selected) + start
+    return None
+
+
 def row_blocks(size: int, rows: np.ndarray | None = None):
     """Yield blocks of rows of a table of ``size`` rows, in order.
 
@@ -549,21 +616,133 @@ def row_blocks(size: int, rows: np.ndarray | None = None):
     (``out[block] = ...``).
     """
     for start in range(0, size, BLOCK_ROWS):
-        stop = min(start + BLOCK_ROWS, size)
-        if rows is None:
-            yield slice(start, stop)
-            continue
-        selected = rows[start:stop]
-        if selected.all():
-            yield slice(start, stop)
-        elif selected.any():
-            yield np.flatnonzero(selected) + start
+        block = _block_at(start, size, rows)
+        if block is not None:
+            yield block
+
+
+# --------------------------------------------------------------------------- threads
+
+# Blocks are independent (each writes only its own rows), and NumPy releases
+# the GIL inside its loops, so they can run on several threads at once with
+# exactly the same results as one after another. Worker threads also keep
+# their own allocator arenas, which recycle the blocks' temporary arrays
+# without handing the memory back to the operating system between blocks, as
+# the main thread's heap does. Set to 1 to run everything on the calling
+# thread.
+WORKER_THREADS = 4
+_worker_state = threading.local()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _threads_for(tasks: int) -> int:
+    """How many threads to use for ``tasks`` independent tasks (1: run in line).
+
+    Tasks started from inside a worker run in line, so nested parallel code
+    never waits on a pool it occupies.
+    """
+    if getattr(_worker_state, "busy", False):
+        return 1
+    return max(1, min(WORKER_THREADS, available_cores(), tasks))
+
+
+def worker_count() -> int:
+    """Threads that parallel work started here would use (1 inside a worker)."""
+    return _threads_for(WORKER_THREADS)
+
+
+def run_parallel(calls: Sequence) -> list:
+    """Call every zero-argument function in ``calls``; their results, in order.
+
+    Runs on up to :data:`WORKER_THREADS` threads (one per core at most) of a
+    short-lived pool; the first exception raised by a call is re-raised.
+    The calls must not write to the same memory. NumPy's error state is per
+    thread, so a call that expects warnings to be silenced says so itself.
+    """
+    calls = list(calls)
+    threads = _threads_for(len(calls))
+    if threads < 2:
+        return [call() for call in calls]
+
+    def in_worker(call):
+        _worker_state.busy = True
+        try:
+            return call()
+        finally:
+            _worker_state.busy = False
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(in_worker, calls))
+
+
+def map_blocks(task, size: int, rows: np.ndarray | None = None) -> list:
+    """``[task(block) for block in row_blocks(size, rows)]``, blocks spread over threads.
+
+    ``task`` must write only to the rows of its block. Each block is worked
+    out inside its worker, so a mask ``rows`` costs no position array the
+    size of the table.
+    """
+    empty = object()  # marks a block without selected rows
+
+    def run(start: int):
+        block = _block_at(start, size, rows)
+        return empty if block is None else task(block)
+
+    results = run_parallel([functools.partial(run, start) for start in range(0, size, BLOCK_ROWS)])
+    return [result for result in results if result is not empty]
+
+
+def count_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """How many rows hold each code 0..n_codes-1, block by block on threads.
+
+    ``numpy.bincount`` on the whole column would first copy 8-bit codes
+    into a 64-bit array the size of the table.
+    """
+    per_block = map_blocks(lambda block: np.bincount(codes[block], minlength=n_codes), len(codes))
+    return np.sum(per_block, axis=0, dtype=np.int64) if per_block else np.zeros(n_codes, np.int64)
+
+
+def gather(values: np.ndarray, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:] = values[positions]`` (e.g. rows brought together by group), on threads."""
+    def gather_block(block: slice) -> None:
+        np.take(values, positions[block], out=out[block], mode="clip")  # "clip": unbuffered
+
+    map_blocks(gather_block, len(positions))
+    return out
+
+
+def group_chunks(starts: np.ndarray, sizes: np.ndarray, per_thread: int = 4) -> list[range]:
+    """Runs of consecutive groups with about equal numbers of rows, to share among threads.
+
+    ``starts`` and ``sizes`` describe groups laid end to end (as from
+    :func:`group_layout`). A few chunks per thread even out groups of
+    unequal sizes; with one thread there is one chunk.
+    """
+    n_groups = len(sizes)
+    threads = worker_count()
+    pieces = 1 if threads < 2 else max(1, min(n_groups, per_thread * threads))
+    if n_groups == 0:
+        return []
+    total = int(starts[-1] + sizes[-1])
+    # Each chunk starts at the first group whose rows begin at or after its share.
+    bounds = np.searchsorted(starts, np.linspace(0, total, pieces + 1)[1:-1], side="left")
+    edges = [0, *sorted(set(bounds.tolist()) - {0, n_groups}), n_groups]
+    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def blockwise(out: np.ndarray, formula, *arrays: np.ndarray) -> np.ndarray:
     """``out[:] = formula(*arrays)``, evaluated block by block (see :data:`BLOCK_ROWS`)."""
-    for block in row_blocks(len(out)):
+    def fill(block):
         out[block] = formula(*(a[block] for a in arrays))
+
+    map_blocks(fill, len(out))
     return out
 
 
@@ -585,5 +764,8 @@ def assign_columns(df: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame
 
 
 def categorical_from_codes(codes: np.ndarray, categories: Sequence[str]) -> pd.Categorical:
-    """Build a categorical (code -1 = missing) without materialising strings per row."""
-    return pd.Categorical.from_codes(codes.astype(np.int8), categories=list(categories))
+    """Build a categorical (code -1 = missing) without materialising strings per row.
+
+    The codes are used as they are (no copy) when they are already 8-bit.
+    """
+    return pd.Categorical.from_codes(codes.astype(np.int8, copy=False), categories=list(categories))

@@ -29,6 +29,7 @@ from moopt.stats._validate import (
     confidence_label,
     direction_codes,
     isin_column,
+    map_blocks,
     numeric_column,
 )
 from moopt.stats.intervals import lower_column, upper_column
@@ -132,10 +133,9 @@ def calculate_comparison(
     check_columns(df, needed, function)
     target = numeric_column(df, benchmark, function)
     direction = direction_codes(df, improvement_direction, function)
-
-    comparable = np.isfinite(target)
+    benchmark_rows = None
     if org_level is not None:
-        comparable &= ~isin_column(df, org_level, list(benchmark_levels))
+        benchmark_rows = isin_column(df, org_level, list(benchmark_levels))
 
     # Assessment code for each (side, direction) pair, side and direction in -1/0/+1.
     assessment_lookup = np.array(
@@ -143,25 +143,38 @@ def calculate_comparison(
          for side in (-1, 0, 1) for direction in (-1, 0, 1)],
         dtype=np.int8,
     )
-    direction_index = direction + np.int8(1)
+    limits = [(numeric_column(df, lower_column(level), function),
+               numeric_column(df, upper_column(level), function)) for level in levels]
+    comparison_codes = [np.empty(len(df), dtype=np.int8) for _ in levels]
+    assessment_codes = [np.empty(len(df), dtype=np.int8) for _ in levels]
+
+    def compare_block(block: slice) -> None:
+        target_b = target[block]
+        comparable = np.isfinite(target_b)
+        if benchmark_rows is not None:
+            comparable &= ~benchmark_rows[block]
+        direction_index = direction[block] + np.int8(1)
+        for i, (lower, upper) in enumerate(limits):
+            lower_b, upper_b = lower[block], upper[block]
+            usable = comparable & np.isfinite(lower_b) & np.isfinite(upper_b)
+            # side: -1 lower, 0 similar, +1 higher (higher wins if both could hold)
+            higher = lower_b > target_b
+            below = upper_b < target_b
+            below &= ~higher
+            side_index = higher.view(np.int8) - below.view(np.int8) + np.int8(1)  # 0, 1, 2
+            comparison_codes[i][block] = np.where(usable, side_index, np.int8(-1))
+            assessment = assessment_lookup[side_index * np.int8(3) + direction_index]
+            assessment[~usable] = -1
+            assessment_codes[i][block] = assessment
+
+    map_blocks(compare_block, len(df))
     new_columns = {}
-    for level in levels:
-        lower = numeric_column(df, lower_column(level), function)
-        upper = numeric_column(df, upper_column(level), function)
-        usable = comparable & np.isfinite(lower) & np.isfinite(upper)
-        # side: -1 lower, 0 similar, +1 higher (higher wins if both could hold)
-        higher = lower > target
-        below = upper < target
-        below &= ~higher
-        side_index = higher.view(np.int8) - below.view(np.int8) + np.int8(1)  # 0, 1, 2
-        comparison_codes = np.where(usable, side_index, np.int8(-1))
-        assessment_codes = assessment_lookup[side_index * np.int8(3) + direction_index]
-        assessment_codes[~usable] = -1
+    for i, level in enumerate(levels):
         new_columns[comparison_column(prefix, level)] = categorical_from_codes(
-            comparison_codes, COMPARISON_CATEGORIES
+            comparison_codes[i], COMPARISON_CATEGORIES
         )
         new_columns[assessment_column(prefix, level)] = categorical_from_codes(
-            assessment_codes, ASSESSMENT_CATEGORIES
+            assessment_codes[i], ASSESSMENT_CATEGORIES
         )
     return assign_columns(df, new_columns)
 

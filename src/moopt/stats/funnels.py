@@ -20,16 +20,18 @@ Three public functions:
 
 Every kind and group is fitted in one pass: sums per group with
 ``numpy.bincount`` on integer group codes, the Winsorising quantiles by
-partitioning each group's z-scores once, and the per-row limits and flags
-block by block (:func:`moopt.stats._validate.row_blocks`) so that a national
-table of millions of rows needs no full-size temporary arrays.
+partitioning each group's z-scores once, and the per-row terms, limits and
+flags block by block (:func:`moopt.stats._validate.map_blocks`), so that a
+national table of millions of rows needs no full-size temporary arrays. The
+blocks, and runs of groups for the quantiles, are shared among threads;
+each block writes only its own rows, so the results do not depend on the
+number of threads or the block size.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,7 @@ from moopt.stats._validate import (
     DEFAULT_GROUP_COLUMNS,
     INDICATOR_KINDS,
     assign_columns,
+    blockwise,
     categorical_from_codes,
     check_choice,
     check_columns,
@@ -51,13 +54,17 @@ from moopt.stats._validate import (
     check_non_negative,
     check_numerator_within_denominator,
     confidence_label,
+    count_codes,
+    gather,
+    group_chunks,
     group_codes,
     group_layout,
     kind_codes,
+    map_blocks,
     multiplier_values,
     numeric_column,
-    row_blocks,
-    blockwise,
+    run_parallel,
+    worker_count,
     z_for,
 )
 from moopt.stats.ranking import (
@@ -69,6 +76,7 @@ from moopt.stats.ranking import (
 FLAG_CATEGORIES: tuple[str, ...] = ("below", "inside", "above")
 COUNT_TRANSFORMS: tuple[str, ...] = ("sqrt", "log")
 POISSON_METHODS: tuple[str, ...] = ("exact", "interpolated")
+_PROPORTION = INDICATOR_KINDS.index("proportion")
 
 
 def funnel_lower_column(level: float) -> str:
@@ -159,27 +167,24 @@ def poisson_exact_control_limits(
 _THREADED_MINIMUM = 200_000
 
 
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _gammaincinv(a: np.ndarray, probability: float) -> np.ndarray:
-    """``scipy.special.gammaincinv(a, probability)``, on several threads for long arrays."""
-    workers = min(_available_cores(), 4, max(len(a) // (_THREADED_MINIMUM // 2), 1))
-    if workers < 2:
+    """``scipy.special.gammaincinv(a, probability)``, on several threads for long arrays.
+
+    The special function releases the GIL, and each element is computed on
+    its own, so the split does not change any value. Inside a worker thread
+    (a block of a larger job) it runs in line.
+    """
+    parts = min(worker_count(), max(len(a) // (_THREADED_MINIMUM // 2), 1))
+    if parts < 2:
         return special.gammaincinv(a, probability)
     out = np.empty(a.shape)
-    bounds = np.linspace(0, len(a), workers + 1).astype(np.int64)
+    bounds = np.linspace(0, len(a), parts + 1).astype(np.int64).tolist()
 
-    def part(i: int) -> None:
-        start, stop = bounds[i], bounds[i + 1]
+    def part(start: int, stop: int) -> None:
         special.gammaincinv(a[start:stop], probability, out=out[start:stop])
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(part, range(workers)))
+    run_parallel([functools.partial(part, start, stop)
+                  for start, stop in zip(bounds[:-1], bounds[1:])])
     return out
 
 
@@ -353,14 +358,55 @@ def _winsorising_bounds(
     ``starts[g]:starts[g] + sizes[g]``; it is partitioned in place. NumPy
     orders NaN after every number, so partitioning a whole slice puts the
     j-th smallest of the ``present[g]`` non-missing values at position j.
+    Chunks of groups are partitioned on separate threads (groups never
+    share values).
     """
     fractions = [winsorise, 1.0 - winsorise]
     has, positions = _quantile_positions(present, fractions)
     needed = np.stack([p for below, above, _ in positions for p in (below, above)], axis=1)
-    for start, size, kth in zip(starts[has].tolist(), sizes[has].tolist(), needed.tolist()):
-        if size > 1:
-            grouped[start:start + size].partition(sorted(set(kth)))
+    group_starts, group_sizes = starts[has], sizes[has]
+
+    def partition(chunk: range) -> None:
+        for start, size, kth in zip(group_starts[chunk].tolist(), group_sizes[chunk].tolist(),
+                                    needed[chunk].tolist()):
+            if size > 1:
+                grouped[start:start + size].partition(sorted(set(kth)))
+
+    run_parallel([functools.partial(partition, chunk)
+                  for chunk in group_chunks(group_starts, group_sizes)])
     return _quantiles_from_sorted(grouped, starts, present, fractions)
+
+
+def _family_parts(block_kinds: np.ndarray) -> list[tuple[str, np.ndarray | None]]:
+    """The formula families in a block: (family, rows of the block, None for all) pairs.
+
+    Proportions have their own formulas; rates, ratios and "none" share the
+    count ("rate") formulas.
+    """
+    is_proportion = block_kinds == _PROPORTION
+    if is_proportion.all():
+        return [("proportion", None)]
+    if not is_proportion.any():
+        return [("rate", None)]
+    return [("proportion", is_proportion), ("rate", ~is_proportion)]
+
+
+def _pick(values, rows: np.ndarray | None):
+    """``values[rows]``, or ``values`` itself when ``rows`` is None or values is a scalar."""
+    if rows is None or values is None or np.isscalar(values):
+        return values
+    return values[rows]
+
+
+def _positions(block: slice, rows: np.ndarray) -> np.ndarray:
+    """Table positions of the rows of a block picked by the boolean mask ``rows``."""
+    return np.flatnonzero(rows) + block.start
+
+
+def _count_except(codes: np.ndarray, left_out: list[np.ndarray], sizes: np.ndarray) -> np.ndarray:
+    """Rows per group (``sizes``) less those at the positions ``left_out`` (usually few)."""
+    positions = np.concatenate(left_out) if left_out else np.empty(0, dtype=np.int64)
+    return sizes - np.bincount(codes.take(positions), minlength=len(sizes))
 
 
 def _group_statistics(
@@ -368,56 +414,67 @@ def _group_statistics(
     n: np.ndarray,
     codes: np.ndarray,
     n_groups: int,
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray],
     group_scale: np.ndarray,
     row_target: np.ndarray | None,
-    families: list[tuple[str, np.ndarray | None]],
+    kinds: np.ndarray,
+    has_proportions: bool,
     overdispersion: bool,
     winsorise: float,
     transform: str,
     workspace: Sequence[np.ndarray] = (),
+    denominator_range: bool = True,
 ) -> tuple[_Groups, np.ndarray | None]:
     """Targets, phi and tau^2 per group, for all kinds at once.
 
-    ``families`` pairs a formula ("proportion", or "rate" for every count
-    kind) with its rows (a boolean mask, or None for all rows); each group
-    has a single kind.
+    ``kinds`` gives each row's index into INDICATOR_KINDS; each group has a
+    single kind. ``layout`` is :func:`moopt.stats._validate.group_layout` of
+    the codes.
     Sums over rows use ``numpy.bincount``, which adds each group's rows in
     row order whichever other groups are present, so the group figures
     equal those of a separate pass per kind. Per-row quantities are
-    computed block by block into four float arrays of the table's length,
-    taken from ``workspace`` (arrays the caller will overwrite later, such
-    as its output columns: fresh memory is costly) or else allocated.
+    computed block by block, on threads, into five float arrays of the
+    table's length, taken from ``workspace`` (arrays the caller will
+    overwrite later, such as its output columns: fresh memory is costly) or
+    else allocated. ``denominator_range`` False leaves the denominator range
+    out (NaN), which the per-row limits do not need.
     Returns the group statistics and, when the target is pooled and there
     are proportions, ``asin(sqrt(target))`` per group (None otherwise).
     """
     size = len(x)
-    spare = [a for a in workspace if a.shape == (size,) and a.dtype == np.float64][:4]
-    scratch, grouped, z, s = spare + [np.empty(size) for _ in range(4 - len(spare))]
-    usable = (n > 0) & np.isfinite(x) & np.isfinite(n)
-    sum_x = np.bincount(codes, minlength=n_groups, weights=blockwise(
-        scratch, lambda u, v: np.where(u, v, 0.0), usable, x))
-    sum_n = np.bincount(codes, minlength=n_groups, weights=blockwise(
-        scratch, lambda u, v: np.where(u, v, 0.0), usable, n))
-    organisations = np.bincount(codes, minlength=n_groups, weights=blockwise(
-        scratch, lambda u: u.astype(np.float64), usable)).astype(np.int64)
+    spare = [a for a in workspace if a.shape == (size,) and a.dtype == np.float64][:5]
+    first, second, third, fourth, fifth = spare + [np.empty(size) for _ in range(5 - len(spare))]
+    order, starts, sizes = layout
+
+    # Pass 1: which rows count, and the terms of the pooled target.
+    usable = np.empty(size, dtype=bool)
+
+    def sum_terms(block: slice) -> np.ndarray:
+        xb, nb = x[block], n[block]
+        rows = (nb > 0) & np.isfinite(xb) & np.isfinite(nb)
+        usable[block] = rows
+        first[block] = np.where(rows, xb, 0.0)
+        second[block] = np.where(rows, nb, 0.0)
+        return _positions(block, ~rows)
+
+    unusable = map_blocks(sum_terms, size)
+    sum_x, sum_n = _bincounts(codes, n_groups, first, second)
+    organisations = _count_except(codes, unusable, sizes)
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.where(sum_n > 0, sum_x / sum_n, np.nan)
     group_centre = None
-    if row_target is None and any(family == "proportion" for family, _ in families):
+    if row_target is None and has_proportions:
         with np.errstate(invalid="ignore"):
             group_centre = np.arcsin(np.sqrt(pooled))
 
-    # One grouping of the rows serves the denominator range and the
-    # Winsorising quantiles.
-    order, starts, sizes = group_layout(codes, n_groups)
-    has_rows = sizes > 0
     den_min = np.full(n_groups, np.nan)
     den_max = np.full(n_groups, np.nan)
-    if has_rows.any():
-        blockwise(scratch, lambda u, v: np.where(u, v, np.inf), usable, n)
-        np.take(scratch, order, out=grouped, mode="clip")  # "clip": no buffering
+    has_rows = sizes > 0
+    if denominator_range and has_rows.any():
+        blockwise(first, lambda u, v: np.where(u, v, np.inf), usable, n)
+        grouped = gather(first, order, second)
         den_min[has_rows] = np.minimum.reduceat(grouped, starts[has_rows])
-        grouped[grouped == np.inf] = -np.inf
+        blockwise(grouped, lambda g: np.where(g == np.inf, -np.inf, g), grouped)
         den_max[has_rows] = np.maximum.reduceat(grouped, starts[has_rows])
         den_min[~np.isfinite(den_min)] = np.nan
         den_max[~np.isfinite(den_max)] = np.nan
@@ -425,33 +482,50 @@ def _group_statistics(
     phi = np.full(n_groups, np.nan)
     tau2 = np.zeros(n_groups)
     if overdispersion:
-        for family, rows in families:
-            for block in row_blocks(size, rows):
-                block_codes = codes[block]
-                target = pooled.take(block_codes) if row_target is None else row_target[block]
-                centre = None if group_centre is None else group_centre.take(block_codes)
-                z[block], s[block] = _z_scores(family, x[block], n[block], target, transform,
-                                               centre)
-        scored = usable & np.isfinite(z) & np.isfinite(s) & (s > 0)
-        z[~scored] = np.nan
-        k = np.bincount(codes, minlength=n_groups, weights=blockwise(
-            scratch, lambda m: m.astype(np.float64), scored))
-        np.take(z, order, out=grouped, mode="clip")
-        bounds = _winsorising_bounds(grouped, starts, sizes, k.astype(np.int64), winsorise)
+        # Pass 2: z-scores (missing where a row cannot be scored) and the
+        # weights w = 1/s^2 and w^2 of the scored rows.
+        z, weight, weight_squared = third, fourth, fifth
+        scored = np.empty(size, dtype=bool)
+
+        def score(block: slice) -> np.ndarray:
+            block_codes = codes[block]
+            target = pooled.take(block_codes) if row_target is None else row_target[block]
+            xb, nb, usable_b = x[block], n[block], usable[block]
+            zb, sb = np.empty(len(xb)), np.empty(len(xb))
+            for family, rows in _family_parts(kinds[block]):
+                centre = None
+                if family == "proportion" and group_centre is not None:
+                    centre = group_centre.take(_pick(block_codes, rows))
+                part_z, part_s = _z_scores(family, _pick(xb, rows), _pick(nb, rows),
+                                           _pick(target, rows), transform, centre)
+                if rows is None:
+                    zb, sb = part_z, part_s
+                else:
+                    zb[rows], sb[rows] = part_z, part_s
+            ok = usable_b & np.isfinite(zb) & np.isfinite(sb) & (sb > 0)
+            zb[~ok] = np.nan
+            z[block] = zb
+            scored[block] = ok
+            with np.errstate(divide="ignore", invalid="ignore"):
+                wb = np.where(ok, 1.0 / np.where(ok, sb, 1.0) ** 2, 0.0)
+            weight[block] = wb
+            weight_squared[block] = wb * wb
+            return _positions(block, ~ok)
+
+        unscored = map_blocks(score, size)
+        scored_per_group = _count_except(codes, unscored, sizes)
+        k = scored_per_group.astype(np.float64)
+        grouped = gather(z, order, first)
+        bounds = _winsorising_bounds(grouped, starts, sizes, scored_per_group, winsorise)
         low, high = bounds[:, 0], bounds[:, 1]
 
-        def squared_winsorised(zb, scored_b, codes_b):
-            z_w = np.clip(zb, low.take(codes_b), high.take(codes_b))
-            return np.where(scored_b, z_w * z_w, 0.0)
+        def squared_winsorised(block: slice) -> None:
+            block_codes = codes[block]
+            z_w = np.clip(z[block], low.take(block_codes), high.take(block_codes))
+            second[block] = np.where(scored[block], z_w * z_w, 0.0)
 
-        sum_z2 = np.bincount(codes, minlength=n_groups, weights=blockwise(
-            scratch, squared_winsorised, z, scored, codes))
-        # w = 1/s^2 on scored rows, written over s
-        blockwise(s, lambda sb, scored_b: np.where(
-            scored_b, 1.0 / np.where(scored_b, sb, 1.0) ** 2, 0.0), s, scored)
-        sum_w = np.bincount(codes, weights=s, minlength=n_groups)
-        sum_w2 = np.bincount(codes, minlength=n_groups, weights=blockwise(
-            scratch, lambda w: w * w, s))
+        map_blocks(squared_winsorised, size)
+        sum_z2, sum_w, sum_w2 = _bincounts(codes, n_groups, second, weight, weight_squared)
         with np.errstate(invalid="ignore", divide="ignore"):
             phi = np.where(k >= 2, sum_z2 / k, np.nan)
             spread = sum_w - sum_w2 / sum_w
@@ -469,6 +543,59 @@ def _group_statistics(
         denominator_max=den_max,
     )
     return groups, group_centre
+
+
+def _bincounts(codes: np.ndarray, n_groups: int, *weights: np.ndarray) -> list[np.ndarray]:
+    """``numpy.bincount(codes, weights=w)`` for each of ``weights``, side by side on threads.
+
+    Each sum is one bincount over the whole table, so its rows are added in
+    row order exactly as a single call would.
+    """
+    return run_parallel([functools.partial(np.bincount, codes, weights=w, minlength=n_groups)
+                         for w in weights])
+
+
+def _inputs_look_valid(x: np.ndarray, n: np.ndarray, kinds: np.ndarray) -> bool:
+    """One threaded pass of the count checks: finite, not negative, x <= n for proportions.
+
+    False means a check will fail; the caller then runs the checks one by
+    one to name the problem.
+    """
+    def bad(block: slice) -> bool:
+        xb, nb = x[block], n[block]
+        with np.errstate(invalid="ignore"):
+            found = np.isinf(xb)
+            found |= xb < 0
+            found |= np.isinf(nb)
+            found |= nb < 0
+            found |= (xb > nb) & (kinds[block] == _PROPORTION)
+        return bool(found.any())
+
+    return not any(map_blocks(bad, len(x)))
+
+
+def _per_group(
+    values: np.ndarray,
+    codes: np.ndarray,
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    missing: float | int,
+    message: str,
+) -> np.ndarray:
+    """The one value each group holds (``missing`` for a group without rows).
+
+    Taken from each group's first row, then every row is checked against
+    it (block by block on threads); raises ``ValueError(message)`` if a
+    group holds two values.
+    """
+    order, starts, sizes = layout
+    has_rows = sizes > 0
+    per_group = np.full(len(sizes), missing, dtype=values.dtype)
+    per_group[has_rows] = values.take(order.take(starts[has_rows]))
+    if any(map_blocks(
+            lambda block: bool(np.any(per_group.take(codes[block]) != values[block])),
+            len(values))):
+        raise ValueError(message)
+    return per_group
 
 
 def _prepare(
@@ -499,44 +626,44 @@ def _prepare(
     groups = check_group_columns(group_columns)
     check_columns(df, [numerator, denominator, *groups], function)
     kinds = kind_codes(df, kind, function)
-    is_proportion = kinds == INDICATOR_KINDS.index("proportion")
-    if not overdispersion and (kinds == INDICATOR_KINDS.index("none")).any():
+    rows_per_kind = count_codes(kinds, len(INDICATOR_KINDS))
+    if not overdispersion and rows_per_kind[INDICATOR_KINDS.index("none")]:
         raise ValueError(
             f"{function}: kind='none' (ADQs, DDDs, costs) has no Poisson variance, so "
             "its funnel only makes sense with overdispersion=True."
         )
     x = numeric_column(df, numerator, function)
     n = numeric_column(df, denominator, function)
-    for values, name in ((x, numerator), (n, denominator)):
-        check_finite_or_missing(values, name, df, function)
-        check_non_negative(values, name, df, function)
-    if is_proportion.any():
+    if not _inputs_look_valid(x, n, kinds):
+        # Something is wrong: the checks one by one name it.
+        for values, name in ((x, numerator), (n, denominator)):
+            check_finite_or_missing(values, name, df, function)
+            check_non_negative(values, name, df, function)
         check_numerator_within_denominator(
-            x, n, (numerator, denominator), df, function, rows=is_proportion
+            x, n, (numerator, denominator), df, function, rows=kinds == _PROPORTION
         )
     codes, n_groups = group_codes(df, groups, function, in_order_of_appearance)
+    layout = group_layout(codes, n_groups)
     scale = multiplier_values(df, multiplier, function)
     if isinstance(scale, float):
         group_scale = np.full(n_groups, scale)
     else:
-        group_scale = np.zeros(n_groups)
-        group_scale[codes] = scale
-        if any(np.any(group_scale.take(codes[block]) != scale[block])
-               for block in row_blocks(len(codes))):
-            raise ValueError(
-                f"{function}: the multiplier differs between rows of the same group; "
-                "each group (e.g. one indicator) needs one multiplier."
-            )
+        group_scale = _per_group(
+            scale, codes, layout, 0.0,
+            f"{function}: the multiplier differs between rows of the same group; "
+            "each group (e.g. one indicator) needs one multiplier.",
+        )
     row_target = None
     if target is not None:
         check_columns(df, [target], function)
         row_target = numeric_column(df, target, function) / scale
+        is_proportion = kinds == _PROPORTION
         if np.any(is_proportion & ((row_target < 0) | (row_target > 1))):
             raise ValueError(
                 f"{function}: target column {target!r} must lie between 0 and the multiplier "
                 "for a proportion."
             )
-    return x, n, codes, n_groups, groups, scale, group_scale, row_target, kinds
+    return x, n, codes, n_groups, layout, groups, scale, group_scale, row_target, kinds
 
 
 def _fit_by_kind(
@@ -545,6 +672,7 @@ def _fit_by_kind(
     n: np.ndarray,
     codes: np.ndarray,
     n_groups: int,
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray],
     group_scale: np.ndarray,
     row_target: np.ndarray | None,
     overdispersion: bool,
@@ -552,33 +680,25 @@ def _fit_by_kind(
     transform: str,
     function: str,
     workspace: Sequence[np.ndarray] = (),
-) -> tuple[_Groups, np.ndarray, list[tuple[str, np.ndarray | None]], np.ndarray | None]:
+    denominator_range: bool = True,
+) -> tuple[_Groups, np.ndarray, np.ndarray | None]:
     """Group statistics for every kind present; each group must have one kind.
 
     Returns the group statistics, the kind index of each group (-1 for a
-    group without rows), (formula, boolean row mask or None for all rows)
-    pairs, and ``asin(sqrt(target))`` per group when the target is pooled.
+    group without rows) and ``asin(sqrt(target))`` per group when the target
+    is pooled.
     """
-    group_kind = np.full(n_groups, -1, dtype=np.int8)
-    group_kind[codes] = kinds
-    if np.any(group_kind.take(codes) != kinds):
-        raise ValueError(
-            f"{function}: a group mixes indicator kinds; each group (e.g. one indicator) "
-            "needs a single kind."
-        )
-    # Rates, ratios and "none" share the count formulas; proportions have their own.
-    is_proportion = kinds == INDICATOR_KINDS.index("proportion")
-    if is_proportion.all():
-        families = [("proportion", None)]
-    elif not is_proportion.any():
-        families = [("rate", None)]
-    else:
-        families = [("proportion", is_proportion), ("rate", ~is_proportion)]
-    groups, centre = _group_statistics(
-        x, n, codes, n_groups, group_scale, row_target, families, overdispersion, winsorise,
-        transform, workspace,
+    group_kind = _per_group(
+        kinds, codes, layout, -1,
+        f"{function}: a group mixes indicator kinds; each group (e.g. one indicator) "
+        "needs a single kind.",
     )
-    return groups, group_kind, families, centre
+    has_proportions = bool((group_kind == _PROPORTION).any())
+    groups, centre = _group_statistics(
+        x, n, codes, n_groups, layout, group_scale, row_target, kinds, has_proportions,
+        overdispersion, winsorise, transform, workspace, denominator_range,
+    )
+    return groups, group_kind, centre
 
 
 # --------------------------------------------------------------------------- public
@@ -678,12 +798,12 @@ def calculate_funnel_parameters(
     (0.2, 3)
     """
     function = "calculate_funnel_parameters"
-    x, n, codes, n_groups, groups, _, group_scale, _, kinds = _prepare(
+    x, n, codes, n_groups, layout, groups, _, group_scale, _, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, None, function, poisson_method,
     )
-    stats_, group_kind, _, _ = _fit_by_kind(
-        kinds, x, n, codes, n_groups, group_scale, None, overdispersion, winsorise,
+    stats_, group_kind, _ = _fit_by_kind(
+        kinds, x, n, codes, n_groups, layout, group_scale, None, overdispersion, winsorise,
         count_transform, function,
     )
     kind_names = np.array(INDICATOR_KINDS, dtype=object)[np.maximum(group_kind, 0)]
@@ -782,7 +902,7 @@ def calculate_funnel_limits(
     """
     function = "calculate_funnel_limits"
     levels = check_confidence(confidence, function)
-    x, n, codes, n_groups, groups, scale, group_scale, row_target, kinds = _prepare(
+    x, n, codes, n_groups, layout, groups, scale, group_scale, row_target, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, target, function, poisson_method,
         in_order_of_appearance=False,
@@ -792,55 +912,70 @@ def calculate_funnel_limits(
     funnel_target = np.empty(size)
     lowers = [np.empty(size) for _ in levels]
     uppers = [np.empty(size) for _ in levels]
+    phi = np.empty(size)
+    tau2 = np.empty(size)
+    adjusted = np.empty(size, dtype=bool)
     flags = [np.empty(size, dtype=np.int8) for _ in levels]
-    g, _, families, group_centre = _fit_by_kind(
-        kinds, x, n, codes, n_groups, group_scale, row_target, overdispersion, winsorise,
-        count_transform, function, workspace=[*lowers, *uppers, funnel_target],
+    g, _, group_centre = _fit_by_kind(
+        kinds, x, n, codes, n_groups, layout, group_scale, row_target, overdispersion,
+        winsorise, count_transform, function,
+        workspace=[*lowers, *uppers, funnel_target, phi, tau2], denominator_range=False,
     )
-    adjusted = g.adjusted.take(codes)
-    tau2 = g.tau2.take(codes)
     scaled_target = g.target * g.multiplier  # pooled x multiplier, per group
-    scalar_scale = np.isscalar(scale)
-    for family, rows in families:
-        for block in row_blocks(size, rows):
-            block_codes = codes[block]
-            xb, nb = x[block], n[block]
-            sb = scale if scalar_scale else scale[block]
-            usable = (nb > 0) & np.isfinite(nb)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = np.where(usable, xb / nb, np.nan) * sb
-            if row_target is None:
-                target = g.target.take(block_codes)
-                funnel_target[block] = scaled_target.take(block_codes)  # = target x multiplier
-            else:
-                target = row_target[block]
-                funnel_target[block] = target * sb
+
+    def limits_block(block: slice) -> None:
+        block_codes = codes[block]
+        xb, nb = x[block], n[block]
+        sb = scale if np.isscalar(scale) else scale[block]
+        usable = (nb > 0) & np.isfinite(nb)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(usable, xb / nb, np.nan) * sb
+        n_known = np.where(usable, nb, np.nan)
+        tau2_b = g.tau2.take(block_codes)
+        adjusted_b = g.adjusted.take(block_codes)
+        tau2[block] = tau2_b
+        adjusted[block] = adjusted_b
+        phi[block] = g.phi.take(block_codes)
+        if row_target is None:
+            target_b = g.target.take(block_codes)
+            funnel_target[block] = scaled_target.take(block_codes)  # = target x multiplier
+        else:
+            target_b = row_target[block]
+            funnel_target[block] = target_b * sb
+        for family, rows in _family_parts(kinds[block]):
             centre = None
             if family == "proportion" and group_centre is not None:
-                centre = group_centre.take(block_codes)
-            block_limits = _limits_at(
-                family, target, np.where(usable, nb, np.nan), levels, tau2[block],
-                adjusted[block], count_transform, poisson_method, centre,
+                centre = group_centre.take(_pick(block_codes, rows))
+            part_limits = _limits_at(
+                family, _pick(target_b, rows), _pick(n_known, rows), levels,
+                _pick(tau2_b, rows), _pick(adjusted_b, rows), count_transform,
+                poisson_method, centre,
             )
-            value_known = np.isfinite(value)
-            for i, (lower, upper) in enumerate(block_limits):
-                lower *= sb  # fresh arrays: scaled in place
-                upper *= sb
-                below = value < lower
-                above = value > upper
+            part_value = _pick(value, rows)
+            part_scale = _pick(sb, rows)
+            value_known = np.isfinite(part_value)
+            for i, (lower, upper) in enumerate(part_limits):
+                lower *= part_scale  # fresh arrays: scaled in place
+                upper *= part_scale
+                below = part_value < lower
+                above = part_value > upper
                 above &= ~below
                 # 0 below, 1 inside, 2 above; -1 where the value or a limit is missing
                 flag = np.int8(1) - below.view(np.int8) + above.view(np.int8)
                 flag[~(value_known & np.isfinite(lower) & np.isfinite(upper))] = -1
-                lowers[i][block] = lower
-                uppers[i][block] = upper
-                flags[i][block] = flag
+                for column, part in ((lowers[i], lower), (uppers[i], upper), (flags[i], flag)):
+                    if rows is None:
+                        column[block] = part
+                    else:
+                        column[block][rows] = part  # column[block] is a view
+
+    map_blocks(limits_block, size)
     new_columns: dict[str, object] = {"funnel_target": funnel_target}
     for i, level in enumerate(levels):
         new_columns[funnel_lower_column(level)] = lowers[i]
         new_columns[funnel_upper_column(level)] = uppers[i]
         new_columns[funnel_flag_column(level)] = categorical_from_codes(flags[i], FLAG_CATEGORIES)
-    new_columns["funnel_phi"] = g.phi.take(codes)
+    new_columns["funnel_phi"] = phi
     new_columns["funnel_tau2"] = tau2
     new_columns["funnel_adjusted"] = adjusted
     return assign_columns(df, new_columns)

@@ -12,11 +12,13 @@ underscore (``lower_95``, ``upper_99_8``).
 
 The inputs are checked in one vectorised pass (kind by kind only when
 something is wrong, to name the problem), and the limits are computed block
-by block, sharing the terms that do not depend on the confidence level.
+by block on several threads, sharing the terms that do not depend on the
+confidence level; each block picks out its own rows of each kind.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,10 +37,11 @@ from moopt.stats._validate import (
     check_numerator_within_denominator,
     check_whole_numbers,
     confidence_label,
+    count_codes,
     kind_codes,
     multiplier_values,
     numeric_column,
-    row_blocks,
+    map_blocks,
     z_for,
 )
 
@@ -124,15 +127,19 @@ def _poisson_count_limits_at(
     upper_base = 1.0 - 1.0 / (9.0 * ob1)
     upper_root = 3.0 * np.sqrt(ob1)
 
-    small = (o >= 0) & (o < BYAR_THRESHOLD)
-    any_small = bool(small.any())
-    if any_small:
-        # Few distinct small counts: the chi-squared quantiles are evaluated once each.
-        distinct, position = np.unique(o[small], return_inverse=True)
+    if not all_big:
+        small = (o >= 0) & (o < BYAR_THRESHOLD)
+        small_counts = o[small]
+        # Small counts are whole numbers 0..9 (to within the tolerance of the
+        # checks): exact ones read their limits from a table made once per
+        # level; any others are worked out one distinct value at a time.
+        table_index = small_counts.astype(np.intp)
+        in_table = table_index == small_counts
+        if not in_table.all():
+            distinct, position = np.unique(small_counts[~in_table], return_inverse=True)
 
     out = []
     for level in levels:
-        alpha = 1.0 - level
         z = z_for(level)
         byar_lower = ob * (lower_base - z / lower_root) ** 3
         byar_upper = ob1 * (upper_base + z / upper_root) ** 3
@@ -143,15 +150,35 @@ def _poisson_count_limits_at(
         upper = np.full(o.shape, np.nan)
         lower[big] = byar_lower
         upper[big] = byar_upper
-        if any_small:
-            with np.errstate(invalid="ignore"):
-                low = stats.chi2.ppf(alpha / 2.0, 2.0 * distinct) / 2.0
-            low = np.where(distinct == 0, 0.0, low)  # no events: the lower limit is 0
-            high = stats.chi2.ppf(1.0 - alpha / 2.0, 2.0 * distinct + 2.0) / 2.0
-            lower[small] = low[position]
-            upper[small] = high[position]
+        table_lower, table_upper = _exact_limits_table(level)
+        small_lower = table_lower.take(table_index, mode="clip")
+        small_upper = table_upper.take(table_index, mode="clip")
+        if not in_table.all():
+            odd_lower, odd_upper = _exact_count_limits(distinct, level)
+            small_lower[~in_table] = odd_lower[position]
+            small_upper[~in_table] = odd_upper[position]
+        lower[small] = small_lower
+        upper[small] = small_upper
         out.append((lower, upper))
     return out
+
+
+def _exact_count_limits(counts: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Poisson limits of counts O: chi2(a/2; 2O)/2 and chi2(1 - a/2; 2O + 2)/2."""
+    alpha = 1.0 - level
+    with np.errstate(invalid="ignore"):
+        low = stats.chi2.ppf(alpha / 2.0, 2.0 * counts) / 2.0
+    low = np.where(counts == 0, 0.0, low)  # no events: the lower limit is 0
+    high = stats.chi2.ppf(1.0 - alpha / 2.0, 2.0 * counts + 2.0) / 2.0
+    return low, high
+
+
+@functools.lru_cache(maxsize=16)
+def _exact_limits_table(level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact limits of the counts 0, 1, ..., BYAR_THRESHOLD - 1 at one level (read-only)."""
+    lower, upper = _exact_count_limits(np.arange(BYAR_THRESHOLD, dtype=np.float64), level)
+    lower.flags.writeable = upper.flags.writeable = False
+    return lower, upper
 
 
 # --------------------------------------------------------------------------- checks
@@ -189,42 +216,86 @@ def _validated_counts(
     return x, n
 
 
-def _limit_columns(size: int, levels: Sequence[float], every_row: bool) -> dict[str, np.ndarray]:
-    """Empty ``lower_<level>`` / ``upper_<level>`` columns, NaN unless every row will be written."""
-    make = (lambda: np.empty(size)) if every_row else (lambda: np.full(size, np.nan))
-    return {name: make() for level in levels for name in (lower_column(level), upper_column(level))}
+def _limit_columns(size: int, levels: Sequence[float]) -> dict[str, np.ndarray]:
+    """Uninitialised ``lower_<level>`` / ``upper_<level>`` columns; every row gets written."""
+    return {name: np.empty(size)
+            for level in levels for name in (lower_column(level), upper_column(level))}
 
 
-def _fill_limits(
+def _write_limits(
     columns: dict[str, np.ndarray],
+    block: slice,
     family: str,
     x: np.ndarray,
     n: np.ndarray,
     scale: np.ndarray | float,
     levels: Sequence[float],
-    rows: np.ndarray | None,
+    selected: np.ndarray | None = None,
 ) -> None:
-    """Write the limits of ``rows`` (a boolean mask; None: every row) into ``columns``.
-
-    The work goes block by block (:func:`moopt.stats._validate.row_blocks`).
+    """Write the limits of the rows ``block`` (``selected`` of them, a mask, if given).
 
     ``family`` "proportion" gives Wilson limits of x/n times ``scale``; any
     other value Poisson limits of the count x per unit of n, times ``scale``.
     """
-    scalar = np.isscalar(scale)
-    for block in row_blocks(len(x), rows):
-        xb, nb = x[block], n[block]
-        sb = scale if scalar else scale[block]
-        if family == "proportion":
-            limits = _wilson_limits_at(xb, nb, levels)
-            factor = sb
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                factor = np.where(nb > 0, sb / nb, np.nan)
-            limits = _poisson_count_limits_at(xb, levels)
-        for level, (lower, upper) in zip(levels, limits):
-            columns[lower_column(level)][block] = lower * factor
-            columns[upper_column(level)][block] = upper * factor
+    xb, nb = x[block], n[block]
+    sb = scale if np.isscalar(scale) else scale[block]
+    if selected is not None:
+        xb, nb = xb[selected], nb[selected]
+        sb = sb if np.isscalar(sb) else sb[selected]
+    if family == "proportion":
+        limits = _wilson_limits_at(xb, nb, levels)
+        factor = sb
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(nb > 0, sb / nb, np.nan)
+        limits = _poisson_count_limits_at(xb, levels)
+    for level, (lower, upper) in zip(levels, limits):
+        for name, limit in ((lower_column(level), lower), (upper_column(level), upper)):
+            target = columns[name][block]  # a view: blocks are slices
+            if selected is None:
+                np.multiply(limit, factor, out=target)
+            else:
+                target[selected] = limit * factor
+
+
+def _fill_limits(
+    columns: dict[str, np.ndarray],
+    x: np.ndarray,
+    n: np.ndarray,
+    scale: np.ndarray | float,
+    levels: Sequence[float],
+    family: str | None = None,
+    kinds: np.ndarray | None = None,
+) -> None:
+    """Write the limits of every row into ``columns``, block by block on threads.
+
+    Either ``family`` ("proportion" or "count") applies to every row, or
+    ``kinds`` gives each row's index into INDICATOR_KINDS: proportions get
+    Wilson limits, rates and ratios Poisson limits and "none" NaN. Each
+    block picks out its own rows of each kind, so no mask the size of the
+    table is built.
+    """
+    proportion = INDICATOR_KINDS.index("proportion")
+    counts = (INDICATOR_KINDS.index("rate"), INDICATOR_KINDS.index("ratio"))
+
+    def fill(block: slice) -> None:
+        if kinds is None:
+            _write_limits(columns, block, family, x, n, scale, levels)
+            return
+        kb = kinds[block]
+        is_proportion = kb == proportion
+        is_count = (kb == counts[0]) | (kb == counts[1])
+        for part, rows in (("proportion", is_proportion), ("count", is_count)):
+            if rows.all():
+                _write_limits(columns, block, part, x, n, scale, levels)
+            elif rows.any():
+                _write_limits(columns, block, part, x, n, scale, levels, rows)
+        without = ~(is_proportion | is_count)
+        if without.any():
+            for column in columns.values():
+                column[block][without] = np.nan
+
+    map_blocks(fill, len(x))
 
 
 # --------------------------------------------------------------------------- public
@@ -296,8 +367,8 @@ def calculate_wilson_interval(
         df, numerator, denominator, function, proportion=True, whole_numbers=False
     )
     scale = multiplier_values(df, multiplier, function)
-    columns = _limit_columns(len(df), levels, every_row=True)
-    _fill_limits(columns, "proportion", x, n, scale, levels, None)
+    columns = _limit_columns(len(df), levels)
+    _fill_limits(columns, x, n, scale, levels, family="proportion")
     return assign_columns(df, columns)
 
 
@@ -431,8 +502,8 @@ def _poisson_interval(
         df, numerator, denominator, function, proportion=False, whole_numbers=True
     )
     scale = multiplier_values(df, multiplier, function)
-    columns = _limit_columns(len(df), levels, every_row=True)
-    _fill_limits(columns, "count", o, e, scale, levels, None)
+    columns = _limit_columns(len(df), levels)
+    _fill_limits(columns, o, e, scale, levels, family="count")
     return assign_columns(df, columns)
 
 
@@ -446,26 +517,45 @@ def _counts_pass_checks(
     """One pass of every check of :func:`calculate_intervals` over all its rows.
 
     True when the data are fine. Otherwise (or on any error) False, and the
-    caller repeats the checks kind by kind to raise the right message.
+    caller repeats the checks kind by kind to raise the right message. The
+    pass goes block by block on threads.
     """
+    proportion = INDICATOR_KINDS.index("proportion")
+    counts = (INDICATOR_KINDS.index("rate"), INDICATOR_KINDS.index("ratio"))
     try:
         x = numeric_column(df, numerator, "calculate_intervals")
         n = numeric_column(df, denominator, "calculate_intervals")
-        proportion = kinds == INDICATOR_KINDS.index("proportion")
-        counts = (kinds == INDICATOR_KINDS.index("rate")) | (
-            kinds == INDICATOR_KINDS.index("ratio"))
-        checked = proportion | counts
-        with np.errstate(invalid="ignore"):
-            bad = np.isinf(x)
-            bad |= x < 0
-            bad |= np.isinf(n)
-            bad |= n < 0
-            bad &= checked
-            bad |= (x > n) & proportion
-        if bad.any():
+        scale = (numeric_column(df, multiplier, "calculate_intervals")
+                 if isinstance(multiplier, str) else None)
+
+        def bad_rows(block: slice) -> bool:
+            kb = kinds[block]
+            is_proportion = kb == proportion
+            checked = is_proportion | (kb == counts[0]) | (kb == counts[1])
+            xb, nb = x[block], n[block]
+            with np.errstate(invalid="ignore"):
+                bad = np.isinf(xb)
+                bad |= xb < 0
+                bad |= np.isinf(nb)
+                bad |= nb < 0
+                if scale is not None:
+                    bad |= ~(np.isfinite(scale[block]) & (scale[block] > 0))
+                bad &= checked
+                bad |= (xb > nb) & is_proportion
+                # Counts must be whole numbers, as check_whole_numbers tests.
+                rounded_off = np.round(xb) != xb
+                rounded_off &= checked & ~is_proportion
+                if rounded_off.any():
+                    v = xb[rounded_off]
+                    v = v[np.isfinite(v)]
+                    if np.any(np.abs(v - np.round(v)) > 1e-9 * np.maximum(1.0, np.abs(v))):
+                        return True
+            return bool(bad.any())
+
+        if any(map_blocks(bad_rows, len(df))):
             return False
-        check_whole_numbers(x, numerator, df, "calculate_intervals", counts)
-        multiplier_values(df, multiplier, "calculate_intervals", rows=checked)
+        if scale is None:
+            multiplier_values(df, multiplier, "calculate_intervals")
     except ValueError:
         return False
     return True
@@ -536,23 +626,27 @@ def calculate_intervals(
         check_columns(df, [multiplier], function)
 
     # The rows of each kind that has limits, with the method whose checks apply.
-    present = []
-    for each_kind, method_function in (
-        ("proportion", "calculate_wilson_interval"),
-        ("rate", function),
-        ("ratio", function),
-    ):
-        rows = kinds == INDICATOR_KINDS.index(each_kind)
-        if rows.any():
-            present.append((each_kind, method_function, rows))
-    if not present:
-        return assign_columns(df, _limit_columns(len(df), levels, every_row=False))
-    covered = np.logical_or.reduce([rows for _, _, rows in present])
+    rows_per_kind = count_codes(kinds, len(INDICATOR_KINDS))
+    present = [
+        (each_kind, method_function)
+        for each_kind, method_function in (
+            ("proportion", "calculate_wilson_interval"),
+            ("rate", function),
+            ("ratio", function),
+        )
+        if rows_per_kind[INDICATOR_KINDS.index(each_kind)]
+    ]
+    if not present:  # only kind "none": nothing to check or compute
+        columns = _limit_columns(len(df), levels)
+        for column in columns.values():
+            column.fill(np.nan)
+        return assign_columns(df, columns)
     if not _counts_pass_checks(df, numerator, denominator, multiplier, kinds):
         # Something is wrong: repeat the checks kind by kind as each method
         # would, so that the message (and which problem is reported first)
         # is that method's.
-        for each_kind, method_function, rows in present:
+        for each_kind, method_function in present:
+            rows = kinds == INDICATOR_KINDS.index(each_kind)
             mask = None if rows.all() else rows
             _validated_counts(
                 df, numerator, denominator, method_function,
@@ -562,11 +656,9 @@ def calculate_intervals(
             multiplier_values(df, multiplier, method_function, rows=mask)
     x = numeric_column(df, numerator, function)
     n = numeric_column(df, denominator, function)
-    scale = multiplier_values(df, multiplier, function, rows=covered)
-    columns = _limit_columns(len(df), levels, every_row=bool(covered.all()))
-    # Rates and ratios share one formula, so their rows are computed together.
-    proportion = kinds == INDICATOR_KINDS.index("proportion")
-    for family, rows in (("proportion", proportion), ("count", covered & ~proportion)):
-        if rows.any():
-            _fill_limits(columns, family, x, n, scale, levels, None if rows.all() else rows)
+    # Checked above on the rows that have limits (the others are not read).
+    scale = numeric_column(df, multiplier, function) if isinstance(multiplier, str) else float(
+        multiplier)
+    columns = _limit_columns(len(df), levels)
+    _fill_limits(columns, x, n, scale, levels, kinds=kinds)
     return assign_columns(df, columns)

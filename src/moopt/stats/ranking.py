@@ -11,11 +11,14 @@ Rows are brought together by group with one radix sort of integer group
 codes, then each group is sorted on its own (small sorts stay in cache) and
 its percentiles are written straight to its rows; the deciles are read off
 the same sorted values. The loop is over groups (a few thousand for a
-national run), never over rows: millions of rows take well under a second.
+national run), never over rows, and runs of groups are shared among threads
+(:func:`moopt.stats._validate.run_parallel`): millions of rows take well
+under a second.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,9 +31,13 @@ from moopt.stats._validate import (
     check_dataframe,
     check_group_columns,
     direction_codes,
+    gather,
+    group_chunks,
     group_codes,
     group_layout,
+    map_blocks,
     numeric_column,
+    run_parallel,
 )
 
 DECILES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -83,17 +90,24 @@ def _sort_within_groups(
         # global sort several times over; the loop is over groups, never rows.
         by_group = np.argsort(g.astype(_radix_dtype(n_groups), copy=False), kind="stable")
         grouped = v[by_group]
-        spans = [(start, start + count) for start, count in zip(starts.tolist(), counts.tolist())
-                 if count > 1]
-        if not with_rows:
-            for start, stop in spans:
-                grouped[start:stop].sort()
-            return None, grouped, starts, counts
         order = by_group  # reordered group by group below
-        for start, stop in spans:
-            within = grouped[start:stop].argsort()
-            order[start:stop] = order[start:stop][within]
-            grouped[start:stop] = grouped[start:stop][within]
+
+        def sort_groups(groups: range) -> None:  # runs of groups share no rows: threads
+            for start, count in zip(starts[groups].tolist(), counts[groups].tolist()):
+                stop = start + count
+                if count < 2:
+                    continue
+                if not with_rows:
+                    grouped[start:stop].sort()
+                    continue
+                within = grouped[start:stop].argsort()
+                order[start:stop] = order[start:stop][within]
+                grouped[start:stop] = grouped[start:stop][within]
+
+        run_parallel([functools.partial(sort_groups, chunk)
+                      for chunk in group_chunks(starts, counts)])
+        if not with_rows:
+            return None, grouped, starts, counts
         sorted_values = grouped
     else:
         by_value = np.argsort(v)
@@ -126,36 +140,42 @@ def _percentiles_within_groups(
         percentile[rows] = _percentiles_from_sorted(sorted_values, starts, counts)
         return percentile, sorted_values, starts, counts
     by_group, starts, sizes = group_layout(codes, n_groups)
-    if workspace is None:
-        grouped = values[by_group]
-    else:
-        grouped = np.take(values, by_group, out=workspace, mode="clip")  # "clip": unbuffered
+    grouped = np.empty(size) if workspace is None else workspace
+    gather(values, by_group, grouped)
     percentile = np.empty(size)
     counts = np.zeros(n_groups, dtype=np.int64)  # non-missing values per group
-    positions = np.arange(int(sizes.max(initial=0)))
-    new_value = np.empty(len(positions), dtype=bool)
-    for group, (start, group_size) in enumerate(zip(starts.tolist(), sizes.tolist())):
-        stop = start + group_size
-        rows = by_group[start:stop]
-        within = grouped[start:stop].argsort()  # NumPy sorts NaN last
-        ordered = grouped[start:stop][within]
-        grouped[start:stop] = ordered
-        count = int(ordered.searchsorted(np.nan))  # values before the first NaN
-        counts[group] = count
-        rows = rows[within]
-        percentile[rows[count:]] = np.nan  # missing values
-        if count < 2:
-            percentile[rows[:count]] = np.nan  # one value: no percentile
-            continue
-        # rank_min - 1: the position where each run of equal values starts
-        new = new_value[:count]
-        new[0] = True
-        np.not_equal(ordered[1:count], ordered[:count - 1], out=new[1:])
-        if new.all():  # no ties
-            rank_min_minus_one = positions[:count]
-        else:
-            rank_min_minus_one = np.maximum.accumulate(np.where(new, positions[:count], 0))
-        percentile[rows[:count]] = rank_min_minus_one / (count - 1.0) * 100.0
+
+    def rank_groups(groups: range) -> None:
+        # Each group is sorted on its own (small sorts stay in cache), then
+        # its percentiles are written straight to its rows. Groups never
+        # share rows, so chunks of groups can run on separate threads.
+        positions = np.arange(int(sizes[groups].max(initial=0)))
+        new_value = np.empty(len(positions), dtype=bool)
+        for group in groups:
+            start = int(starts[group])
+            stop = start + int(sizes[group])
+            within = grouped[start:stop].argsort()  # NumPy sorts NaN last
+            ordered = grouped[start:stop][within]
+            grouped[start:stop] = ordered
+            count = int(ordered.searchsorted(np.nan))  # values before the first NaN
+            counts[group] = count
+            rows = by_group[start:stop][within]
+            percentile[rows[count:]] = np.nan  # missing values
+            if count < 2:
+                percentile[rows[:count]] = np.nan  # one value: no percentile
+                continue
+            # rank_min - 1: the position where each run of equal values starts
+            new = new_value[:count]
+            new[0] = True
+            np.not_equal(ordered[1:count], ordered[:count - 1], out=new[1:])
+            if new.all():  # no ties
+                rank_min_minus_one = positions[:count]
+            else:
+                rank_min_minus_one = np.maximum.accumulate(np.where(new, positions[:count], 0))
+            percentile[rows[:count]] = rank_min_minus_one / (count - 1.0) * 100.0
+
+    run_parallel([functools.partial(rank_groups, chunk)
+                  for chunk in group_chunks(starts, sizes)])
     return percentile, grouped, starts, counts
 
 
@@ -460,9 +480,17 @@ def assign_percentiles_and_deciles(
     # One contiguous row of the table per decile: taking from it by group
     # code is several times faster than fancy-indexing a column of the table.
     by_decile = np.ascontiguousarray(table.T)
-    for j, d in enumerate(wanted):
-        out = last_decile if j == len(wanted) - 1 else np.empty(len(df))
-        new_columns[_decile_name(d)] = by_decile[j].take(codes, out=out, mode="clip")
+    outputs = [np.empty(len(df)) for _ in wanted[:-1]] + [last_decile]
+
+    def spread(block: slice) -> None:
+        # Every decile column of a block from one read of its group codes.
+        block_codes = codes[block]
+        for j, out in enumerate(outputs):
+            by_decile[j].take(block_codes, out=out[block], mode="clip")
+
+    map_blocks(spread, len(df))
+    for d, out in zip(wanted, outputs):
+        new_columns[_decile_name(d)] = out
     return assign_columns(df, new_columns)
 
 
