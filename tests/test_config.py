@@ -1,5 +1,7 @@
 """Run parameters: defaults, overrides and plain messages for bad values."""
 
+import re
+
 import pytest
 
 from moopt.config import ParameterError, load_config
@@ -27,9 +29,13 @@ def test_command_line_overrides_win(tmp_path):
     ({"data": {"source": "files"}}, "data.epd"),
     ({"data": {"max_reject_share": 2}}, "max_reject_share"),
     ({"renderer": "pdf"}, "renderer"),
+    ({"period": {"end_month": "2026-09"}}, "unknown period parameter(s) end_month"),
+    ({"organisations": {"levle": "practice"}}, "unknown organisations parameter(s) levle"),
+    ({"data": {"ingest_memory_limit": "lots"}}, "data.ingest_memory_limit"),
+    ({"data": {"organisations": {"map": "m.csv", "eccg": "e.csv"}}}, "data.organisations is a practice"),
 ])
 def test_bad_parameters_get_clear_messages(tmp_path, override, message):
-    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ParameterError, match=re.escape(message)):
         load_config("parameters/default.yml", project_dir=tmp_path, overrides=override)
 
 

@@ -528,3 +528,21 @@ def test_run_fetch_command_uses_the_run_period_and_asks_for_the_latest_month(tmp
     assert "    - outputs/data/fetched/epd_202504.csv" in capsys.readouterr().out
     with pytest.raises(FetchError, match="which months"):
         run_fetch_command(fetch_args([]), messages.append, None, client=client_for(Portal()))
+
+
+def test_name_lookup_failure_is_not_retried_and_says_what_to_do():
+    import socket
+    import urllib.error
+
+    from moopt.sources.fetch import CkanClient, FetchError
+
+    calls = []
+
+    def transport(url, headers):
+        calls.append(url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    client = CkanClient(transport=transport, sleep=lambda s: calls.append(("slept", s)))
+    with pytest.raises(FetchError, match="Cannot reach opendata.nhsbsa.net.*HTTPS_PROXY"):
+        client.package_show("english-prescribing-data-epd")
+    assert len(calls) == 1  # no retries, no waiting

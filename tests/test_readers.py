@@ -233,8 +233,11 @@ def test_months_outside_the_run_are_rejected(store, tmp_path):
     report = store.ingest_prescribing(path, max_reject_share=1.0, window=window)
     assert report.reasons == {"YEAR_MONTH is outside the run (2024-03 to 2025-01)": 1}
     assert report.months == ["2025-01"]
-    with pytest.raises(IngestError, match="outside the run"):  # a file wholly outside fails clearly
-        store.ingest_prescribing(path, window=RunWindow("2023-01", "2023-12"), force=True)
+    # Outside the run is not bad data: quarantined with the reason, but not counted towards the
+    # share that stops a run, so a file wholly outside is read, reported and stores nothing.
+    outside = store.ingest_prescribing(path, window=RunWindow("2023-01", "2023-12"), force=True)
+    assert (outside.rows_read, outside.rows_rejected, outside.months) == (2, 2, [])
+    assert rows(store, "SELECT DISTINCT month FROM prescribing") == [(datetime.date(2025, 1, 1),)]
     # A different window is not "unchanged": the file is read again.
     assert not store.ingest_prescribing(path, max_reject_share=1.0, window=RunWindow("2025-01", "2025-02")).skipped
 
@@ -315,3 +318,31 @@ def test_closed_practices_keep_their_history_but_get_no_page(tmp_path):
         assert [o["code"] for o in organisations_for_run(s, config)] == ["A00001"]
         config.org_codes = ["A00002"]  # asked for by code: its history can still be shown
         assert [o["code"] for o in organisations_for_run(s, config)] == ["A00002"]
+
+
+def test_a_run_that_stores_no_prescribing_stops_and_says_why(tmp_path):
+    from moopt.config import load_config
+    from moopt.pipeline import ensure_data, ingest_run
+
+    (tmp_path / "epraccur.csv").write_text("\n".join([epraccur_row("A00001", 4), epraccur_row("Y00001", 2)]) + "\n")
+    epd = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "Y00001", "0501013B0AAABAB", 9)])
+    ls = f.write_list_sizes(tmp_path / "ls.csv", f.list_size_rows("2024-12", "A00001", {("MALE", "0_4"): 10}))
+    params = tmp_path / "run.yml"
+    params.write_text(f"data: {{source: files, organisations: {{epraccur: {tmp_path / 'epraccur.csv'}}}, "
+                      f"epd: [{epd}], list_sizes: [{ls}]}}\n")
+    config = load_config(params, project_dir=tmp_path)
+    with Store(tmp_path / "s.duckdb") as s:
+        with pytest.raises(ValueError, match="No prescribing rows were stored.*1 rows for cost centres that are not GP"):
+            ingest_run(s, config, ensure_data(config))
+    f.write_epd(epd, [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 9)])
+    said = []
+    with Store(tmp_path / "s2.duckdb") as s:
+        ingest_run(s, config, ensure_data(config), said.append)
+    assert any("no list sizes for 1 of the 1 prescribing months (2025-01); the list sizes cover 2024-12 to 2024-12"
+               in m for m in said)
+
+
+def test_epraccur_without_gp_practices_is_refused(tmp_path):
+    (tmp_path / "eccg.csv").write_text(epraccur_row("00C", 0) + "\n")
+    with Store(tmp_path / "s.duckdb") as s, pytest.raises(IngestError, match="holds no GP practices"):
+        s.ingest_ods_organisations(tmp_path / "eccg.csv")

@@ -93,4 +93,6 @@ def test_real_sample_pages_and_links(real_build):
         page = (out / "site" / "orgs" / "sub_icb" / ccg / "antimicrobials.html").read_text()
         assert "fewer than 12 months" in page and "<img" in page
         assert "SYNTHETIC DATA" not in page.upper()
+        # Four practices are not England: every page says what "England" means here.
+        assert "Part of England only. The data hold prescribing for 4 practices in 2 sub-ICB" in page
     assert check_links(out / "site") == []

@@ -74,9 +74,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     reset_store_if_data_changed(config.store_path, files, _say)
     with Store(config.store_path) as store:
         reports = ingest_run(store, config, files, _say)
+        rejects = store.rejects_dir
     read = sum(r.rows_read for r in reports)
     rejected = sum(r.rows_rejected for r in reports)
-    _say(f"{read:,} rows read, {read - rejected:,} accepted, {rejected:,} rejected")
+    _say(f"{read:,} rows read = {read - rejected:,} accepted + {rejected:,} rejected"
+         + (f" (rejected rows and reasons: {rejects})" if rejected else ""))
     return 0
 
 
@@ -146,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
 
     def add_common(sp):
         sp.add_argument("--params", help="YAML run file (default parameters/default.yml)")
-        sp.add_argument("--outputs", help="outputs folder (default outputs)")
+        sp.add_argument("--outputs", help="outputs folder (default: the run file's outputs, else outputs)")
 
     sp = sub.add_parser("synth", help="write the synthetic national data set")
     add_common(sp)
@@ -160,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--orgs", help="comma-separated organisation codes (default: all at the level)")
     sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region"])
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
-    sp.add_argument("--period-end", help="last month, YYYY-MM (default: latest in the data)")
+    sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
+                                         "else the latest month in the data)")
     sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
     sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
     sp.add_argument("--runner", choices=["warm", "papermill"],

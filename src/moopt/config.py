@@ -213,6 +213,14 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
     limit = None if limit is None else str(limit)
 
+    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes"})):
+        if not isinstance(p[section], dict):
+            fail(f"'{section}' must be a mapping.")
+        unknown = set(p[section]) - known
+        if unknown:
+            fail(f"unknown {section} parameter(s) {', '.join(sorted(map(str, unknown)))}; "
+                 f"{section} takes {', '.join(sorted(known))}.")
+
     period = p["period"]
     end = str(period.get("end", "latest"))
     if end != "latest" and not MONTH_PATTERN.match(end):

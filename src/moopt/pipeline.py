@@ -69,13 +69,19 @@ def ensure_data(config: RunConfig, progress=None) -> DataFiles:
     if config.data_source == "files":
         orgs = config.organisations_file
         org_paths = list(orgs.values()) if isinstance(orgs, dict) else [orgs]
-        for path in [*org_paths, *config.epd_files, *config.list_size_files]:
-            if not Path(path).exists():
-                raise ParameterError(f"Data file {path} does not exist (check data: in the parameters).")
+        for key, paths in (("organisations", org_paths), ("epd", config.epd_files),
+                           ("list_sizes", config.list_size_files)):
+            for path in paths:
+                if not Path(path).exists():
+                    raise ParameterError(
+                        f"Data file {path} does not exist (check data.{key} in "
+                        f"{config.params_file or 'the parameters'}; relative paths are read from "
+                        f"{config.project_dir}).")
         for key, paths in (("supplied", config.supplied_files), ("reference", config.reference_files)):
             for path in paths:
                 if not Path(path).exists():
-                    raise ParameterError(f"Data file {path} does not exist (check data.{key} in the parameters).")
+                    raise ParameterError(f"Data file {path} does not exist (check data.{key} in "
+                                         f"{config.params_file or 'the parameters'}).")
         return DataFiles(config.organisations_file, sorted(config.epd_files), sorted(config.list_size_files),
                          config.practice_attributes_file, False, "Files named in the run parameters",
                          sorted(config.supplied_files), sorted(config.reference_files))
@@ -162,10 +168,33 @@ def ingest_run(store: Store, config: RunConfig, files: DataFiles, progress=None)
     """Ingest a run's files into ``store`` (marking the data set it was built from)."""
     store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
     store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
-    return ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                        files.practice_attributes, config.max_reject_share, progress,
-                        supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
-                        reference=files.reference, memory_limit=config.ingest_memory_limit)
+    reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
+                           files.practice_attributes, config.max_reject_share, progress,
+                           supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
+                           reference=files.reference, memory_limit=config.ingest_memory_limit)
+    check_coverage(store, reports, progress)
+    return reports
+
+
+def check_coverage(store: Store, reports: list[IngestReport], progress=None) -> None:
+    """Stop when no prescribing was stored, saying why; note months without list sizes."""
+    say = progress or (lambda msg: None)
+    rx_months = store.months()
+    if not rx_months:
+        rx = [r for r in reports if r.table == "prescribing"]
+        why = "; ".join(r.line() for r in rx if not r.skipped) or "no prescribing files were read"
+        raise ParameterError(
+            "No prescribing rows were stored, so there is nothing to compute indicators from. "
+            f"What the prescribing files gave: {why}. Rows for cost centres that are not GP practices are "
+            f"not stored; rejected rows are listed with their reasons in {store.rejects_dir}.")
+    ls_months = {m.strftime("%Y-%m") for (m,) in store.con.execute(
+        "SELECT DISTINCT month FROM list_size").fetchall()}
+    missing = [m for m in rx_months if m not in ls_months]
+    if missing:
+        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+        held = f"{min(ls_months)} to {max(ls_months)}" if ls_months else "no months"
+        say(f"note: no list sizes for {len(missing)} of the {len(rx_months)} prescribing months ({shown}); "
+            f"the list sizes cover {held}. Indicators per patient or per STAR-PU are empty for those months.")
 
 
 def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=None) -> None:
@@ -239,10 +268,16 @@ def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progres
     if report.practice_months_without_list_size:
         say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
             "list size; they are left out of population-based indicators above practice level")
+    # How much of England the data cover: pages say so when it is not the whole country.
+    practices, sub_icbs = con.execute(
+        "SELECT count(DISTINCT p.practice_code), count(DISTINCT o.sub_icb_code) "
+        "FROM (SELECT DISTINCT practice_code FROM prescribing) p JOIN organisations o USING (practice_code)"
+    ).fetchall()[0]
     con.execute("DELETE FROM run_info")
     con.executemany("INSERT INTO run_info VALUES (?, ?)", [
         ["engine_key", key], ["engine_report", json.dumps(info)],
         ["synthetic", "true" if synthetic else "false"], ["period_end", end],
+        ["practices_with_prescribing", str(practices)], ["sub_icbs_with_prescribing", str(sub_icbs)],
     ])
     return info
 

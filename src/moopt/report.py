@@ -59,12 +59,22 @@ def period_label(period, period_type: str) -> str:
         period_type, month)
 
 
+# England has about 6,300 GP practices; data for fewer than this describe part of it.
+NATIONAL_PRACTICES = 6_000
+
+
 def synthetic_notice(ctx: "PageContext") -> str:
-    """The prominent notice every page built on synthetic data carries (empty for real data)."""
-    if not ctx.is_synthetic:
+    """The notice every page carries when its data are synthetic, or cover only part of England."""
+    if ctx.is_synthetic:
+        return (f'<div class="moopt-synthetic-notice" role="note"><strong>{html.escape(SYNTHETIC_NOTICE)}'
+                "</strong></div>")
+    practices, sub_icbs = ctx.coverage
+    if practices is None or practices >= NATIONAL_PRACTICES:
         return ""
-    return (f'<div class="moopt-synthetic-notice" role="note"><strong>{html.escape(SYNTHETIC_NOTICE)}'
-            "</strong></div>")
+    text = (f"Part of England only. The data hold prescribing for {practices:,} practices in {sub_icbs:,} "
+            f"sub-ICB locations, so \"England\" on this page means those practices: England values, "
+            "national deciles, percentiles and similar organisations compare only with them.")
+    return f'<div class="moopt-synthetic-notice" role="note"><strong>{html.escape(text)}</strong></div>'
 
 
 @dataclass
@@ -109,6 +119,28 @@ class PageContext:
             rows = self.con.execute("SELECT value FROM run_info WHERE key = 'synthetic'").fetchall()
             return bool(rows) and rows[0][0] == "true"
         return bool(self.run_info.get("synthetic", False))
+
+    def _run_value(self, key: str) -> str | None:
+        info = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'run_info'").fetchall()[0][0]
+        rows = self.con.execute("SELECT value FROM run_info WHERE key = ?", [key]).fetchall() if info else []
+        return rows[0][0] if rows else None
+
+    @cached_property
+    def coverage(self) -> tuple[int | None, int | None]:
+        """Practices with prescribing, and their sub-ICB locations (None when not recorded)."""
+        practices, sub_icbs = (self._run_value(k) for k in ("practices_with_prescribing",
+                                                            "sub_icbs_with_prescribing"))
+        return (int(practices) if practices else None, int(sub_icbs) if sub_icbs else None)
+
+    @cached_property
+    def n_peers(self) -> int:
+        """How many similar organisations this one is compared with."""
+        if not self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'peer_groups'").fetchall()[0][0]:
+            return 0
+        return self.con.execute("SELECT count(*) FROM peer_groups WHERE org_level = ? AND org_code = ?",
+                                [self.org_level, self.org_code]).fetchall()[0][0]
 
     @cached_property
     def has_rolling(self) -> bool:
@@ -223,7 +255,8 @@ class IndicatorData:
         return rows.iloc[0] if len(rows) else None
 
 
-def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str, level: str) -> str:
+def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str, level: str,
+                      n_peers: int = 10) -> str:
     """A neutral sentence about the organisation's latest 12-month value."""
     if row is None or pd.isna(row["value"]):
         return (f"There is no value for {org_name} in the latest period "
@@ -237,7 +270,8 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
         text += (f" Its value was higher than about {row['percentile']:.0f}% of {peers}"
                  f" with a value.")
     comparisons = []
-    for prefix, against in (("england", "England"), ("peer", "its 10 most similar organisations")):
+    similar = "its most similar organisation" if n_peers == 1 else f"its {n_peers} most similar organisations"
+    for prefix, against in (("england", "England"), ("peer", similar)):
         label = row.get(f"{prefix}_comparison_99_8")
         if isinstance(label, str):
             comparisons.append(f"{label} than {against}" if label != "similar" else f"similar to {against}")
@@ -302,6 +336,8 @@ def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, org_code: str, 
     """Every organisation at the level on a funnel, this one highlighted."""
     points = level_rows[level_rows["value"].notna() & (level_rows["denominator"] > 0)
                         & level_rows["england_value"].notna()]
+    if points.empty:  # no England value to centre on (e.g. no list sizes for the month)
+        return None
     limits = funnel_lines(indicator, level_rows, points["denominator"])
     if limits is None:
         limits = pd.DataFrame(columns=["denominator", "lower_95", "upper_95", "lower_99_8", "upper_99_8"])
@@ -455,7 +491,7 @@ class ThemePage:
             f"<p>{html.escape(ind.description)}</p>"
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
             + "".join(f"<p>{html.escape(text)}</p>" for text in (
-                describe_position(ind, data.latest, ctx.org_name, ctx.org_level),
+                describe_position(ind, data.latest, ctx.org_name, ctx.org_level, ctx.n_peers),
                 describe_trend(ind, data.monthly_rows),
                 describe_saving(ind, data.latest, ctx.org_level)) if text))
         period, period_type = data.period, data.period_type
@@ -481,7 +517,13 @@ class ThemePage:
                 denominator_label=ind.denominator.description,
                 improvement_direction=ind.improvement_direction, org_name=ctx.org_name,
                 chart_id=f"{ind.id}_practices"))
-        drawn.append(funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, period, period_type))
+        funnel = funnel_chart(ind, data.peer_rows, ctx.org_code, ctx.org_level, period, period_type)
+        if funnel is None:
+            _display(f'<p class="moopt-chart-note">No funnel plot: no {ORG_LEVEL_LABELS[ctx.org_level].lower()} '
+                     f"has both a value and an England value for {period_label(period, period_type)} "
+                     "(population-based indicators need list sizes for the same months).</p>")
+        else:
+            drawn.append(funnel)
         if len(data.monthly_rows.dropna(subset=["value"])) >= 6:  # too few points for SPC otherwise
             drawn.append(spc_chart(ind, data.monthly_rows, ctx.org_code, ctx.org_name))
         notes = {f"{ind.id}_funnel": describe_overdispersion(ind, data.peer_rows, ctx.org_level)}

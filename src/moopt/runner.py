@@ -95,7 +95,8 @@ def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> N
 
     def execute(tmp: Path) -> None:
         papermill.execute_notebook(job.template, str(tmp), parameters=job.parameters, progress_bar=False,
-                                   kernel_name="python3", cwd=cwd, log_output=False)
+                                   kernel_name="python3", cwd=cwd, log_output=False,
+                                   extra_arguments=KERNEL_ARGUMENTS)
 
     return _run_job(job, outputs_dir, execute)
 
@@ -107,6 +108,9 @@ def execute_job(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> N
 # the kernel's namespace is reset so that no notebook sees another's variables.
 
 _WARM_CLIENT = None
+# The kernels talk to this process over local TCP; their start-up and shutdown warnings about it
+# are noise in a build log (cell errors still arrive as messages and fail the notebook).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 _RESET_SOURCE = "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt"
 
 
@@ -117,7 +121,8 @@ def _warm_client(cwd: str | None):
         from nbclient import NotebookClient
 
         _WARM_CLIENT = NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3", timeout=1800,
-                                      resources={"metadata": {"path": cwd or os.getcwd()}})
+                                      resources={"metadata": {"path": cwd or os.getcwd()}},
+                                      extra_arguments=KERNEL_ARGUMENTS)
     return _WARM_CLIENT
 
 

@@ -136,6 +136,21 @@ class Source:
         return f"trim(c{self.columns[canonical]})"
 
 
+OUTSIDE_RUN = "is outside the run"
+
+
+def _reject_hint(reasons: dict) -> str:
+    """What to try, given the commonest reason rows were rejected."""
+    top = str(next(iter(reasons), ""))
+    if "not in the organisation map" in top or "not a GP practice" in top:
+        return ("Most rows name practices the organisation file does not hold: check that it covers the same "
+                "area and time as this file (a national epraccur or practice map), or raise "
+                "data.max_reject_share to load the rest.")
+    if top.startswith("malformed"):
+        return "Most rows are not well-formed CSV lines: check the file is complete and of the layout named."
+    return "Fix the file, or raise data.max_reject_share to load the rows that are valid."
+
+
 @dataclass(frozen=True)
 class RunWindow:
     """The months a run may use: data outside them is rejected as outside the run."""
@@ -149,7 +164,7 @@ class RunWindow:
     def check(self, month_sql: str, column: str) -> str:
         """A CASE branch rejecting months outside the window."""
         return (f"WHEN {month_sql} < DATE '{self.first}-01' OR {month_sql} > DATE '{self.last}-01' "
-                f"THEN '{column} is outside the run ({self.text()})'")
+                f"THEN '{column} {OUTSIDE_RUN} ({self.text()})'")
 
 
 class IngestError(ValueError):
@@ -173,9 +188,11 @@ class IngestReport:
     rows_set_aside: int = 0  # accepted rows not stored (summary rows, other cost centres ...)
 
     def line(self) -> str:
+        name = f"{Path(self.file).parent.name}/{Path(self.file).name}"  # published names repeat by month
         if self.skipped:
-            return f"{Path(self.file).name}: unchanged since last ingest, kept"
-        text = (f"{Path(self.file).name}: {self.rows_read:,} rows read, "
+            return (f"{name}: unchanged since last ingest, kept ({self.rows_read:,} rows read, "
+                    f"{self.rows_rejected:,} rejected then)")
+        text = (f"{name}: {self.rows_read:,} rows read, "
                 f"{self.rows_accepted:,} accepted, {self.rows_rejected:,} rejected")
         if self.reasons:
             text += " (" + "; ".join(f"{n:,} {r}" for r, n in self.reasons.items()) + ")"
@@ -241,14 +258,19 @@ class Store:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _unchanged(self, path: Path, window: str = "") -> bool:
+    def _unchanged(self, path: Path, window: str = "") -> IngestReport | None:
+        """The report of the last ingest of ``path`` if the file (and run window) are unchanged."""
         stat = path.stat()
-        row = self.con.execute(
-            "SELECT count(*) FROM ingest_log WHERE file = ? AND file_size = ? AND file_mtime = ? "
-            "AND coalesce(run_window, '') = ?",
+        rows = self.con.execute(
+            "SELECT layout, table_name, rows_read, rows_accepted, rows_rejected, months FROM ingest_log "
+            "WHERE file = ? AND file_size = ? AND file_mtime = ? AND coalesce(run_window, '') = ?",
             [str(path), stat.st_size, stat.st_mtime, window],
-        ).fetchall()[0]
-        return bool(row and row[0])
+        ).fetchall()
+        if not rows:
+            return None
+        layout, table, read, accepted, rejected, months = rows[0]
+        return IngestReport(str(path), layout, table, read, accepted, rejected,
+                            [m for m in (months or "").split(",") if m], skipped=True)
 
     def _source(self, path: Path, kind: str) -> Source:
         """The file to read for ``path``: itself, or the one member of a zip archive of ``kind``."""
@@ -414,13 +436,17 @@ class Store:
                 self._write_rejects_csv(path, rejects)
             else:  # a corrected file leaves no stale rejects beside the store
                 self._rejects_csv(path).unlink(missing_ok=True)
-            share = rows_rejected / rows_read if rows_read else 0.0
+            # Rows outside the run's months are not bad data: quarantined with their reason, but
+            # not counted towards the share that stops a run.
+            faulty = rows_rejected - sum(n for r, n in reasons.items() if OUTSIDE_RUN in str(r))
+            share = faulty / rows_read if rows_read else 0.0
             if share > max_reject_share:
                 top = "; ".join(f"{n:,} {r}" for r, n in list(reasons.items())[:5])
                 raise IngestError(
-                    f"{path}: {rows_rejected:,} of {rows_read:,} rows rejected ({share:.1%}), more than the "
+                    f"{path}: {faulty:,} of {rows_read:,} rows rejected ({share:.1%}), more than the "
                     f"allowed {max_reject_share:.1%} (data.max_reject_share). Reasons: {top}. "
-                    f"The rejected rows are in {self._rejects_csv(path)}; the store was not changed."
+                    f"The rejected rows are in {self._rejects_csv(path)}; the store was not changed. "
+                    f"{_reject_hint(reasons)}"
                 )
             stat = path.stat()
             con.execute("BEGIN TRANSACTION")
@@ -596,6 +622,12 @@ class Store:
             GROUP BY practice_code""")
         n_cc = self.con.execute(f"SELECT count(*) FROM {tag}_cc").fetchall()[0][0]
         if hierarchy:
+            n_gp = self.con.execute(f"SELECT count(*) FROM {staged} WHERE setting = '4'").fetchall()[0][0]
+            if n_gp == 0:
+                self._drop_temporaries(tag)
+                raise IngestError(
+                    f"{path}: holds no GP practices (prescribing setting 4 in column 26), so it cannot be the "
+                    "organisation file. Is it epraccur? (eccg and eauth files go under eccg: and eauth:.)")
             not_gp = self._keep_only(staged, "setting = '4'")
             closed = self.con.execute(f"SELECT count(*) FROM {staged} WHERE reject_reason IS NULL "
                                       "AND status IN ('C', 'D')").fetchall()[0][0]
@@ -661,8 +693,8 @@ class Store:
         src = self._source(path, "prescribing")
         path = src.path
         window_text = window.text() if window else ""
-        if not force and self._unchanged(path, window_text):
-            return IngestReport(str(path), src.layout.name, "prescribing", 0, 0, 0, skipped=True)
+        if not force and (kept := self._unchanged(path, window_text)):
+            return kept
         self._require_organisations(path)
         tag = "epd_" + uuid.uuid4().hex[:8]
         if src.layout.reader == "lines":
@@ -787,8 +819,8 @@ class Store:
         src = self._source(path, "list_size")
         path = src.path
         window_text = window.text() if window else ""
-        if not force and self._unchanged(path, window_text):
-            return IngestReport(str(path), src.layout.name, "list_size", 0, 0, 0, skipped=True)
+        if not force and (kept := self._unchanged(path, window_text)):
+            return kept
         self._require_organisations(path)
         if src.layout.name == "nhsbsa_patient_list_size":
             return self._ingest_nhsbsa_list_size(src, max_reject_share, window)
@@ -1093,8 +1125,8 @@ class Store:
         """
         src = self._source(path, "supplied")
         path = src.path
-        if not force and self._unchanged(path):
-            return IngestReport(str(path), src.layout.name, "supplied", 0, 0, 0, skipped=True)
+        if not force and (kept := self._unchanged(path)):
+            return kept
         self._require_organisations(path)
         self._register_supplied_definitions(indicators)
         if src.layout.name == "qof_achievement":

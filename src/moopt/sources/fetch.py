@@ -317,6 +317,14 @@ def _stream(answer) -> Iterator[bytes]:
         answer.close()
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """True for a failed name lookup (no network or no DNS), which no retry can mend."""
+    import socket
+
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, socket.gaierror) or isinstance(exc, socket.gaierror)
+
+
 class _Retryable(Exception):
     """A failure worth trying again (network trouble, HTTP 429/5xx, a cut-off body)."""
 
@@ -471,6 +479,12 @@ class CkanClient:
         try:
             response = self.transport(url, dict(headers or {}))
         except _NETWORK_ERRORS as exc:
+            if _unreachable(exc):  # retrying cannot help when the name does not resolve
+                host = urllib.parse.urlsplit(url).hostname
+                raise FetchError(
+                    f"Cannot reach {host} ({exc}): this machine cannot look the portal up. Check the network "
+                    "connection or proxy (HTTPS_PROXY), or download the files another way and list them "
+                    "under data.epd in the run file.") from exc
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
         status = int(response.status)
         if status in accept:
