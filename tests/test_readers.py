@@ -346,3 +346,21 @@ def test_epraccur_without_gp_practices_is_refused(tmp_path):
     (tmp_path / "eccg.csv").write_text(epraccur_row("00C", 0) + "\n")
     with Store(tmp_path / "s.duckdb") as s, pytest.raises(IngestError, match="holds no GP practices"):
         s.ingest_ods_organisations(tmp_path / "eccg.csv")
+
+
+def test_qof_raw_zip_gives_achievement_to_supplied_and_prevalence_to_reference(store, tmp_path):
+    from moopt.indicators.definitions import load_indicators as definitions
+
+    archive = tmp_path / "QOF2324.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ACHIEVEMENT_2324.csv", "PRACTICE_CODE,INDICATOR_CODE,MEASURE,VALUE\n"
+                                           "A00001,AF006,NUMERATOR,40\nA00001,AF006,DENOMINATOR,50\n")
+        z.writestr("PREVALENCE_2324.csv", "PRACTICE_CODE,GROUP_CODE,REGISTER,PATIENT_LIST_TYPE,PRACTICE_LIST_SIZE\n"
+                                          "A00001,AF,120,TOTAL,6000\nA00001,DM,300,17OV,4800\n")
+        z.writestr("MAPPING_INDICATORS_2324.csv", "INDICATOR_CODE,INDICATOR_DESCRIPTION\nAF006,x\n")
+    supplied = store.ingest_supplied(archive, definitions())
+    assert (supplied.layout, supplied.rows_read, supplied.rows_rejected) == ("qof_achievement", 2, 0)
+    prevalence = store.ingest_reference(archive)
+    assert (prevalence.layout, prevalence.rows_accepted) == ("qof_prevalence_raw", 2)
+    assert rows(store, "SELECT group_code, register FROM reference_qof_prevalence_raw ORDER BY 1") == [
+        ("AF", "120"), ("DM", "300")]

@@ -1191,7 +1191,8 @@ class Store:
         """QOF achievement: numerator and denominator rows per practice and QOF indicator code."""
         path = src.path
         # The year is in the archive's or the member's name (QOF2324.zip, ACHIEVEMENT_2324.csv).
-        named = src.read_path if src.read_path != path else path
+        # (an extracted member is named <folder>__<archive>__<member>: the member's own name counts)
+        named = Path(src.read_path.name.split("__")[-1]) if src.read_path != path else path
         match = re.search(r"(\d{2})(\d{2})", named.stem)
         if not match or (int(match.group(2)) - int(match.group(1))) % 100 != 1:
             raise IngestError(f"{path}: the QOF financial year must be in the file name, e.g. ACHIEVEMENT_2526.csv "

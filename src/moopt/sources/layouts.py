@@ -280,6 +280,11 @@ QOF_PREVALENCE_CCG = _reference(
      "register_description": ("Register_description",), "register_size": ("disease_register_size",),
      "list_size": ("ccg_listsize",)},
     ReferenceTable("qof_prevalence", ("org_code", "indicator_group", "register_description"), "sub_icb"))
+QOF_PREVALENCE_RAW = _reference(
+    "qof_prevalence_raw", "NHS Digital QOF prevalence file (PREVALENCE_<yy><yy>.csv in the QOF raw data zip)",
+    {"practice_code": ("PRACTICE_CODE",), "group_code": ("GROUP_CODE",), "register": ("REGISTER",),
+     "patient_list_type": ("PATIENT_LIST_TYPE",), "practice_list_size": ("PRACTICE_LIST_SIZE",)},
+    ReferenceTable("qof_prevalence_raw", ("practice_code", "group_code", "patient_list_type")))
 # Organisation names and parents: sub-ICB, ICB, region and CCG dimension tables, and the ONS
 # CCG -> STP lookup. LAYOUTS lists the lowest level first: a sub-ICB or CCG table also has the
 # columns of the levels above it.
@@ -317,7 +322,8 @@ REFERENCE_TABLES["ods_organisations"] = ReferenceTable("ods_organisations", ("co
 
 LAYOUTS: tuple[Layout, ...] = (EPD, LEGACY_PDPI, QUINARY_LIST_SIZE, SINGLE_AGE_LIST_SIZE, NHSBSA_LIST_SIZE,
                                LSOA_LIST_SIZE_TOTALS, PRACTICE_MAP, SUPPLIED_TIDY, QOF_ACHIEVEMENT,
-                               LEGACY_ADDR, LEGACY_CHEM, BNF_CODES, ADQ_VALUES, QOF_PREVALENCE_PRACTICE,
+                               LEGACY_ADDR, LEGACY_CHEM, BNF_CODES, ADQ_VALUES, QOF_PREVALENCE_RAW,
+                               QOF_PREVALENCE_PRACTICE,
                                QOF_PREVALENCE_CCG, ORG_NAMES_SUB_ICB, ORG_NAMES_CCG, ORG_NAMES_ONS_CCG,
                                ORG_NAMES_ICB, ORG_NAMES_REGION, ODS_RECORDS)
 
