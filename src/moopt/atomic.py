@@ -10,29 +10,41 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[str]], None]) -> Path:
-    """Call ``write(stream)`` on a temporary text file, then move it to ``path``."""
+@contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds it is moved to ``path``.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # "x": never reuse an existing file; newline="": the writer decides line endings.
-        with open(temporary, "x", encoding="utf-8", newline="") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield temporary
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return target
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Call ``write(stream)`` on a temporary file (text, or bytes when ``binary``), then move it to ``path``."""
+    with replacing(path) as temporary:
+        # "x": never reuse an existing file; newline="": the writer decides line endings.
+        with (open(temporary, "xb") if binary else
+              open(temporary, "x", encoding="utf-8", newline="")) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -20,6 +20,7 @@ from moopt.orgs import ORG_LEVELS, check_safe_code
 
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 THEME_PATTERN = re.compile(r"^[a-z0-9_]+$")
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.I)  # as DuckDB takes them
 
 DEFAULTS: dict[str, Any] = {
     "title": "Medicines optimisation dashboard",
@@ -209,7 +210,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"data.synthetic_end_month must look like 2026-09, not {data['synthetic_end_month']!r}.")
 
     limit = data["ingest_memory_limit"]
-    if limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", str(limit), re.I):
+    if limit is not None and not MEMORY_SIZE.fullmatch(str(limit)):
         fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
     limit = None if limit is None else str(limit)
 

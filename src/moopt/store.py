@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-import os
 import re
 import shutil
 import time
@@ -42,7 +41,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from moopt.atomic import write_csv_atomic, write_text_atomic
+from moopt.atomic import write_atomic, write_csv_atomic, write_text_atomic
+from moopt.config import MEMORY_SIZE
 from moopt.sources.layouts import (NHSBSA_BANDS, REFERENCE_TABLES, Layout, csv_members, detect_layout,
                                    read_header)
 
@@ -238,7 +238,7 @@ class Store:
         if not limit:
             yield
             return
-        if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", limit.strip(), re.I):
+        if not MEMORY_SIZE.fullmatch(limit.strip()):
             raise ValueError(f"memory limit {limit!r} is not a size such as 2GB or 500MB.")
         before = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         spill = self.path.parent / "spill"
@@ -280,10 +280,7 @@ class Store:
         if path.suffix.lower() != ".zip":
             layout, cols = detect_layout(path, kind)
             return Source(path, path, layout, cols, len(read_header(path)))
-        try:
-            members = csv_members(path)
-        except zipfile.BadZipFile as exc:
-            raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
+        members = _zip_members(path)
         fits = []
         for member in members:
             try:
@@ -305,10 +302,7 @@ class Store:
             raise IngestError(f"{path}: file not found.")
         if path.suffix.lower() != ".zip":
             return path
-        try:
-            members = csv_members(path)
-        except zipfile.BadZipFile as exc:
-            raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
+        members = _zip_members(path)
         if len(members) != 1:
             raise IngestError(f"{path}: expected one CSV file in the zip archive, found "
                               f"{', '.join(members) or 'none'}.")
@@ -324,15 +318,11 @@ class Store:
         stamp = target.with_name(target.name + ".source")
         signature = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime}"
         if not (target.exists() and stamp.exists() and stamp.read_text() == signature):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
             try:
-                with zipfile.ZipFile(path) as archive, archive.open(member) as src, open(partial, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                with zipfile.ZipFile(path) as archive, archive.open(member) as src:
+                    write_atomic(target, lambda out: shutil.copyfileobj(src, out, 1 << 20), binary=True)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                partial.unlink(missing_ok=True)
                 raise IngestError(f"{path}: member {member} of the zip archive cannot be read ({exc}).") from exc
-            os.replace(partial, target)
             write_text_atomic(stamp, signature)
         return target
 
@@ -395,12 +385,14 @@ class Store:
         bad = con.execute(
             f"SELECT data_row, reject_reason, {detail_sql} FROM {staged} WHERE reject_reason IS NOT NULL"
         ).fetchdf()
+        n_parsed, n_good = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL) FROM {staged}"
+        ).fetchall()[0]
         bad_lines = _data_rows_to_lines(bad["data_row"].to_numpy(np.int64), struct_lines, header_lines)
         if len(bad) and not len(struct) and src is not None and src.layout.reader != "lines":
             # The CSV reader skips blank lines and a quoted field may span lines: then row k is
             # not line k + 1. Checked by counting newlines; only then are the records walked.
-            n_rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0] + set_aside
-            starts = _record_start_lines(src.read_path, n_rows + header_lines)
+            starts = _record_start_lines(src.read_path, n_parsed + set_aside + header_lines)
             if starts is not None:
                 bad_lines = starts[bad["data_row"].to_numpy(np.int64) - 1 + header_lines]
         rejects = pd.concat(
@@ -413,9 +405,6 @@ class Store:
             ],
             ignore_index=True,
         )
-        n_parsed, n_good = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL) FROM {staged}"
-        ).fetchall()[0]
         rows_read = n_parsed + len(struct) + set_aside
         n_good += set_aside
         rows_rejected = len(rejects)
@@ -697,12 +686,12 @@ class Store:
             return kept
         self._require_organisations(path)
         tag = "epd_" + uuid.uuid4().hex[:8]
-        if src.layout.reader == "lines":
+        legacy = src.layout.reader == "lines"
+        if legacy:
             typed, dup_key, column = self._pdpi_typed(src, tag), "month, practice_code, bnf_code", "PERIOD"
         else:
             typed, dup_key, column = self._epd_typed(src, tag), "month, practice_code, bnf_code, quantity", \
                 "YEAR_MONTH"
-        legacy = src.layout.reader == "lines"
         # The legacy files carry no ADQ usage and may lack the quantity: those stay empty, and the
         # engine leaves indicators that need them without a value rather than counting them as 0.
         quantity_check = ("WHEN quantity < 0 OR total_quantity < 0 THEN 'QUANTITY is negative'" if legacy else
@@ -713,10 +702,12 @@ class Store:
             WITH {typed},
             numbered AS (
                 SELECT *, TRY_CAST(items_raw AS BIGINT) AS items,
-                    practice_code NOT IN (SELECT practice_code FROM organisations)
-                        AND practice_code IN (SELECT code FROM cost_centres) AS other_cost_centre,
+                    practice_code IN (SELECT practice_code FROM organisations) AS gp_practice,
                     row_number() OVER (PARTITION BY {dup_key} ORDER BY data_row) AS dup
-                FROM typed)
+                FROM typed),
+            placed AS (
+                SELECT *, NOT gp_practice AND practice_code IN (SELECT code FROM cost_centres) AS other_cost_centre
+                FROM numbered)
             SELECT *, CASE
                 WHEN n_fields IS NOT NULL AND n_fields < expected_fields
                     THEN 'malformed line: ' || n_fields || ' fields where the header has ' || expected_fields
@@ -730,11 +721,10 @@ class Store:
                 WHEN nic IS NULL OR nic < 0 THEN 'NIC is missing, non-numeric or negative'
                 WHEN actual_cost IS NULL OR actual_cost < 0 THEN 'ACTUAL_COST is missing, non-numeric or negative'
                 WHEN other_cost_centre THEN NULL
-                WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
-                    THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
+                WHEN NOT gp_practice THEN 'PRACTICE_CODE is not a GP practice in the organisation map'
                 WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code{"" if legacy else " and quantity per item"})'
             END AS reject_reason, {_quote(path.name)} AS source_file
-            FROM numbered"""
+            FROM placed"""
         staged = self._stage(path, tag, select)
         not_practices = self._keep_only(staged, "NOT other_cost_centre")
         columns = ["month", "practice_code", "bnf_code", "quantity", "items", "total_quantity",
@@ -899,11 +889,11 @@ class Store:
         summary_rows = self._keep_only(
             staged, "org_type = 'GP' AND ((sex IS NOT NULL AND age_group <> 'ALL') "
                     "OR (file_has_bands = 0 AND sex_raw = 'ALL' AND age_group = 'ALL'))")
-        final_sql = f"""SELECT month, practice_code, coalesce(sex, 'all') AS sex,
+        final_sql = """SELECT month, practice_code, coalesce(sex, 'all') AS sex,
                                CASE WHEN age_group = 'ALL' THEN NULL ELSE age_lower END AS age_lower,
                                CASE WHEN age_group = 'ALL' THEN NULL ELSE age_upper END AS age_upper,
                                patients, source_file
-                        FROM {{staged}} WHERE reject_reason IS NULL ORDER BY data_row"""
+                        FROM {staged} WHERE reject_reason IS NULL ORDER BY data_row"""
         return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
                             LIST_SIZE_REPLACES, max_reject_share,
                             "concat_ws(' ', practice_code, sex_raw, age_group)", month_column="month",
@@ -1022,7 +1012,6 @@ class Store:
         src = self._source(path, "reference")
         path = src.path
         tag = "ref_" + uuid.uuid4().hex[:8]
-        c = {k: src.col(k) for k in src.columns}
         if src.layout.name == "nhs_digital_addr":
             # Split here rather than by a CSV reader: some months end every line with a comma,
             # some do not, and a name or address holding a comma must be rejected, not shifted.
@@ -1260,6 +1249,14 @@ class Store:
 
     def ingest_summary(self) -> pd.DataFrame:
         return self.con.execute("SELECT * FROM ingest_log ORDER BY table_name, file").fetchdf()
+
+
+def _zip_members(path: Path) -> list[str]:
+    """The CSV members of the zip archive ``path``; a broken archive is an IngestError."""
+    try:
+        return csv_members(path)
+    except zipfile.BadZipFile as exc:
+        raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

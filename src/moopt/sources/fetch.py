@@ -55,7 +55,7 @@ from typing import Any
 import pandas as pd
 
 from moopt import __version__
-from moopt.atomic import write_csv_atomic, write_text_atomic
+from moopt.atomic import replacing, write_atomic, write_csv_atomic, write_text_atomic
 from moopt.sources.layouts import EPD
 
 DEFAULT_BASE_URL = "https://opendata.nhsbsa.net/api/3/action/"
@@ -921,17 +921,11 @@ def download(url: str, dest: str | os.PathLike[str], expected_sha256: str | None
 
 def _place(source: Path, target: Path) -> None:
     """Put ``source`` at ``target`` atomically: a hard link when possible, else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with replacing(target) as temporary:
         try:
             os.link(source, temporary)
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _extract_csv(archive: Path, target: Path, url: str) -> str:
@@ -946,18 +940,14 @@ def _extract_csv(archive: Path, target: Path, url: str) -> str:
                                  f"but holds {names}. Unzip it by hand and name the CSV in "
                                  "the run file.")
             digest = hashlib.sha256()
-            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                with zipped.open(members[0]) as source, open(temporary, "xb") as out:
+
+            def copy_hashing(out) -> None:
+                with zipped.open(members[0]) as source:
                     while chunk := source.read(CHUNK_BYTES):
                         digest.update(chunk)
                         out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, target)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
+
+            write_atomic(target, copy_hashing, binary=True)
     except zipfile.BadZipFile as exc:
         raise FetchError(f"{archive} from {_show_url(url)} is not a valid zip file ({exc}); "
                          "delete it from the cache and fetch again.") from exc

@@ -93,6 +93,17 @@ def rows_where(
     return mask
 
 
+def infinite_or_negative(x: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Rows where a numerator or denominator is infinite or negative: the fast paths' one pass
+    over what :func:`check_finite_or_missing` and :func:`check_non_negative` test (NaN is missing)."""
+    with np.errstate(invalid="ignore"):
+        found = np.isinf(x)
+        found |= x < 0
+        found |= np.isinf(n)
+        found |= n < 0
+    return found
+
+
 def check_non_negative(
     values: np.ndarray,
     column: str,

@@ -59,6 +59,7 @@ from moopt.stats._validate import (
     group_chunks,
     group_codes,
     group_layout,
+    infinite_or_negative,
     kind_codes,
     map_blocks,
     multiplier_values,
@@ -563,11 +564,8 @@ def _inputs_look_valid(x: np.ndarray, n: np.ndarray, kinds: np.ndarray) -> bool:
     """
     def bad(block: slice) -> bool:
         xb, nb = x[block], n[block]
+        found = infinite_or_negative(xb, nb)
         with np.errstate(invalid="ignore"):
-            found = np.isinf(xb)
-            found |= xb < 0
-            found |= np.isinf(nb)
-            found |= nb < 0
             found |= (xb > nb) & (kinds[block] == _PROPORTION)
         return bool(found.any())
 

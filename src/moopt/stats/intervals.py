@@ -38,10 +38,11 @@ from moopt.stats._validate import (
     check_whole_numbers,
     confidence_label,
     count_codes,
+    infinite_or_negative,
     kind_codes,
+    map_blocks,
     multiplier_values,
     numeric_column,
-    map_blocks,
     z_for,
 )
 
@@ -533,11 +534,8 @@ def _counts_pass_checks(
             is_proportion = kb == proportion
             checked = is_proportion | (kb == counts[0]) | (kb == counts[1])
             xb, nb = x[block], n[block]
+            bad = infinite_or_negative(xb, nb)
             with np.errstate(invalid="ignore"):
-                bad = np.isinf(xb)
-                bad |= xb < 0
-                bad |= np.isinf(nb)
-                bad |= nb < 0
                 if scale is not None:
                     bad |= ~(np.isfinite(scale[block]) & (scale[block] > 0))
                 bad &= checked
