@@ -63,7 +63,7 @@ def period_label(period, period_type: str) -> str:
 NATIONAL_PRACTICES = 6_000
 
 
-def synthetic_notice(ctx: "PageContext") -> str:
+def data_notice(ctx: "PageContext") -> str:
     """The notice every page carries when its data are synthetic, or cover only part of England."""
     if ctx.is_synthetic:
         return (f'<div class="moopt-synthetic-notice" role="note"><strong>{html.escape(SYNTHETIC_NOTICE)}'
@@ -437,7 +437,7 @@ class ThemePage:
     def header(self) -> None:
         """Title, synthetic-data notice, period and how to read the page."""
         ctx = self.ctx
-        parts = [synthetic_notice(ctx)]
+        parts = [data_notice(ctx)]
         parts.append(f"<h2>{html.escape(self.theme.title)}: {html.escape(ctx.org_name)}</h2>")
         parts.append(
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. "
@@ -578,7 +578,7 @@ class OverviewPage:
 
     def header(self) -> None:
         ctx = self.ctx
-        parts = [synthetic_notice(ctx)]
+        parts = [data_notice(ctx)]
         parts.append(
             "<h2>England overview</h2>"
             f"<p>{html.escape(ctx.period_sentence())} Each row shows the England value and how values "
@@ -655,7 +655,7 @@ class SummaryPage:
 
     def header(self) -> None:
         ctx = self.ctx
-        parts = [synthetic_notice(ctx)]
+        parts = [data_notice(ctx)]
         parts.append(
             f"<h2>Summary: {html.escape(ctx.org_name)}</h2>"
             f"<p>{html.escape(ORG_LEVEL_LABELS[ctx.org_level])} {html.escape(ctx.org_code)}. Every indicator "
