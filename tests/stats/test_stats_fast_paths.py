@@ -169,6 +169,14 @@ def reference_deciles(df: pd.DataFrame, value="value") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def interpolated_poisson_quantile(p: float, mean: np.ndarray) -> np.ndarray:
+    """Spiegelhalter's interpolated Poisson quantile from SciPy's discrete quantile and CDF."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sps.poisson.ppf(p, mean)
+        at, below = sps.poisson.cdf(r, mean), sps.poisson.cdf(r - 1, mean)
+        return np.maximum(r - (at - p) / (at - below), 0.0)
+
+
 def reference_funnel(df: pd.DataFrame, levels=(0.95, 0.998), overdispersion=True,
                      transform="sqrt", winsorise=0.1) -> dict[str, np.ndarray]:
     """Spiegelhalter's funnel written out for one group at a time."""
@@ -228,10 +236,12 @@ def reference_funnel(df: pd.DataFrame, levels=(0.95, 0.998), overdispersion=True
                     centre = np.arcsin(np.sqrt(p0))
                     low = np.sin(np.clip(centre - half, 0, np.pi / 2)) ** 2
                     high = np.sin(np.clip(centre + half, 0, np.pi / 2)) ** 2
+                elif not adjusted and kind == "none":
+                    low = high = np.full(len(rows), np.nan)  # not counts: no Poisson limits
                 elif not adjusted:
                     e = p0 * n_safe  # NaN when the group has no target
-                    low = np.where(e > 0, sps.chi2.ppf(alpha / 2, 2 * e) / 2, e * 0) / n_safe
-                    high = sps.chi2.ppf(1 - alpha / 2, 2 * e + 2) / 2 / n_safe
+                    low = interpolated_poisson_quantile(alpha / 2, e) / n_safe
+                    high = interpolated_poisson_quantile(1 - alpha / 2, e) / n_safe
                 elif transform == "sqrt":
                     half = z_level * np.sqrt(1 / (4 * p0 * n_safe) + tau2)
                     low, high = p0 * np.maximum(1 - half, 0) ** 2, p0 * (1 + half) ** 2

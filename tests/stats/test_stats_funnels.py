@@ -146,26 +146,42 @@ def test_interpolated_quantile_is_continuous_and_increasing():
     assert big == pytest.approx(1e6 + 1.959964 * 1e3, rel=1e-5)
 
 
-def test_rate_funnel_unadjusted_uses_exact_poisson_at_expected_count():
+def test_rate_funnel_unadjusted_uses_interpolated_poisson_quantiles_by_default():
+    # statistics.md: count limits are the Poisson quantiles around the expected
+    # count, interpolated (Spiegelhalter 2005, A.2.1). This test used to assert
+    # the exact interval of E treated as an observed count as the default (issue 9).
     df = pd.DataFrame({"numerator": [50, 100, 150], "denominator": [1000, 2000, 3000]})  # r0=0.05
     out = calculate_funnel_limits(
         df, kind="rate", group_columns=None, multiplier=1000, overdispersion=False,
         confidence=0.95,
     )
-    # E = 50 at the first row: the exact interval formulas with O replaced by E.
-    assert out["funnel_lower_95"].iloc[0] == pytest.approx(stats.chi2.ppf(0.025, 100) / 2)
-    assert out["funnel_upper_95"].iloc[0] == pytest.approx(stats.chi2.ppf(0.975, 102) / 2)
     assert out["funnel_target"].iloc[0] == pytest.approx(50.0)
-    interpolated = calculate_funnel_limits(
-        df, kind="rate", group_columns=None, multiplier=1000, overdispersion=False,
-        confidence=0.95, poisson_method="interpolated",
-    )
-    expected_upper = _interpolated_quantile_by_summation(0.975, 50.0) / 1000 * 1000
-    assert interpolated["funnel_upper_95"].iloc[0] == pytest.approx(expected_upper, abs=1e-9)
+    # E = 50 at the first row; the value scale is per 1000, n = 1000.
+    assert out["funnel_upper_95"].iloc[0] == pytest.approx(
+        _interpolated_quantile_by_summation(0.975, 50.0), abs=1e-9)
+    assert out["funnel_lower_95"].iloc[0] == pytest.approx(
+        _interpolated_quantile_by_summation(0.025, 50.0), abs=1e-9)
     params = calculate_funnel_parameters(df, kind="rate", group_columns=None, multiplier=1000,
-                                         overdispersion=False, poisson_method="interpolated")
+                                         overdispersion=False)
+    assert params["funnel_poisson_method"].iloc[0] == "interpolated"
     lines = calculate_funnel_lines(params, denominators=[1000], confidence=0.95)
-    assert lines["funnel_upper_95"].iloc[0] == pytest.approx(expected_upper, abs=1e-9)
+    assert lines["funnel_upper_95"].iloc[0] == pytest.approx(out["funnel_upper_95"].iloc[0],
+                                                             abs=1e-9)
+
+
+def test_rate_funnel_exact_option_evaluates_the_exact_interval_at_the_expected_count():
+    df = pd.DataFrame({"numerator": [50, 100, 150], "denominator": [1000, 2000, 3000]})  # r0=0.05
+    exact = calculate_funnel_limits(
+        df, kind="rate", group_columns=None, multiplier=1000, overdispersion=False,
+        confidence=0.95, poisson_method="exact",
+    )
+    # E = 50 at the first row: the exact interval formulas with O replaced by E.
+    assert exact["funnel_lower_95"].iloc[0] == pytest.approx(stats.chi2.ppf(0.025, 100) / 2)
+    assert exact["funnel_upper_95"].iloc[0] == pytest.approx(stats.chi2.ppf(0.975, 102) / 2)
+    params = calculate_funnel_parameters(df, kind="rate", group_columns=None, multiplier=1000,
+                                         overdispersion=False, poisson_method="exact")
+    lines = calculate_funnel_lines(params, denominators=[1000], confidence=0.95)
+    assert lines["funnel_upper_95"].iloc[0] == pytest.approx(stats.chi2.ppf(0.975, 102) / 2)
 
 
 def test_interpolated_limits_saw_tooth_while_exact_limits_narrow_smoothly():

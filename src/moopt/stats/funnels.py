@@ -76,8 +76,12 @@ from moopt.stats.ranking import (
 
 FLAG_CATEGORIES: tuple[str, ...] = ("below", "inside", "above")
 COUNT_TRANSFORMS: tuple[str, ...] = ("sqrt", "log")
-POISSON_METHODS: tuple[str, ...] = ("exact", "interpolated")
+POISSON_METHODS: tuple[str, ...] = ("interpolated", "exact")
+DEFAULT_POISSON_METHOD = "interpolated"
+# The value of funnel_target_source when the target is the pooled value of the group.
+POOLED_TARGET = "pooled"
 _PROPORTION = INDICATOR_KINDS.index("proportion")
+_NO_VARIANCE = INDICATOR_KINDS.index("none")
 
 
 def funnel_lower_column(level: float) -> str:
@@ -93,6 +97,9 @@ def funnel_upper_column(level: float) -> str:
 def funnel_flag_column(level: float) -> str:
     """'funnel_flag_95' for 0.95."""
     return f"funnel_flag_{confidence_label(level)}"
+
+
+FUNNEL_Z_COLUMN = "funnel_z"
 
 
 # --------------------------------------------------------------------------- maths
@@ -241,7 +248,7 @@ def _limits(
     tau2: np.ndarray,
     adjusted: np.ndarray,
     transform: str,
-    poisson_method: str = "exact",
+    poisson_method: str = DEFAULT_POISSON_METHOD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper limits per unit (before the multiplier) at denominator n."""
     return _limits_at(kind, target, n, (level,), tau2, adjusted, transform, poisson_method)[0]
@@ -255,7 +262,7 @@ def _limits_at(
     tau2: np.ndarray,
     adjusted: np.ndarray,
     transform: str,
-    poisson_method: str = "exact",
+    poisson_method: str = DEFAULT_POISSON_METHOD,
     centre: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`_limits` for several levels at once.
@@ -321,6 +328,12 @@ def _limits_at(
                     half = z_for(level) * standard_error
                     pieces[i].append((rows, np.clip(t0 - half, 0.0, 1.0),
                                       np.clip(t0 + half, 0.0, 1.0)))
+            elif kind == "none":
+                # ADQs, DDDs and costs are not counts: no Poisson limits, so
+                # without a between-organisation variance there are none.
+                missing = np.full(len(nn), np.nan)
+                for i in range(len(levels)):
+                    pieces[i].append((rows, missing, missing.copy()))
             else:
                 expected = t0 * nn
                 for i, level in enumerate(levels):
@@ -381,15 +394,18 @@ def _winsorising_bounds(
 def _family_parts(block_kinds: np.ndarray) -> list[tuple[str, np.ndarray | None]]:
     """The formula families in a block: (family, rows of the block, None for all) pairs.
 
-    Proportions have their own formulas; rates, ratios and "none" share the
-    count ("rate") formulas.
+    Proportions have their own formulas; rates and ratios share the count
+    ("rate") formulas; "none" (ADQs, costs) shares their overdispersion
+    scale but has no unadjusted (Poisson) limits.
     """
     is_proportion = block_kinds == _PROPORTION
-    if is_proportion.all():
-        return [("proportion", None)]
-    if not is_proportion.any():
-        return [("rate", None)]
-    return [("proportion", is_proportion), ("rate", ~is_proportion)]
+    no_variance = block_kinds == _NO_VARIANCE
+    parts = [("proportion", is_proportion), ("rate", ~(is_proportion | no_variance)),
+             ("none", no_variance)]
+    present = [(family, rows) for family, rows in parts if rows.any()]
+    if len(present) <= 1:
+        return [(present[0][0] if present else "rate", None)]
+    return present
 
 
 def _pick(values, rows: np.ndarray | None):
@@ -417,7 +433,7 @@ def _group_statistics(
     n_groups: int,
     layout: tuple[np.ndarray, np.ndarray, np.ndarray],
     group_scale: np.ndarray,
-    row_target: np.ndarray | None,
+    given_target: np.ndarray | None,
     kinds: np.ndarray,
     has_proportions: bool,
     overdispersion: bool,
@@ -438,9 +454,11 @@ def _group_statistics(
     table's length, taken from ``workspace`` (arrays the caller will
     overwrite later, such as its output columns: fresh memory is costly) or
     else allocated. ``denominator_range`` False leaves the denominator range
-    out (NaN), which the per-row limits do not need.
-    Returns the group statistics and, when the target is pooled and there
-    are proportions, ``asin(sqrt(target))`` per group (None otherwise).
+    out (NaN), which the per-row limits do not need. ``given_target`` (per
+    group, per unit) replaces the pooled value as the centre of the z-scores
+    and of the limits.
+    Returns the group statistics and, when there are proportions,
+    ``asin(sqrt(target))`` per group (None otherwise).
     """
     size = len(x)
     spare = [a for a in workspace if a.shape == (size,) and a.dtype == np.float64][:5]
@@ -463,10 +481,11 @@ def _group_statistics(
     organisations = _count_except(codes, unusable, sizes)
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled = np.where(sum_n > 0, sum_x / sum_n, np.nan)
+    centre_value = pooled if given_target is None else given_target
     group_centre = None
-    if row_target is None and has_proportions:
+    if has_proportions:
         with np.errstate(invalid="ignore"):
-            group_centre = np.arcsin(np.sqrt(pooled))
+            group_centre = np.arcsin(np.sqrt(centre_value))
 
     den_min = np.full(n_groups, np.nan)
     den_max = np.full(n_groups, np.nan)
@@ -490,7 +509,7 @@ def _group_statistics(
 
         def score(block: slice) -> np.ndarray:
             block_codes = codes[block]
-            target = pooled.take(block_codes) if row_target is None else row_target[block]
+            target = centre_value.take(block_codes)
             xb, nb, usable_b = x[block], n[block], usable[block]
             zb, sb = np.empty(len(xb)), np.empty(len(xb))
             for family, rows in _family_parts(kinds[block]):
@@ -534,7 +553,7 @@ def _group_statistics(
             tau2 = np.where((k >= 2) & (excess > 0) & (spread > 0), excess / spread, 0.0)
     adjusted = overdispersion & (tau2 > 0)
     groups = _Groups(
-        target=pooled,
+        target=centre_value,
         multiplier=group_scale,
         organisations=organisations,
         phi=phi,
@@ -608,7 +627,7 @@ def _prepare(
     count_transform: str,
     target: str | None,
     function: str,
-    poisson_method: str = "exact",
+    poisson_method: str = DEFAULT_POISSON_METHOD,
     in_order_of_appearance: bool = True,
 ):
     check_dataframe(df, function)
@@ -651,17 +670,63 @@ def _prepare(
             f"{function}: the multiplier differs between rows of the same group; "
             "each group (e.g. one indicator) needs one multiplier.",
         )
-    row_target = None
+    given_target = None
     if target is not None:
         check_columns(df, [target], function)
         row_target = numeric_column(df, target, function) / scale
         is_proportion = kinds == _PROPORTION
-        if np.any(is_proportion & ((row_target < 0) | (row_target > 1))):
+        with np.errstate(invalid="ignore"):
+            out_of_range = (row_target < 0) | (is_proportion & (row_target > 1))
+        if out_of_range.any():
+            first = df.index[int(np.argmax(out_of_range))]
             raise ValueError(
-                f"{function}: target column {target!r} must lie between 0 and the multiplier "
-                "for a proportion."
+                f"{function}: target column {target!r} has {int(out_of_range.sum())} value(s) "
+                f"below 0, or above the multiplier for a proportion (first at index {first})."
             )
-    return x, n, codes, n_groups, layout, groups, scale, group_scale, row_target, kinds
+        given_target = _target_per_group(row_target, df, groups, codes, layout, group_scale,
+                                         target, function)
+    return x, n, codes, n_groups, layout, groups, scale, group_scale, given_target, kinds
+
+
+def _target_per_group(
+    row_target: np.ndarray,
+    df: pd.DataFrame,
+    groups: list[str],
+    codes: np.ndarray,
+    layout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    group_scale: np.ndarray,
+    target: str,
+    function: str,
+) -> np.ndarray:
+    """The one target of each group (per unit), from a column repeated on its rows.
+
+    Rows where the column is missing take their group's value; a group whose
+    rows all miss it has no target (NaN, hence no limits). Limits, lines and
+    z-scores are all centred on this one value, so two different values in
+    a group are an error.
+    """
+    order, starts, sizes = layout
+    has_rows = sizes > 0
+    grouped = gather(row_target, order, np.empty(len(row_target)))
+    lowest = np.full(len(sizes), np.nan)
+    highest = np.full(len(sizes), np.nan)
+    # fmin / fmax skip NaN: the smallest and largest of the values present.
+    lowest[has_rows] = np.fmin.reduceat(grouped, starts[has_rows])
+    highest[has_rows] = np.fmax.reduceat(grouped, starts[has_rows])
+    differs = np.flatnonzero(lowest != highest)
+    differs = differs[~np.isnan(lowest[differs])]
+    if len(differs):
+        group = differs[0]
+        first_row = int(order[starts[group]])
+        where = ", ".join(f"{column}={df[column].iloc[first_row]!r}" for column in groups)
+        scale = group_scale[group]
+        raise ValueError(
+            f"{function}: target column {target!r} holds different values within one funnel "
+            f"({where or 'the whole table'}; e.g. {lowest[group] * scale:g} and "
+            f"{highest[group] * scale:g}); each funnel needs a single target, such as the "
+            f"England value of that indicator and period."
+        )
+    return lowest
 
 
 def _fit_by_kind(
@@ -672,7 +737,7 @@ def _fit_by_kind(
     n_groups: int,
     layout: tuple[np.ndarray, np.ndarray, np.ndarray],
     group_scale: np.ndarray,
-    row_target: np.ndarray | None,
+    given_target: np.ndarray | None,
     overdispersion: bool,
     winsorise: float,
     transform: str,
@@ -683,8 +748,8 @@ def _fit_by_kind(
     """Group statistics for every kind present; each group must have one kind.
 
     Returns the group statistics, the kind index of each group (-1 for a
-    group without rows) and ``asin(sqrt(target))`` per group when the target
-    is pooled.
+    group without rows) and ``asin(sqrt(target))`` per group when there are
+    proportions.
     """
     group_kind = _per_group(
         kinds, codes, layout, -1,
@@ -693,7 +758,7 @@ def _fit_by_kind(
     )
     has_proportions = bool((group_kind == _PROPORTION).any())
     groups, centre = _group_statistics(
-        x, n, codes, n_groups, layout, group_scale, row_target, kinds, has_proportions,
+        x, n, codes, n_groups, layout, group_scale, given_target, kinds, has_proportions,
         overdispersion, winsorise, transform, workspace, denominator_range,
     )
     return groups, group_kind, centre
@@ -712,7 +777,8 @@ def calculate_funnel_parameters(
     overdispersion: bool = True,
     winsorise: float = 0.1,
     count_transform: str = "sqrt",
-    poisson_method: str = "exact",
+    poisson_method: str = DEFAULT_POISSON_METHOD,
+    target: str | None = None,
 ) -> pd.DataFrame:
     """Funnel target and overdispersion estimates, one row per group.
 
@@ -726,8 +792,11 @@ def calculate_funnel_parameters(
         One of "proportion", "rate", "ratio", "none" for every row, or the
         name of a column holding one per row (constant within a group).
         "proportion" uses binomial limits; "rate" and "ratio" Poisson limits
-        for the count around ``target x denominator``; "none" (ADQs, costs)
-        is treated like a rate but only with ``overdispersion=True``.
+        for the count around ``target x denominator``. "none" (ADQs, DDDs,
+        costs) is not a count, so it never gets Poisson limits: it has
+        limits only when the overdispersion adjustment widens them
+        (tau^2 > 0, on the rates' transformed scale); otherwise its limits,
+        flags and z-scores are missing. It requires ``overdispersion=True``.
     group_columns : sequence of str, default ("indicator_id", "org_level", "period", "period_type")
         One funnel per combination of these keys.
     multiplier : float or str, default 100
@@ -740,44 +809,59 @@ def calculate_funnel_parameters(
     count_transform : {"sqrt", "log"}, default "sqrt"
         Variance-stabilising scale for rates and ratios. "sqrt" copes with
         zero counts; "log" leaves zero counts out of the phi estimate.
-    poisson_method : {"exact", "interpolated"}, default "exact"
-        Unadjusted limits for rates and ratios: "exact" evaluates the exact
-        (chi-squared) Poisson interval at the expected count ``E = r0 n``,
-        which is smooth and narrows steadily as ``n`` grows; "interpolated"
-        uses Spiegelhalter's interpolated discrete quantile
-        (:func:`poisson_interpolated_quantile`), whose lines are slightly
-        saw-toothed and whose upper limit is 0 while ``E`` is below about
-        ``-log(1 - a/2)`` (0.025 at 95%).
+    poisson_method : {"interpolated", "exact"}, default "interpolated"
+        Unadjusted limits for rates and ratios (used when tau^2 is 0 or the
+        adjustment is off). "interpolated" is the method of
+        Spiegelhalter (2005, appendix A.2.1): the quantiles of a Poisson
+        distribution with mean ``E = r0 n``, interpolated between whole
+        counts (:func:`poisson_interpolated_quantile`); for ``E = 10`` the
+        95% limits are 3.775 and 16.160. Its lines are slightly saw-toothed,
+        and its upper limit is 0 while ``E`` is below ``-log(1 - a/2)``
+        (0.025 at 95%). "exact" instead evaluates the exact (chi-squared)
+        confidence interval of an *observed* count at ``E``
+        (:func:`poisson_exact_control_limits`): smooth, but wider (4.795 to
+        18.390 for ``E = 10``) because it answers a different question (where
+        the mean lies given a count, not where a count falls given the mean).
+    target : str or None, default None
+        Column holding the target on the value scale (e.g. ``england_value``),
+        one value per group (rows where it is missing take their group's
+        value), instead of the pooled value of the group. The z-scores behind
+        phi and tau^2 and the limits are then centred on it. Pass the same
+        ``target`` to :func:`calculate_funnel_limits` so that row limits,
+        lines and flags share one centre.
 
     Returns
     -------
     pandas.DataFrame
-        The group columns, ``funnel_kind``, ``funnel_target`` (pooled value
-        x multiplier), ``funnel_multiplier``, ``funnel_organisations`` (k),
-        ``funnel_phi`` (NaN when k < 2 or overdispersion is off),
-        ``funnel_tau2``, ``funnel_adjusted`` (True when the limits are
-        widened), ``funnel_count_transform``, ``funnel_poisson_method``,
-        ``denominator_min`` and
+        The group columns, ``funnel_kind``, ``funnel_target`` (pooled value,
+        or the given target, x multiplier), ``funnel_target_source``
+        ("pooled" or the name of the target column), ``funnel_multiplier``,
+        ``funnel_organisations`` (k), ``funnel_phi`` (NaN when k < 2 or
+        overdispersion is off), ``funnel_tau2``, ``funnel_adjusted`` (True
+        when the limits are widened), ``funnel_count_transform``,
+        ``funnel_poisson_method``, ``denominator_min`` and
         ``denominator_max``.
 
     Raises
     ------
     ValueError
         On missing or non-numeric columns, negative counts, a numerator above
-        its denominator for a proportion, a multiplier that varies within a
-        group, or an unknown ``kind`` / ``count_transform``.
+        its denominator for a proportion, a multiplier or target that varies
+        within a group, or an unknown ``kind`` / ``count_transform`` /
+        ``poisson_method``.
 
     Notes
     -----
     Proportions: ``y = asin(sqrt(x/n))``, target ``asin(sqrt(p0))`` with
-    ``p0 = sum x / sum n``, ``s = 1 / (2 sqrt n)``. Rates and ratios with the
-    square-root transform: expected ``E = r0 n``, ``y = sqrt(x/E)``, target 1,
-    ``s = 1 / (2 sqrt E)``; with the log transform ``y = log(x/E)``, target
-    0, ``s = 1 / sqrt E``. Then ``z = (y - target) / s`` is Winsorised,
-    ``phi = mean(z_w^2)``, and with ``w = 1/s^2``,
-    ``tau^2 = (k phi - (k - 1)) / (sum w - sum w^2 / sum w)`` when
-    ``k phi > k - 1``, else 0. When tau^2 is 0 (or the adjustment is off)
-    the unadjusted limits are used, as in FunnelPlotR.
+    ``p0 = sum x / sum n`` (or the given target), ``s = 1 / (2 sqrt n)``.
+    Rates and ratios with the square-root transform: expected ``E = r0 n``,
+    ``y = sqrt(x/E)``, target 1, ``s = 1 / (2 sqrt E)``; with the log
+    transform ``y = log(x/E)``, target 0, ``s = 1 / sqrt E``. Then
+    ``z = (y - target) / s`` is Winsorised, ``phi = mean(z_w^2)``, and with
+    ``w = 1/s^2``, ``tau^2 = (k phi - (k - 1)) / (sum w - sum w^2 / sum w)``
+    when ``k phi > k - 1``, else 0. When tau^2 is 0 (or the adjustment is
+    off) the unadjusted limits are used, as in FunnelPlotR, except for kind
+    "none", which then has none.
 
     References
     ----------
@@ -796,16 +880,18 @@ def calculate_funnel_parameters(
     (0.2, 3)
     """
     function = "calculate_funnel_parameters"
-    x, n, codes, n_groups, layout, groups, _, group_scale, _, kinds = _prepare(
+    x, n, codes, n_groups, layout, groups, _, group_scale, given_target, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
-        overdispersion, winsorise, count_transform, None, function, poisson_method,
+        overdispersion, winsorise, count_transform, target, function, poisson_method,
     )
     stats_, group_kind, _ = _fit_by_kind(
-        kinds, x, n, codes, n_groups, layout, group_scale, None, overdispersion, winsorise,
-        count_transform, function,
+        kinds, x, n, codes, n_groups, layout, group_scale, given_target, overdispersion,
+        winsorise, count_transform, function,
     )
     kind_names = np.array(INDICATOR_KINDS, dtype=object)[np.maximum(group_kind, 0)]
     out = _parameters_frame(df, codes, n_groups, groups, kind_names, count_transform, stats_)
+    out.insert(out.columns.get_loc("funnel_target") + 1, "funnel_target_source",
+               POOLED_TARGET if target is None else target)
     out.insert(out.columns.get_loc("funnel_count_transform") + 1, "funnel_poisson_method",
                poisson_method)
     return out
@@ -829,6 +915,31 @@ def _parameters_frame(df, codes, n_groups, groups, kind, transform, g: _Groups) 
     return out
 
 
+def _adjusted_z(
+    family: str,
+    x: np.ndarray,
+    n: np.ndarray,
+    target: np.ndarray,
+    tau2: np.ndarray,
+    adjusted: np.ndarray,
+    transform: str,
+    centre: np.ndarray | None,
+) -> np.ndarray:
+    """z-scores on the variance-stabilised scale, with tau^2 where the group is adjusted.
+
+    ``(y - target) / sqrt(s^2 + tau^2)``, i.e. the unadjusted ``z`` times
+    ``s / sqrt(s^2 + tau^2)``; the same scale and terms as the adjusted
+    limits, so that ``|z| > z_level`` exactly when the value lies outside
+    them. Missing for kind "none" when not adjusted (no Poisson z-score).
+    """
+    z, s = _z_scores(family, x, n, target, transform, centre)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        widened = z * (s / np.sqrt(s * s + tau2))
+    if family == "none":
+        return np.where(adjusted, widened, np.nan)
+    return np.where(adjusted, widened, z)
+
+
 def calculate_funnel_limits(
     df: pd.DataFrame,
     numerator: str = "numerator",
@@ -841,20 +952,19 @@ def calculate_funnel_limits(
     winsorise: float = 0.1,
     count_transform: str = "sqrt",
     target: str | None = None,
-    poisson_method: str = "exact",
+    poisson_method: str = DEFAULT_POISSON_METHOD,
 ) -> pd.DataFrame:
-    """Add funnel limits at each organisation's denominator and an outlier flag.
+    """Add funnel limits at each organisation's denominator, a z-score and outlier flags.
 
     Parameters
     ----------
     df, numerator, denominator, kind, group_columns, multiplier, overdispersion,
-    winsorise, count_transform, poisson_method
-        As :func:`calculate_funnel_parameters`.
+    winsorise, count_transform, poisson_method, target
+        As :func:`calculate_funnel_parameters` (``target``: a column such as
+        ``england_value``, one value per group, to centre on instead of the
+        pooled value of the group).
     confidence : float or sequence of float, default (0.95, 0.998)
         Limit levels, each strictly between 0 and 1.
-    target : str or None, default None
-        Column holding the target on the value scale (e.g. ``england_value``)
-        instead of the pooled value of the group.
 
     Returns
     -------
@@ -862,8 +972,15 @@ def calculate_funnel_limits(
         A copy of ``df`` with ``funnel_target``, ``funnel_lower_<level>``,
         ``funnel_upper_<level>`` (value scale), ``funnel_flag_<level>``
         (categorical "below" / "inside" / "above"; missing when the row has
-        no value), and the group's ``funnel_phi``, ``funnel_tau2`` and
-        ``funnel_adjusted``.
+        no value or no limits), ``funnel_z``, and the group's
+        ``funnel_phi``, ``funnel_tau2`` and ``funnel_adjusted``.
+
+        ``funnel_z`` is the z-score of the row on the variance-stabilised
+        scale of its kind: ``(y - target) / sqrt(s^2 + tau^2)`` when the
+        group is adjusted, ``(y - target) / s`` otherwise (``y``, ``target``
+        and ``s`` as in :func:`calculate_funnel_parameters`). Missing when
+        the row has no value, and for kind "none" without adjustment; minus
+        infinity for a zero count on the log scale.
 
     Raises
     ------
@@ -873,14 +990,22 @@ def calculate_funnel_limits(
     Notes
     -----
     Unadjusted proportion limits are ``p0 +/- z sqrt(p0 (1 - p0) / n)``
-    truncated to [0, 1]; unadjusted rate/ratio limits are exact Poisson
-    limits at the expected count ``E = r0 n`` divided by ``n``
-    (:func:`poisson_exact_control_limits`, or
-    :func:`poisson_interpolated_quantile` on request). Adjusted limits are
+    truncated to [0, 1]; unadjusted rate/ratio limits are Poisson limits
+    for the expected count ``E = r0 n`` divided by ``n`` (interpolated
+    quantiles, or the exact form on request: see ``poisson_method``). Kind
+    "none" has no unadjusted limits. Adjusted limits are
     ``sin^2(asin(sqrt p0) +/- z sqrt(s^2 + tau^2))`` for proportions and
     ``r0 (1 +/- z sqrt(s^2 + tau^2))^2`` (square-root scale) or
-    ``r0 exp(+/- z sqrt(s^2 + tau^2))`` (log scale) for rates. A value
-    exactly on a limit is "inside".
+    ``r0 exp(+/- z sqrt(s^2 + tau^2))`` (log scale) for rates, ratios and
+    "none". A value exactly on a limit is "inside".
+
+    The flags compare the value with the limits. In an adjusted group this
+    is the same as comparing ``funnel_z`` with ``z_level`` (1.959964 at 95%,
+    3.090232 at 99.8%): "above" when ``funnel_z > z_level``, "below" when
+    ``funnel_z < -z_level`` (up to rounding at the limit itself). Without
+    adjustment the limits are binomial / Poisson, so near a limit the flag
+    and the transformed-scale ``funnel_z`` may disagree; the flag is the
+    verdict.
 
     References
     ----------
@@ -900,7 +1025,7 @@ def calculate_funnel_limits(
     """
     function = "calculate_funnel_limits"
     levels = check_confidence(confidence, function)
-    x, n, codes, n_groups, layout, groups, scale, group_scale, row_target, kinds = _prepare(
+    x, n, codes, n_groups, layout, groups, scale, group_scale, given_target, kinds = _prepare(
         df, numerator, denominator, kind, group_columns, multiplier,
         overdispersion, winsorise, count_transform, target, function, poisson_method,
         in_order_of_appearance=False,
@@ -912,14 +1037,15 @@ def calculate_funnel_limits(
     uppers = [np.empty(size) for _ in levels]
     phi = np.empty(size)
     tau2 = np.empty(size)
+    funnel_z = np.empty(size)
     adjusted = np.empty(size, dtype=bool)
     flags = [np.empty(size, dtype=np.int8) for _ in levels]
     g, _, group_centre = _fit_by_kind(
-        kinds, x, n, codes, n_groups, layout, group_scale, row_target, overdispersion,
+        kinds, x, n, codes, n_groups, layout, group_scale, given_target, overdispersion,
         winsorise, count_transform, function,
         workspace=[*lowers, *uppers, funnel_target, phi, tau2], denominator_range=False,
     )
-    scaled_target = g.target * g.multiplier  # pooled x multiplier, per group
+    scaled_target = g.target * g.multiplier  # target x multiplier, per group
 
     def limits_block(block: slice) -> None:
         block_codes = codes[block]
@@ -934,12 +1060,9 @@ def calculate_funnel_limits(
         tau2[block] = tau2_b
         adjusted[block] = adjusted_b
         phi[block] = g.phi.take(block_codes)
-        if row_target is None:
-            target_b = g.target.take(block_codes)
-            funnel_target[block] = scaled_target.take(block_codes)  # = target x multiplier
-        else:
-            target_b = row_target[block]
-            funnel_target[block] = target_b * sb
+        target_b = g.target.take(block_codes)
+        funnel_target[block] = scaled_target.take(block_codes)  # = target x multiplier
+        z_b = funnel_z[block]  # a view: written in place
         for family, rows in _family_parts(kinds[block]):
             centre = None
             if family == "proportion" and group_centre is not None:
@@ -952,6 +1075,14 @@ def calculate_funnel_limits(
             part_value = _pick(value, rows)
             part_scale = _pick(sb, rows)
             value_known = np.isfinite(part_value)
+            part_z = _adjusted_z(family, _pick(xb, rows), _pick(n_known, rows),
+                                 _pick(target_b, rows), _pick(tau2_b, rows),
+                                 _pick(adjusted_b, rows), count_transform, centre)
+            part_z[~value_known] = np.nan
+            if rows is None:
+                z_b[:] = part_z
+            else:
+                z_b[rows] = part_z
             for i, (lower, upper) in enumerate(part_limits):
                 lower *= part_scale  # fresh arrays: scaled in place
                 upper *= part_scale
@@ -973,6 +1104,7 @@ def calculate_funnel_limits(
         new_columns[funnel_lower_column(level)] = lowers[i]
         new_columns[funnel_upper_column(level)] = uppers[i]
         new_columns[funnel_flag_column(level)] = categorical_from_codes(flags[i], FLAG_CATEGORIES)
+    new_columns[FUNNEL_Z_COLUMN] = funnel_z
     new_columns["funnel_phi"] = phi
     new_columns["funnel_tau2"] = tau2
     new_columns["funnel_adjusted"] = adjusted
@@ -985,6 +1117,7 @@ def calculate_funnel_lines(
     points: int = 100,
     confidence: float | Sequence[float] = DEFAULT_CONFIDENCE,
     prefix: str = "funnel_",
+    target: str | None = None,
 ) -> pd.DataFrame:
     """Smooth funnel limit lines over a grid of denominators, for drawing.
 
@@ -1004,25 +1137,34 @@ def calculate_funnel_lines(
         Start of the limit and target column names. ``prefix=""`` gives
         ``lower_95``, ``upper_99_8``..., the names :mod:`moopt.charts.funnel`
         reads.
+    target : str or None, default None
+        The ``target`` the parameters were fitted with (e.g.
+        ``"england_value"``; None for the pooled value). The lines are always
+        centred on the parameters' ``funnel_target``; passing ``target``
+        checks that this is the centre intended, so that lines, row limits
+        and the drawn centre line cannot silently differ.
 
     Returns
     -------
     pandas.DataFrame
         Long format: the parameters' group columns, ``denominator``,
         ``<prefix>target`` and ``<prefix>lower_<level>`` /
-        ``<prefix>upper_<level>`` on the value scale.
+        ``<prefix>upper_<level>`` on the value scale (missing for kind
+        "none" without adjustment).
 
     Raises
     ------
     ValueError
         If ``parameters`` lacks the columns written by
-        :func:`calculate_funnel_parameters`, ``points`` < 2, or a
-        denominator is not positive.
+        :func:`calculate_funnel_parameters`, ``points`` < 2, a denominator
+        is not positive, or the parameters were fitted around a target other
+        than ``target``.
 
     Notes
     -----
     The same formulas as :func:`calculate_funnel_limits`, so a line
-    evaluated at an organisation's denominator equals its row limits.
+    evaluated at an organisation's denominator equals its row limits when
+    both were computed with the same ``target``.
 
     Examples
     --------
@@ -1042,8 +1184,19 @@ def calculate_funnel_lines(
         "funnel_adjusted", "funnel_count_transform", "denominator_min", "denominator_max",
     ]
     if "funnel_poisson_method" not in parameters.columns:
-        parameters = parameters.assign(funnel_poisson_method="exact")
+        parameters = parameters.assign(funnel_poisson_method=DEFAULT_POISSON_METHOD)
     check_columns(parameters, required, function)
+    if target is not None:
+        source = (parameters["funnel_target_source"] if "funnel_target_source" in parameters
+                  else pd.Series(POOLED_TARGET, index=parameters.index))
+        wrong = source != target
+        if wrong.any():
+            raise ValueError(
+                f"{function}: target={target!r}, but the parameters were fitted around "
+                f"{source[wrong].iloc[0]!r} (row {parameters.index[wrong.to_numpy()][0]}); call "
+                f"calculate_funnel_parameters(..., target={target!r}) so that the lines, the "
+                "row limits and the centre line share one target."
+            )
     n_funnels = len(parameters)
     if denominators is None:
         if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
@@ -1064,9 +1217,9 @@ def calculate_funnel_lines(
         "funnel_")]
     out = parameters.iloc[funnel_index][group_columns].reset_index(drop=True)
     out["denominator"] = grid.ravel()
-    target = parameters["funnel_target"].to_numpy(dtype=float)
+    target_values = parameters["funnel_target"].to_numpy(dtype=float)
     scale = parameters["funnel_multiplier"].to_numpy(dtype=float)
-    out[f"{prefix}target"] = target[funnel_index]
+    out[f"{prefix}target"] = target_values[funnel_index]
     n = grid.ravel()
     for level in levels:
         lower = np.full(n.shape, np.nan)
@@ -1078,7 +1231,7 @@ def calculate_funnel_lines(
             fi = funnel_index[pick]
             low, up = _limits(
                 kind,
-                target[fi] / scale[fi],
+                target_values[fi] / scale[fi],
                 n[pick],
                 level,
                 parameters["funnel_tau2"].to_numpy(dtype=float)[fi],
