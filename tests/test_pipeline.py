@@ -109,14 +109,14 @@ def test_unknown_organisation_code_is_a_clear_error(project, capsys):
 def test_benchmarked_table_has_intervals_and_comparisons(built):
     con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
     rows = con.execute(
-        "SELECT indicator_id, value, lower_95, upper_95, lower_99_8, upper_99_8, england_comparison_95, "
-        "peer_value FROM indicator_values WHERE org_level = 'sub_icb' AND period_type = 'rolling_12m'").fetchdf()
+        "SELECT indicator_id, value, lower_95, upper_95, lower_99_8, upper_99_8, comparison_95, "
+        "peer_value FROM indicator_results WHERE org_level = 'sub_icb' AND period_type = 'rolling_12m'").fetchdf()
     con.close()
     with_ci = rows[rows.lower_95.notna()]
     assert len(with_ci) > 0
     assert (with_ci.lower_99_8 <= with_ci.lower_95).all() and (with_ci.lower_95 <= with_ci.value).all()
     assert (with_ci.value <= with_ci.upper_95).all() and (with_ci.upper_95 <= with_ci.upper_99_8).all()
-    assert set(with_ci.england_comparison_95.dropna()) <= {"higher", "similar", "lower"}
+    assert set(rows.comparison_95.dropna()) <= {"higher", "similar", "lower"}
     # ADQ and cost indicators get no Poisson interval.
     assert rows.loc[rows.indicator_id == "SAF02", "lower_95"].isna().all()
     assert rows["peer_value"].notna().any()

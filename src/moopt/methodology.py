@@ -145,18 +145,41 @@ def methods_page() -> str:
         "comparison with England. Rows where lower is better are mirrored so that better is always to the right.",
         "",
         "Every chart has alt text, a caption and a CSV download of exactly what it plots.", "",
-        "## Confidence intervals and comparisons", "",
+        "## Confidence intervals", "",
         "Proportions use Wilson score intervals; counts per population use exact Poisson limits below 10 "
         "items and Byar's method from 10; items per STAR-PU (observed/expected) use the count limits divided by "
-        "the STAR-PU. ADQs, quantities and costs are not counts and get no interval. An organisation is "
-        "'higher' than England when its lower limit is above the England value, 'lower' when its upper limit "
-        "is below it, otherwise 'similar'; the indicator's direction turns higher/lower into better/worse, or "
-        "leaves it as higher/lower when no direction is preferred. Comparisons are reported at 95% and 99.8%.", "",
+        "the STAR-PU. ADQs, quantities and costs are not counts and get no interval. The intervals say how "
+        "precisely a value is known; they are not used to compare organisations with England.", "",
+        "## The comparison with England: one verdict", "",
+        "Every organisation, indicator and period gets one comparison with England, and the theme page's text, "
+        "its funnel plot, the 'at a glance' table and the summary page all show that same verdict. It is the "
+        "organisation's position in the funnel of all organisations at its level in that period:", "",
+        "1. The funnel is centred on England's value. Each organisation's value is put on a variance-stabilising "
+        "scale (arcsine square root for proportions; square root of observed/expected for counts per "
+        "population and per STAR-PU) and turned into a z-score.",
+        "2. Prescribing varies between organisations far more than chance explains, so the z-scores are "
+        "Winsorised at the 10th and 90th percentiles and the overdispersion factor phi is their mean square. "
+        "When phi shows more variation than chance, the between-organisation variance tau² is estimated and "
+        "added to each organisation's own variance (Spiegelhalter's additive random-effects model), widening "
+        "the limits; otherwise the limits are the exact binomial or interpolated Poisson limits around England.",
+        "3. Above the 99.8% limit is **higher**, below it **lower**, otherwise **similar** than England; the "
+        "indicator's preferred direction turns higher/lower into better/worse (or leaves it higher/lower when "
+        "no direction is preferred). The 95% position is shown too.",
+        "4. There is no verdict (and the page says why) for England itself, without a value or an England value, "
+        "when fewer than 3 organisations at the level have a value, and for ADQs and costs when the funnel has "
+        "no limits for them.", "",
+        "Without the overdispersion adjustment almost every sub-ICB location would be 'significantly different' "
+        "from England, because its denominators are large; the adjusted funnel asks instead whether it is "
+        "unusual among organisations like it. References: Spiegelhalter DJ (2005), Funnel plots for comparing "
+        "institutional performance, Statistics in Medicine 24:1185-1202; Spiegelhalter DJ (2005), Handling "
+        "over-dispersion of performance indicators, Quality and Safety in Health Care 14:347-351; NHS-R "
+        "Community, FunnelPlotR.", "",
         "## Similar organisations (peers)", "",
         "Each organisation's peer group is the 10 organisations of the same level nearest to it on list size, "
         "share of patients aged 65 and over and deprivation score (each standardised to mean 0 and standard "
         "deviation 1 within the level; Euclidean distance). The peer value is the ratio of the peers' summed "
-        "numerators to their summed denominators; the organisation is never part of its own peer group.", "",
+        "numerators to their summed denominators; the organisation is never part of its own peer group. It is "
+        "shown as a figure for context, not as a second verdict.", "",
         "## Trends", "",
         "The change per year is exp(12β) − 1 from a quasi-Poisson regression of the monthly numerator with "
         "log(denominator) as offset and month-of-year terms for seasonal indicators, with "

@@ -24,10 +24,11 @@ from moopt.atomic import write_text_atomic
 from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
-from moopt.benchmark import add_statistics
 from moopt.methodology import write_methodology
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, run_notebooks
+from moopt.tables import TABLES, check_columns
 from moopt.store import SCHEMA_VERSION, IngestReport, RunWindow, Store, ingest_files
 
 log = logging.getLogger(__name__)
@@ -228,58 +229,104 @@ def _engine_key(store: Store, config: RunConfig) -> str:
     for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
         h.update(path.read_bytes())
     package = Path(__file__).parent
-    for path in [package / "indicators" / "engine.py", package / "benchmark.py",
+    for path in [package / "indicators" / "engine.py", package / "results.py", package / "tables.py",
                  *sorted((package / "stats").glob("*.py"))]:
         h.update(path.read_bytes())
     h.update(f"{config.period_end}|{config.period_months}".encode())
     return h.hexdigest()
 
 
-def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progress=None) -> dict:
-    say = progress or (lambda msg: None)
-    key = _engine_key(store, config)
-    con = store.con
-    con.execute("CREATE TABLE IF NOT EXISTS run_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    cached = dict(con.execute("SELECT key, value FROM run_info").fetchall())
-    if cached.get("engine_key") == key:
-        say("indicator table is up to date (inputs and definitions unchanged)")
-        return json.loads(cached["engine_report"])
-    months = store.months()
+# England has about 6,300 GP practices; data for fewer than this describe part of it.
+NATIONAL_PRACTICES = 6_000
+
+
+def _results_key(engine_key: str, config: RunConfig) -> str:
+    """The engine key plus what the results stage adds: the series level and codes."""
+    codes = ",".join(sorted(config.org_codes)) if config.org_codes is not None else "all"
+    return hashlib.sha256(f"{engine_key}|{config.org_level}|{codes}".encode()).hexdigest()
+
+
+def _stored_facts(con) -> dict:
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'run_facts'").fetchall()[0][0]
+    if not has:
+        return {}
+    frame = con.execute("SELECT * FROM run_facts").fetchdf()
+    return frame.iloc[0].to_dict() if len(frame) else {}
+
+
+def resolve_period(config: RunConfig, months: list[str]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The run's period start and end, from the parameters and the months in the store."""
     if not months:
         raise ParameterError("The store holds no prescribing data to compute indicators from.")
     end = months[-1] if config.period_end == "latest" else config.period_end
     if end not in months:
         raise ParameterError(f"period.end {end} is not in the data, which covers {months[0]} to {months[-1]}.")
     end_ts = pd.Timestamp(end + "-01")
-    start_ts = end_ts - pd.DateOffset(months=config.period_months - 1)
-    backend = ibis.duckdb.from_connection(con)
+    return end_ts - pd.DateOffset(months=config.period_months - 1), end_ts
+
+
+def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progress=None) -> dict:
+    """The indicator engine, then the national results stage, then the run facts; each cached.
+
+    The engine is rerun when any of its inputs changes (``_engine_key``); the
+    results stage also when the run's level or organisations change.
+    """
+    say = progress or (lambda msg: None)
+    con = store.con
+    key = _engine_key(store, config)
+    results_key = _results_key(key, config)
+    stored = _stored_facts(con)
+    if stored.get("results_key") == results_key:
+        say("indicators and national results are up to date (inputs and definitions unchanged)")
+        return json.loads(stored["engine_report"])
+    start_ts, end_ts = resolve_period(config, store.months())
     indicators = load_indicators()
-    engine = IndicatorEngine(backend, indicators)
-    report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
-    benchmark_info = add_statistics(con, indicators, say)
-    overflow = proportion_overflow(backend, indicators)
-    if overflow:
-        raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
-                         + ", ".join(f"{k} ({v} rows)" for k, v in overflow.items()))
-    info = {"rows": report.rows, "seconds": round(report.seconds, 1), "indicators": report.indicators,
-            "months": report.months,
-            "practice_months_without_list_size": report.practice_months_without_list_size,
-            "benchmark": benchmark_info}
-    if report.practice_months_without_list_size:
-        say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
-            "list size; they are left out of population-based indicators above practice level")
+    backend = ibis.duckdb.from_connection(con)
+    if stored.get("engine_key") == key:
+        say("indicator table is up to date (inputs and definitions unchanged)")
+        info = json.loads(stored["engine_report"])
+    else:
+        engine = IndicatorEngine(backend, indicators)
+        report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+        overflow = proportion_overflow(backend, indicators)
+        if overflow:
+            raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
+                             + ", ".join(f"{k} ({v} rows)" for k, v in overflow.items()))
+        info = {"rows": report.rows, "seconds": round(report.seconds, 1), "indicators": report.indicators,
+                "months": report.months,
+                "practice_months_without_list_size": report.practice_months_without_list_size}
+        if report.practice_months_without_list_size:
+            say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
+                "list size; they are left out of population-based indicators above practice level")
+    scope = SeriesScope(config.org_level, tuple(config.org_codes) if config.org_codes is not None else None)
+    info["results"] = compute_results(con, indicators, scope, say)
+    write_run_facts(con, config, synthetic, start_ts, end_ts, key, results_key, info)
+    return info
+
+
+def write_run_facts(con, config: RunConfig, synthetic: bool, start_ts: pd.Timestamp, end_ts: pd.Timestamp,
+                    engine_key: str, results_key: str, info: dict) -> None:
+    """Write the one-row ``run_facts`` table every later stage reads."""
     # How much of England the data cover: pages say so when it is not the whole country.
     practices, sub_icbs = con.execute(
         "SELECT count(DISTINCT p.practice_code), count(DISTINCT o.sub_icb_code) "
         "FROM (SELECT DISTINCT practice_code FROM prescribing) p JOIN organisations o USING (practice_code)"
     ).fetchall()[0]
-    con.execute("DELETE FROM run_info")
-    con.executemany("INSERT INTO run_info VALUES (?, ?)", [
-        ["engine_key", key], ["engine_report", json.dumps(info)],
-        ["synthetic", "true" if synthetic else "false"], ["period_end", end],
-        ["practices_with_prescribing", str(practices)], ["sub_icbs_with_prescribing", str(sub_icbs)],
-    ])
-    return info
+    has_rolling = con.execute("SELECT count(*) FROM indicator_results WHERE period_type = 'rolling_12m'"
+                              ).fetchall()[0][0] > 0
+    row = {"period_start": start_ts.date(), "period_end": end_ts.date(),
+           "window_start": (start_ts - pd.DateOffset(months=11)).date(), "period_months": config.period_months,
+           "org_level": config.org_level, "synthetic": bool(synthetic),
+           "practices_with_prescribing": practices, "sub_icbs_with_prescribing": sub_icbs,
+           "whole_england": practices >= NATIONAL_PRACTICES, "has_rolling": has_rolling,
+           "engine_key": engine_key, "results_key": results_key, "engine_report": json.dumps(info, default=str)}
+    columns = TABLES["run_facts"].columns
+    con.execute("CREATE OR REPLACE TABLE run_facts ("
+                + ", ".join(f"{c.name} {c.type}" for c in columns) + ")")
+    con.execute(f"INSERT INTO run_facts VALUES ({', '.join('?' for _ in columns)})",
+                [row[c.name] for c in columns])
+    con.execute("DROP TABLE IF EXISTS run_info")  # the key-value table of earlier versions
+    check_columns(con, "run_facts")
 
 
 # -- organisations and jobs ---------------------------------------------------------------------------

@@ -159,6 +159,21 @@ def assign_funnel_position(
     )
 
 
+FLAG_COLUMNS: tuple[str, str] = ("funnel_flag_95", "funnel_flag_99_8")
+
+
+def position_from_flags(flag_95: np.ndarray, flag_99_8: np.ndarray) -> np.ndarray:
+    """One of :data:`POSITIONS` from stored funnel flags ("below", "inside", "above" or missing)."""
+    flag_95 = np.asarray(flag_95, dtype=object)
+    flag_99_8 = np.asarray(flag_99_8, dtype=object)
+    return np.select(
+        [flag_99_8 == "above", flag_99_8 == "below", flag_95 == "above", flag_95 == "below",
+         flag_95 == "inside"],
+        [ABOVE_99_8, BELOW_99_8, ABOVE_95, BELOW_95, WITHIN],
+        default=NOT_ASSESSED,
+    )
+
+
 def calculate_funnel_data(
     points: pd.DataFrame,
     limits: pd.DataFrame,
@@ -173,6 +188,9 @@ def calculate_funnel_data(
     points : pandas.DataFrame
         One row per organisation with ``org_code``, ``org_name``, ``denominator``
         and ``value``; rows missing either number are left out (not plotted).
+        With ``funnel_flag_95`` and ``funnel_flag_99_8`` (the stored verdicts of
+        :mod:`moopt.results`) the points are placed by those; otherwise by
+        interpolation between the limit lines.
     limits : pandas.DataFrame
         Limit lines (:data:`LIMIT_COLUMNS`).
     centre_value : float
@@ -214,7 +232,13 @@ def calculate_funnel_data(
 
     x = plotted["denominator"].to_numpy()
     y = plotted["value"].to_numpy()
-    plotted["position"] = assign_funnel_position(x, y, limits)
+    if set(FLAG_COLUMNS) <= set(points.columns):
+        # The stored verdict (moopt.results), so the chart says what the text and summary say.
+        flags = points.set_index("org_code").loc[plotted["org_code"], list(FLAG_COLUMNS)]
+        plotted["position"] = position_from_flags(flags[FLAG_COLUMNS[0]].to_numpy(),
+                                                  flags[FLAG_COLUMNS[1]].to_numpy())
+    else:
+        plotted["position"] = assign_funnel_position(x, y, limits)
     is_highlight = (plotted["org_code"] == highlight_code).to_numpy()
     plotted["series"] = np.where(is_highlight, "highlighted_organisation", "organisation")
 

@@ -30,7 +30,8 @@ Method (see also the methodology pages):
 6. Percentile (OpenPrescribing convention): within indicator, level, period and
    period type, among organisations with a value, (rank - 1) / (n - 1) x 100
    with ties at their lowest rank; organisations without a value have none.
-   Deciles: the 10th to 90th percentiles of the values, linear interpolation.
+   Deciles: the 10th to 90th percentiles of the values, linear interpolation; likewise the
+   quartiles, with the lowest and highest value (the summary spine draws them).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_AGE = 200  # the upper end of an open band such as 95+
 MEASURE_COLUMNS = {"items": "items", "quantity": "total_quantity", "adq": "adq_usage", "cost": "actual_cost"}
 DECILES = tuple(range(10, 100, 10))
+# The spread of a level in a period, on every row: deciles, then what the summary spine draws.
+SPREAD_COLUMNS = (*(f"decile_{d}" for d in DECILES), "lowest", "quartile_25", "quartile_75", "highest")
 PARENT_COLUMNS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
 RESULT_TABLE = "indicator_values"
 
@@ -355,9 +358,11 @@ class IndicatorEngine:
             t.value.notnull() & (n > 1) & (t.org_level != "england"),
             rank0.cast("float64") / (n - 1).cast("float64") * 100.0, ibis.null("float64")))
         valued = t.filter(t.value.notnull() & (t.org_level != "england"))
-        deciles = valued.group_by(part).aggregate(
-            **{f"decile_{d}": valued.value.quantile(d / 100) for d in DECILES})
-        return t.left_join(deciles, part).select(t, *[deciles[f"decile_{d}"] for d in DECILES])
+        spread = valued.group_by(part).aggregate(
+            **{f"decile_{d}": valued.value.quantile(d / 100) for d in DECILES},
+            lowest=valued.value.min(), quartile_25=valued.value.quantile(0.25),
+            quartile_75=valued.value.quantile(0.75), highest=valued.value.max())
+        return t.left_join(spread, part).select(t, *[spread[c] for c in SPREAD_COLUMNS])
 
     # -- the whole thing ---------------------------------------------------------------------------------
 
