@@ -1,12 +1,17 @@
 """Funnel-plot control limits, with Spiegelhalter's overdispersion adjustment.
 
 A funnel plot shows each organisation's value against its denominator, with
-control limits around a target (the pooled value of the organisations
-compared) that narrow as the denominator grows. Prescribing data vary far
+control limits around a target that narrow as the denominator grows. The
+target is the pooled value of the organisations compared, or a column such
+as ``england_value`` (``target=``), one value per funnel, used alike by the
+parameters, the per-row limits and the lines. Prescribing data vary far
 more between organisations than chance alone allows, so by default the
 limits are widened by an additive random effect (Spiegelhalter 2005, as in
 the NHS-R ``FunnelPlotR`` package); switch it off with
-``overdispersion=False``.
+``overdispersion=False``. Without the widening (tau^2 = 0, or switched off)
+proportions get binomial limits and rates/ratios the interpolated Poisson
+quantiles around the expected count (Spiegelhalter 2005, appendix A.2.1);
+ADQs and costs (kind "none") are not counts and then get no limits at all.
 
 Three public functions:
 
@@ -14,7 +19,10 @@ Three public functions:
   period x period type by default): target, phi, tau^2, whether the limits
   were adjusted, and the denominator range.
 * :func:`calculate_funnel_limits` - the limits at each organisation's own
-  denominator and a flag "below" / "inside" / "above", added to every row.
+  denominator, its z-score ``funnel_z`` on the variance-stabilised scale
+  (with tau^2 when adjusted) and flags "below" / "inside" / "above", added
+  to every row: one comparison with the target per organisation, indicator
+  and period.
 * :func:`calculate_funnel_lines` - smooth limit lines over a grid of
   denominators, for drawing.
 
@@ -22,7 +30,8 @@ Every kind and group is fitted in one pass: sums per group with
 ``numpy.bincount`` on integer group codes, the Winsorising quantiles by
 partitioning each group's z-scores once, and the per-row terms, limits and
 flags block by block (:func:`moopt.stats._validate.map_blocks`), so that a
-national table of millions of rows needs no full-size temporary arrays. The
+national table of millions of rows needs no full-size temporary arrays (but
+one, to check a ``target`` column has one value per funnel). The
 blocks, and runs of groups for the quantiles, are shared among threads;
 each block writes only its own rows, so the results do not depend on the
 number of threads or the block size.
