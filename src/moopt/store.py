@@ -254,7 +254,8 @@ class Store:
             self.con.execute("ALTER TABLE organisations ADD COLUMN IF NOT EXISTS close_date DATE")
         self.rejects_dir = self.path.parent / "rejects"
         self._in_transaction = False
-        self._on_commit: list = []
+        self._on_commit: list = []  # actions once the transaction commits
+        self._on_end: list = []  # actions once it ends either way
 
     def close(self) -> None:
         self.con.close()
@@ -271,20 +272,25 @@ class Store:
             yield
             return
         self.con.execute("BEGIN TRANSACTION")
-        self._in_transaction, self._on_commit = True, []
+        self._in_transaction, self._on_commit, self._on_end = True, [], []
+        committed = False
         try:
             yield
             self.con.execute("COMMIT")
+            committed = True
         except BaseException:
             with suppress(duckdb.Error):  # DuckDB has already rolled back after some errors
                 self.con.execute("ROLLBACK")
             raise
         finally:
             self._in_transaction = False
-            actions, self._on_commit = self._on_commit, []
-        for action in actions:
-            action()
-        self._remove_stale_rejects_csvs()
+            for action in self._on_end:
+                action()
+            actions, self._on_commit, self._on_end = self._on_commit if committed else [], [], []
+            for action in actions:
+                action()
+            if committed:
+                self._remove_stale_rejects_csvs()
 
     def _after_commit(self, action) -> None:
         """Run ``action`` once the current transaction commits (never, if it rolls back)."""
@@ -327,7 +333,14 @@ class Store:
         try:
             yield
         finally:
-            self.con.execute(f"SET memory_limit = '{before}'")
+            restore = f"SET memory_limit = '{before}'"
+            try:
+                self.con.execute(restore)
+            except duckdb.Error:
+                if not self._in_transaction:
+                    raise
+                # a transaction an error aborted takes no statements until it is rolled back
+                self._on_end.append(lambda: self.con.execute(restore))
 
     def __enter__(self) -> "Store":
         return self
