@@ -364,3 +364,96 @@ def test_qof_raw_zip_gives_achievement_to_supplied_and_prevalence_to_reference(s
     assert (prevalence.layout, prevalence.rows_accepted) == ("qof_prevalence_raw", 2)
     assert rows(store, "SELECT group_code, register FROM reference_qof_prevalence_raw ORDER BY 1") == [
         ("AF", "120"), ("DM", "300")]
+
+
+# -- text that is not what the CSV reader expects (issue 10, item 9) -------------------------------------------
+
+def epd_lines(tmp_path, n=6, month="2025-01"):
+    """An EPD file of ``n`` rows over the four practices, as a list of its lines (header first)."""
+    path = f.write_epd(tmp_path / "lines.csv", [f.epd_row(month, f"A0000{i % 4 + 1}", "0501013B0AAABAB", i + 1,
+                                                          quantity=i + 1)
+                                                for i in range(n)])
+    return path.read_bytes().splitlines()
+
+
+def test_unclosed_quote_counts_every_line_it_swallows(store, tmp_path):
+    lines = epd_lines(tmp_path, 8)
+    lines[2] = lines[2].replace(b",REGION,", b',"REGION,')  # line 3: a quote that never closes
+    lines[6] = lines[6].replace(b",REGION,", b',"REGION",')  # line 7: the next quote in the file
+    path = tmp_path / "epd.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = store.ingest_prescribing(path, max_reject_share=1.0)
+    assert report.rows_read == 8 == report.rows_accepted + report.rows_rejected
+    rejected = rows(store, "SELECT line, reason FROM rejects ORDER BY line")
+    assert [line for line, _ in rejected] == [3, 4, 5, 6, 7]
+    assert "unterminated quote" in rejected[0][1]
+    assert all("opened on line 3" in reason for _, reason in rejected[1:])
+    # the rows after the damage keep their own line numbers (line 8 onwards are accepted)
+    assert rows(store, "SELECT sum(items) FROM prescribing") == [(1 + 7 + 8,)]
+
+
+def test_latin1_byte_in_the_second_line_is_named_not_blamed_on_the_header(store, tmp_path):
+    lines = epd_lines(tmp_path)
+    lines[1] = lines[1].replace(b"Practice", b"Pr\xe9ctice")
+    path = tmp_path / "epd.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(IngestError) as refused:
+        store.ingest_prescribing(path)
+    message = str(refused.value)
+    assert "header" not in message and "line 2 holds bytes that are not UTF-8" in message
+    assert str(path) in message and "iconv" in message
+    assert rows(store, "SELECT count(*) FROM prescribing") == [(0,)]
+
+
+def test_latin1_byte_later_in_a_name_refuses_the_file_naming_the_line(store, tmp_path):
+    lines = epd_lines(tmp_path, 3000)
+    lines[2500] = lines[2500].replace(b"Practice", b"Pr\xe9ctice")
+    path = tmp_path / "epd.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(IngestError, match="line 2501 holds bytes that are not UTF-8"):
+        store.ingest_prescribing(path)
+    assert rows(store, "SELECT count(*) FROM prescribing") == [(0,)]
+
+
+def test_latin1_byte_in_the_header_is_named(store, tmp_path):
+    lines = epd_lines(tmp_path)
+    lines[0] = lines[0].replace(b"PRACTICE_NAME", b"PRACTICE_N\xc9ME")
+    path = tmp_path / "epd.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ValueError, match=r"first line holds bytes that are not UTF-8 text \(byte 0xC9"):
+        store.ingest_prescribing(path)
+
+
+@pytest.mark.parametrize("first, rest, named", [(b"\r\n", b"\n", "line 4 ends with LF (Unix) where the lines "
+                                                                  "before it end with CRLF (Windows)"),
+                                                (b"\n", b"\r\n", "line 4 ends with CRLF (Windows) where the lines "
+                                                                 "before it end with LF (Unix)")])
+def test_mixed_line_endings_name_the_line_where_they_change(store, tmp_path, first, rest, named):
+    lines = epd_lines(tmp_path, 40)
+    path = tmp_path / "epd.csv"
+    path.write_bytes(first.join(lines[:3]) + first + rest.join(lines[3:]) + rest)
+    with pytest.raises(IngestError) as refused:
+        store.ingest_prescribing(path)
+    message = str(refused.value)
+    assert named in message and str(path) in message
+    assert "Possible fixes" not in message and "sample_size" not in message  # not DuckDB's settings dump
+
+
+def test_refused_file_leaves_the_rejects_csv_agreeing_with_the_store(store, tmp_path):
+    path = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),
+                                              f.epd_row("2025-01", "Z99999", "0501013B0AAABAB", 3)])
+    store.ingest_prescribing(path, max_reject_share=1.0)
+    (written,) = store.rejects_dir.glob("*.rejects.csv")
+    kept = written.read_bytes()
+    f.write_epd(path, [f.epd_row("2025-01", "Z99999", "0501013B0AAABAB", 3),
+                       f.epd_row("2025-01", "Z99998", "0501013B0AAABAB", 3)])
+    with pytest.raises(IngestError) as refused:
+        store.ingest_prescribing(path, force=True)
+    assert written.read_bytes() == kept  # still the rows the store holds
+    assert rows(store, "SELECT line, detail FROM rejects") == [(3, "Z99999 0501013B0AAABAB")]
+    (refused_csv,) = store.rejects_dir.glob("*.refused.csv")
+    assert str(refused_csv) in str(refused.value)
+    assert len(refused_csv.read_text().splitlines()) == 3  # header and the two refused rows
+    f.write_epd(path, [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3)])
+    store.ingest_prescribing(path, force=True)
+    assert list(store.rejects_dir.glob("*.csv")) == []  # a clean file leaves neither behind

@@ -176,3 +176,91 @@ def test_real_epraccur_counts_other_cost_centres(realdata, tmp_path):
         name = store.con.execute("SELECT sub_icb_name FROM organisations WHERE sub_icb_code = '11M' "
                                  "LIMIT 1").fetchall()[0][0]
         assert name == "NHS GLOUCESTERSHIRE CCG"
+
+
+def test_stray_month_row_is_quarantined_and_leaves_that_month_alone(store, tmp_path):
+    store.ingest_prescribing(f.write_epd(tmp_path / "jan.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3)]))
+    february = [f.epd_row("2025-02", "A00001", "0501013B0AAABAB", 1, quantity=q) for q in range(1, 101)]
+    february.append(f.epd_row("2025-01", "A00002", "0501013B0AAABAB", 9))  # line 102: a January row
+    report = store.ingest_prescribing(f.write_epd(tmp_path / "feb.csv", february))
+    assert report.months == ["2025-02"] and report.rows_rejected == 1
+    assert store.con.execute("SELECT line, reason FROM rejects").fetchall() == [
+        (102, "YEAR_MONTH 2025-01 is a stray: the rest of the file is 2025-02 (100 rows), and a file replaces "
+              "only its own month")]
+    assert store.con.execute("SELECT sum(items) FROM prescribing WHERE month = '2025-01-01'").fetchall() == [(3,)]
+
+
+def test_a_file_of_two_whole_months_still_replaces_both(store, tmp_path):
+    rows = [f.epd_row(m, "A00001", "0501013B0AAABAB", 2) for m in ("2025-01", "2025-02")]
+    report = store.ingest_prescribing(f.write_epd(tmp_path / "two.csv", rows))
+    assert report.months == ["2025-01", "2025-02"] and report.rows_rejected == 0
+
+
+def test_zero_list_size_is_quarantined_without_stopping_the_file(store, tmp_path):
+    rows = (f.list_size_rows("2025-01", "A00001", {("MALE", "0_4"): 500})
+            + f.list_size_rows("2025-01", "A00002", {}))  # every band 0: no registered patients
+    report = store.ingest_list_size(f.write_list_sizes(tmp_path / "ls.csv", rows))  # the default 1% allowance
+    zero = len(f.list_size_rows("2025-01", "A00002", {}))
+    assert report.rows_rejected == zero and report.rows_read == len(rows)
+    assert set(report.reasons) == {"list size is 0 registered patients: quarantined, so rates per patient for "
+                                   "this practice stay empty"}
+    assert store.con.execute("SELECT DISTINCT practice_code FROM list_size").fetchall() == [("A00001",)]
+
+
+def test_practices_without_list_size_records_each_reason(store, tmp_path):
+    lists = (f.list_size_rows("2025-01", "A00001", {("MALE", "0_4"): 500})
+             + f.list_size_rows("2025-01", "A00002", {("MALE", "0_4"): 40})
+             + f.list_size_rows("2025-01", "A00003", {}))
+    epd = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", p, "0501013B0AAABAB", 3) for p in f.PRACTICES])
+    ingest_files(store, tmp_path / "map.csv", [epd], [f.write_list_sizes(tmp_path / "ls.csv", lists)])
+    recorded = dict(store.con.execute("SELECT practice_code, reason FROM practices_without_list_size").fetchall())
+    assert set(recorded) == {"A00002", "A00003", "A00004"}
+    assert recorded["A00002"].startswith("list size of 40 registered patients is implausibly small")
+    assert recorded["A00003"] == "list size is 0 registered patients (quarantined at ingest)"
+    assert recorded["A00004"] == "no list size in the files for this month"
+
+
+def test_truncated_file_is_refused_naming_the_cut_line(store, tmp_path):
+    path = f.write_epd(tmp_path / "epd.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", i, quantity=i)
+                                              for i in range(1, 6)])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:whole.rindex(b",N")])  # the last line loses its last field and line end
+    with pytest.raises(IngestError, match=r"line \(6\) has 25 of 26 fields.*truncated"):
+        store.ingest_prescribing(path)
+    assert count(store, "prescribing") == 0
+    path.write_bytes(whole.rstrip(b"\n"))  # complete, only without the last line end: read as it is
+    assert store.ingest_prescribing(path).rows_accepted == 5
+
+
+def test_ingest_files_is_one_transaction(store, tmp_path):
+    """A later file refused undoes the earlier files of the same call, and their rejects CSVs."""
+    good = f.write_epd(tmp_path / "a.csv", [f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 3),
+                                            f.epd_row("2025-01", "Z99999", "0501013B0AAABAB", 3)])
+    bad = f.write_epd(tmp_path / "b.csv", [f.epd_row("2025-02", "Z99999", "0501013B0AAABAB", 3)])
+    before = store.con.execute("SELECT * FROM organisations ORDER BY ALL").fetchall()
+    with pytest.raises(IngestError, match="b.csv"):
+        ingest_files(store, tmp_path / "map.csv", [good, bad], [], max_reject_share=0.6)
+    assert count(store, "prescribing") == 0 and count(store, "rejects") == 0 and count(store, "ingest_log") == 1
+    assert store.con.execute("SELECT * FROM organisations ORDER BY ALL").fetchall() == before
+    assert list(store.rejects_dir.glob("*.rejects.csv")) == []
+
+
+def test_month_drops_warn_naming_both_counts(store, tmp_path):
+    rows = ([f.epd_row("2025-01", "A00001", "0501013B0AAABAB", 1, quantity=q) for q in range(1, 11)]
+            + [f.epd_row("2025-02", "A00001", "0501013B0AAABAB", 1, quantity=q) for q in range(1, 5)])
+    store.ingest_prescribing(f.write_epd(tmp_path / "epd.csv", rows))
+    (warning,) = store.month_drops(0.5)
+    assert "2025-02 has 4 rows" in warning and "the 10 of 2025-01" in warning
+    assert store.month_drops(0.7) == []
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "half", True])
+def test_month_drop_warning_share_is_validated(tmp_path, value):
+    from moopt.config import ParameterError, load_config
+
+    params = tmp_path / "run.yml"
+    params.write_text(f"data: {{month_drop_warning_share: {value!r}}}\n".replace("'", ""))
+    with pytest.raises(ParameterError, match="data.month_drop_warning_share must be a number above 0"):
+        load_config(params, project_dir=tmp_path)
+    params.write_text("data: {month_drop_warning_share: 0.8}\n")
+    assert load_config(params, project_dir=tmp_path).month_drop_warning_share == 0.8

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "supplied": [],
         "reference": [],
         "max_reject_share": 0.01,
+        # warn when a prescribing month has this share fewer rows than the month before it
+        "month_drop_warning_share": 0.5,
         # DuckDB's memory while ingesting; it spills to disk beyond this (null: DuckDB's default)
         "ingest_memory_limit": "2GB",
     },
@@ -88,6 +90,7 @@ class RunConfig:
     params_file: Path | None = None
     reference_files: list[str] = field(default_factory=list)
     ingest_memory_limit: str | None = "2GB"
+    month_drop_warning_share: float = 0.5
 
     @property
     def data_dir(self) -> Path:
@@ -206,6 +209,10 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     share = data["max_reject_share"]
     if not isinstance(share, (int, float)) or not 0 <= share <= 1:
         fail(f"data.max_reject_share must be a number from 0 to 1, not {share!r}.")
+    drop = data["month_drop_warning_share"]
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 < drop <= 1:
+        fail(f"data.month_drop_warning_share must be a number above 0 and at most 1 (the share by which a "
+             f"month's prescribing rows may fall against the month before without a warning), not {drop!r}.")
     if not MONTH_PATTERN.match(str(data["synthetic_end_month"])):
         fail(f"data.synthetic_end_month must look like 2026-09, not {data['synthetic_end_month']!r}.")
 
@@ -299,6 +306,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         reference_files=resolve_all(data["reference"], "data.reference"),
         ingest_memory_limit=limit,
         max_reject_share=float(share),
+        month_drop_warning_share=float(drop),
         period_end=end,
         period_months=months,
         org_level=level,

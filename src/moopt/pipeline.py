@@ -166,14 +166,29 @@ def run_window(config: RunConfig) -> RunWindow | None:
 
 
 def ingest_run(store: Store, config: RunConfig, files: DataFiles, progress=None) -> list[IngestReport]:
-    """Ingest a run's files into ``store`` (marking the data set it was built from)."""
-    store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set_id(files)])
-    reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
-                           files.practice_attributes, config.max_reject_share, progress,
-                           supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
-                           reference=files.reference, memory_limit=config.ingest_memory_limit)
-    check_coverage(store, reports, progress)
+    """Ingest a run's files into ``store`` (marking the data set it was built from).
+
+    One transaction: when the store was built from another set of files its tables are emptied
+    first, and a refused file (or a run that stores no prescribing) leaves every table as it
+    was, old data included.
+    """
+    say = progress or (lambda msg: None)
+    data_set = data_set_id(files)
+    with store.transaction():
+        store.con.execute("CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        held = dict(store.con.execute("SELECT key, value FROM store_info").fetchall())
+        if held.get("data_set") not in (None, data_set):
+            say("the input files differ from those the store was built from: its data are replaced "
+                "(kept as they are if this run fails)")
+            store.clear_data()
+        store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('data_set', ?)", [data_set])
+        store.con.execute("INSERT OR REPLACE INTO store_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        reports = ingest_files(store, files.organisations, files.prescribing, files.list_sizes,
+                               files.practice_attributes, config.max_reject_share, progress,
+                               supplied=files.supplied, indicators=load_indicators(), window=run_window(config),
+                               reference=files.reference, memory_limit=config.ingest_memory_limit,
+                               month_drop_share=config.month_drop_warning_share)
+        check_coverage(store, reports, progress)
     return reports
 
 
@@ -199,21 +214,26 @@ def check_coverage(store: Store, reports: list[IngestReport], progress=None) -> 
 
 
 def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=None) -> None:
-    """Start a new store when the input data set differs from the one the store was built from."""
+    """Start a new store when the store was written by a moopt with other table shapes.
+
+    A store of the same shape built from other input files is kept: :func:`ingest_run`
+    replaces its data inside one transaction, so a run that fails leaves it as it was.
+    ``files`` is accepted for the callers; the data set is compared in :func:`ingest_run`.
+    """
     if not Path(store_path).exists():
         return
     import duckdb
 
     con = duckdb.connect(str(store_path), read_only=True)
     try:
-        rows = con.execute("SELECT value FROM store_info WHERE key = 'data_set'").fetchall() \
+        rows = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchall() \
             if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_info'").fetchall()[0][0] \
             else []
     finally:
         con.close()
-    if not rows or rows[0][0] != data_set_id(files):
+    if not rows or rows[0][0] != str(SCHEMA_VERSION):
         if progress:
-            progress("the input data set differs from the one in the store: starting a new store")
+            progress("the store was written by a moopt with other table shapes: starting a new store")
         Path(store_path).unlink()
         wal = Path(str(store_path) + ".wal")
         wal.unlink(missing_ok=True)

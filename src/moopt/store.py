@@ -13,19 +13,25 @@ the indicator engine reads:
 ``practice_addresses``, ``bnf_chemicals``  reference data from the legacy NHS Digital files
 ``ingest_log``          one row per ingested file: rows read, accepted and rejected
 ``rejects``             every rejected row with its file, line and reason
+``practices_without_list_size``  practice-months with prescribing but no usable list size, and why
 
 Every file is validated on the way in. Rows that fail are quarantined to
 ``rejects`` (and a CSV beside the store) with a reason, never dropped
-silently: for every file rows read = rows accepted + rows rejected. Ingest of
-a file is one transaction that first deletes the months the file holds, so
-re-running a month replaces it (idempotent) and a failure leaves the previous
-store intact (atomic).
+silently: for every file rows read = rows accepted + rows rejected. A file
+replaces the months it holds, so re-running a month replaces it (idempotent);
+a row of another month than the rest of its file is quarantined rather than
+allowed to replace that month. :func:`ingest_files` is one transaction over
+the whole file list: a refused file, or any error, leaves every table as it
+was (atomic), and the rejects CSVs beside the store are rewritten only when
+the transaction commits, so they always agree with the ``rejects`` table.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
 import logging
 import re
 import shutil
@@ -33,7 +39,7 @@ import time
 import uuid
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +79,7 @@ CREATE TABLE IF NOT EXISTS practice_addresses (
     address_3 VARCHAR, county VARCHAR, postcode VARCHAR, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS bnf_chemicals (chemical_code VARCHAR, chemical_name VARCHAR, source_file VARCHAR);
 CREATE TABLE IF NOT EXISTS rejects (file VARCHAR, line BIGINT, reason VARCHAR, detail VARCHAR);
+CREATE TABLE IF NOT EXISTS practices_without_list_size (month DATE, practice_code VARCHAR, reason VARCHAR);
 CREATE TABLE IF NOT EXISTS supplied (
     indicator_id VARCHAR, org_level VARCHAR, org_code VARCHAR, period DATE, period_type VARCHAR,
     breakdown VARCHAR, numerator DOUBLE, denominator DOUBLE, source_file VARCHAR);
@@ -110,6 +117,11 @@ ORGANISATION_COLUMNS = ["practice_code", "practice_name", "pcn_code", "pcn_name"
                         "close_date"]
 
 
+# The tables filled from input files (``reference_*`` tables too); :meth:`Store.clear_data` empties them.
+INPUT_TABLES = ("organisations", "practice_attributes", "prescribing", "list_size", "ingest_log", "cost_centres",
+                "practice_addresses", "bnf_chemicals", "rejects", "supplied", "practices_without_list_size")
+
+
 def _code_check(column: str, what: str, longest: int = 12) -> str:
     """A CASE branch rejecting a blank or malformed organisation code (codes become file names)."""
     return (f"WHEN NOT regexp_full_match(coalesce({column}, ''), '[A-Z0-9]{{1,{longest}}}') "
@@ -118,6 +130,20 @@ def _code_check(column: str, what: str, longest: int = 12) -> str:
 
 # Bumped whenever a table changes shape, so a store written by an older moopt is rebuilt.
 SCHEMA_VERSION = 2
+
+# A month holding under 1/STRAY_MONTH_RATIO of the rows of its file's main month is a stray:
+# published prescribing and list-size files hold one month each, and a file replaces the months
+# it holds, so one stray row must not replace (wipe) another file's month.
+STRAY_MONTH_RATIO = 100
+# A practice with prescribing but fewer registered patients than this in a month has a list size
+# that cannot be its population (an English GP practice has hundreds at least): its rates per
+# patient are left empty and it is left out of both sums above practice level.
+MIN_PLAUSIBLE_LIST_SIZE = 100
+ZERO_LIST_SIZE = "list size is 0 registered patients"
+ZERO_LIST_SIZE_REASON = f"{ZERO_LIST_SIZE}: quarantined, so rates per patient for this practice stay empty"
+# Reasons that quarantine rows without counting towards data.max_reject_share: not faults in the
+# file, but rows that must not be used (outside the run, or a practice with no patients).
+NOT_FAULTS = ("is outside the run", ZERO_LIST_SIZE)
 
 
 @dataclass(frozen=True)
@@ -136,7 +162,7 @@ class Source:
         return f"trim(c{self.columns[canonical]})"
 
 
-OUTSIDE_RUN = "is outside the run"
+OUTSIDE_RUN = NOT_FAULTS[0]
 
 
 def _reject_hint(reasons: dict) -> str:
@@ -228,9 +254,69 @@ class Store:
             self.con.execute("ALTER TABLE organisations ADD COLUMN IF NOT EXISTS status VARCHAR")
             self.con.execute("ALTER TABLE organisations ADD COLUMN IF NOT EXISTS close_date DATE")
         self.rejects_dir = self.path.parent / "rejects"
+        self._in_transaction = False
+        self._on_commit: list = []  # actions once the transaction commits
+        self._on_end: list = []  # actions once it ends either way
 
     def close(self) -> None:
         self.con.close()
+
+    @contextmanager
+    def transaction(self):
+        """Run the block as one transaction: on any error every table is left as it was.
+
+        A use inside another joins the outer transaction. Files beside the store that mirror
+        its tables (the rejects CSVs) are written only after the commit (see
+        :meth:`_after_commit`), so they never describe rows the store does not hold.
+        """
+        if self._in_transaction:
+            yield
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_transaction, self._on_commit, self._on_end = True, [], []
+        committed = False
+        try:
+            yield
+            self.con.execute("COMMIT")
+            committed = True
+        except BaseException:
+            with suppress(duckdb.Error):  # DuckDB has already rolled back after some errors
+                self.con.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_transaction = False
+            for action in self._on_end:
+                action()
+            actions, self._on_commit, self._on_end = self._on_commit if committed else [], [], []
+            for action in actions:
+                action()
+            if committed:
+                self._remove_stale_rejects_csvs()
+
+    def _after_commit(self, action) -> None:
+        """Run ``action`` once the current transaction commits (never, if it rolls back)."""
+        self._on_commit.append(action)
+
+    def _remove_stale_rejects_csvs(self) -> None:
+        """Delete rejects CSVs for files the ``rejects`` table no longer holds rows of."""
+        if not self.rejects_dir.is_dir():
+            return
+        held = {self._rejects_csv(Path(file)).name
+                for (file,) in self.con.execute("SELECT DISTINCT file FROM rejects").fetchall()}
+        for written in self.rejects_dir.glob("*.rejects.csv"):
+            if written.name not in held:
+                written.unlink(missing_ok=True)
+
+    def clear_data(self) -> None:
+        """Empty every table filled from input files (for a run over another set of files).
+
+        Inside :meth:`transaction`, so a run that fails afterwards leaves the old data in place.
+        """
+        tables = {name for (name,) in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+        for table in [*INPUT_TABLES, *sorted(t for t in tables if t.startswith("reference_"))]:
+            if table in tables:
+                self.con.execute(f"DELETE FROM {table}")
 
     @contextmanager
     def memory_limit(self, limit: str | None):
@@ -248,7 +334,14 @@ class Store:
         try:
             yield
         finally:
-            self.con.execute(f"SET memory_limit = '{before}'")
+            restore = f"SET memory_limit = '{before}'"
+            try:
+                self.con.execute(restore)
+            except duckdb.Error:
+                if not self._in_transaction:
+                    raise
+                # a transaction an error aborted takes no statements until it is rolled back
+                self._on_end.append(lambda: self.con.execute(restore))
 
     def __enter__(self) -> "Store":
         return self
@@ -279,7 +372,10 @@ class Store:
             raise IngestError(f"{path}: file not found.")
         if path.suffix.lower() != ".zip":
             layout, cols = detect_layout(path, kind)
-            return Source(path, path, layout, cols, len(read_header(path)))
+            header = read_header(path)
+            _refuse_if_cut(path, path, header)
+            _refuse_if_not_utf8(path, path)
+            return Source(path, path, layout, cols, len(header))
         members = _zip_members(path)
         fits = []
         for member in members:
@@ -294,7 +390,10 @@ class Store:
                 f"among its CSV members ({', '.join(members) or 'no CSV members'}).")
         member, layout, cols = fits[0]
         target = self._extract(path, member)
-        return Source(path, target, layout, cols, len(read_header(target)))
+        header = read_header(target)
+        _refuse_if_cut(path, target, header)
+        _refuse_if_not_utf8(path, target)
+        return Source(path, target, layout, cols, len(header))
 
     def _plain_file(self, path: Path) -> Path:
         """``path``, or for a zip archive its one CSV member extracted beside the store."""
@@ -360,7 +459,7 @@ class Store:
                 columns: list[str], replace_where: str, max_reject_share: float,
                 detail_sql: str, month_column: str | None = None, final_sql: str | None = None,
                 window: str = "", set_aside: int = 0, note: str = "", header_lines: int = 1,
-                ) -> IngestReport:
+                month_label: str | None = None) -> IngestReport:
         """Move accepted rows of ``staged`` into ``table``; quarantine the rest.
 
         ``final_sql`` selects the rows to store from the accepted rows (``{staged}``) when a file
@@ -371,16 +470,16 @@ class Store:
         ``path`` may be the :class:`Source` read, which lets reject line numbers be checked.
         ``set_aside`` rows (see :meth:`_keep_only`) count as read and accepted but are not
         stored; ``note`` says what they were. ``header_lines`` is 0 for files with no header.
+        ``month_label`` (the file's month column, e.g. YEAR_MONTH) marks a file that should hold
+        one month: rows of a stray month are quarantined (:meth:`_quarantine_stray_months`).
         """
         src = None
         if isinstance(path, Source):
             src, path = path, path.path
         con = self.con
-        struct = con.execute(
-            # DuckDB records one error per missing column; a line is one reject.
-            f"SELECT line, 'malformed CSV line: ' || arg_min(error_message, column_idx), "
-            f"any_value(csv_line) FROM {tag}_rej GROUP BY line ORDER BY line"
-        ).fetchall() if _table_exists(con, f"{tag}_rej") else []
+        if month_label:
+            self._quarantine_stray_months(staged, month_label)
+        struct = self._malformed_lines(path, tag)
         struct_lines = np.array(sorted(r[0] for r in struct), dtype=np.int64)
         bad = con.execute(
             f"SELECT data_row, reject_reason, {detail_sql} FROM {staged} WHERE reject_reason IS NOT NULL"
@@ -421,25 +520,22 @@ class Store:
                               {str(k): int(v) for k, v in reasons.items()}, note=note, rows_set_aside=set_aside)
         assert report.rows_read == report.rows_accepted + report.rows_rejected
         try:
-            if rows_rejected:
-                self._write_rejects_csv(path, rejects)
-            else:  # a corrected file leaves no stale rejects beside the store
-                self._rejects_csv(path).unlink(missing_ok=True)
-            # Rows outside the run's months are not bad data: quarantined with their reason, but
-            # not counted towards the share that stops a run.
-            faulty = rows_rejected - sum(n for r, n in reasons.items() if OUTSIDE_RUN in str(r))
+            # Rows outside the run's months, and practices with no patients, are not faults in the
+            # file: quarantined with their reason, but not counted towards the share that stops a run.
+            faulty = rows_rejected - sum(n for r, n in reasons.items() if any(s in str(r) for s in NOT_FAULTS))
             share = faulty / rows_read if rows_read else 0.0
             if share > max_reject_share:
+                # Written beside, not over, the rejects CSV: that one describes what the store holds.
+                write_csv_atomic(rejects, self._refused_csv(path))
                 top = "; ".join(f"{n:,} {r}" for r, n in list(reasons.items())[:5])
                 raise IngestError(
                     f"{path}: {faulty:,} of {rows_read:,} rows rejected ({share:.1%}), more than the "
                     f"allowed {max_reject_share:.1%} (data.max_reject_share). Reasons: {top}. "
-                    f"The rejected rows are in {self._rejects_csv(path)}; the store was not changed. "
+                    f"The rejected rows are in {self._refused_csv(path)}; the store was not changed. "
                     f"{_reject_hint(reasons)}"
                 )
             stat = path.stat()
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with self.transaction():
                 con.execute(f"DELETE FROM {table} WHERE {replace_where.format(final=final)}")
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {final}")
                 con.execute("DELETE FROM rejects WHERE file = ?", [str(path)])
@@ -453,20 +549,87 @@ class Store:
                     [str(path), layout, table, rows_read, n_good, rows_rejected, ",".join(months),
                      stat.st_size, stat.st_mtime, window],
                 )
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+                self._after_commit(lambda: self._place_rejects_csv(path, rejects))
         finally:
-            for suffix in ("_rej", "_scan"):
-                con.execute(f"DROP TABLE IF EXISTS {tag}{suffix}")
-            con.execute(f"DROP VIEW IF EXISTS {final}")
-            con.execute(f"DROP TABLE IF EXISTS {staged}")
+            self._drop_quietly([f"TABLE {tag}_rej", f"TABLE {tag}_scan", f"VIEW {final}", f"TABLE {staged}"])
         return report
+
+    def _drop_quietly(self, objects: list[str]) -> None:
+        """Drop temporary ``objects`` ("TABLE name", "VIEW name").
+
+        Inside a transaction that an error has aborted nothing can be dropped; the rollback
+        that follows removes them anyway.
+        """
+        for obj in objects:
+            try:
+                self.con.execute(f"DROP {obj.split()[0]} IF EXISTS {obj.split()[1]}")
+            except duckdb.Error:
+                if not self._in_transaction:
+                    raise
+                return
+
+    def _place_rejects_csv(self, path: Path, rejects: pd.DataFrame) -> None:
+        """After a commit: the file's rejects CSV holds its stored rejects; no refusal CSV is left."""
+        if len(rejects):
+            self._write_rejects_csv(path, rejects)
+        else:  # a corrected file leaves no stale rejects beside the store
+            self._rejects_csv(path).unlink(missing_ok=True)
+        self._refused_csv(path).unlink(missing_ok=True)
+
+    def _malformed_lines(self, path: Path, tag: str) -> list[tuple[int, str, str]]:
+        """(line, reason, text) of each line DuckDB could not parse, one per physical line.
+
+        A stray quote makes DuckDB read the lines after it as one value until the next quote:
+        every line so swallowed is counted as a reject of its own, so rows read still counts
+        the file's lines. A line that is not UTF-8 refuses the file (see :class:`IngestError`).
+        """
+        if not _table_exists(self.con, f"{tag}_rej"):
+            return []
+        rows = self.con.execute(
+            # DuckDB records one error per missing column; a line is one reject.
+            f"SELECT line, 'malformed CSV line: ' || arg_min(error_message, column_idx), any_value(csv_line), "
+            f"bool_or(CAST(error_type AS VARCHAR) = 'INVALID ENCODING'), "
+            f"bool_or(CAST(error_type AS VARCHAR) = 'UNQUOTED VALUE') "
+            f"FROM {tag}_rej GROUP BY line ORDER BY line").fetchall()
+        encoding = [r for r in rows if r[3]]
+        if encoding:
+            line, _, text, *_ = encoding[0]
+            raise IngestError(_not_utf8_message(path, line, len(encoding), text))
+        lines = []
+        for line, reason, text, _, quote in rows:
+            lines.append((line, reason, text))
+            if quote:
+                swallowed = (text or "").strip("\r\n").split("\n")[1:]
+                lines += [(line + k, f"malformed CSV line: read as part of the unclosed quoted value opened "
+                                     f"on line {line}", part) for k, part in enumerate(swallowed, 1)]
+        return lines
 
     def _rejects_csv(self, path: Path) -> Path:
         # The parent folder is part of the name: published files of different months share names.
         return self.rejects_dir / f"{path.parent.name}__{path.name}.rejects.csv"
+
+    def _refused_csv(self, path: Path) -> Path:
+        """Where the rejected rows of a refused file are written (the store keeps none of them)."""
+        return self.rejects_dir / f"{path.parent.name}__{path.name}.refused.csv"
+
+    def _quarantine_stray_months(self, staged: str, label: str) -> None:
+        """Reject the rows of any month far rarer than the file's main month.
+
+        A file replaces the months it holds: a stray row of another month (a copy-paste, a
+        late correction) would otherwise delete that month's rows, which another file holds.
+        """
+        counts = self.con.execute(
+            f"SELECT month, count(*) AS n FROM {staged} WHERE reject_reason IS NULL AND month IS NOT NULL "
+            "GROUP BY month ORDER BY n DESC, month").fetchall()
+        if len(counts) < 2:
+            return
+        main, n_main = counts[0]
+        for month, n in counts[1:]:
+            if n * STRAY_MONTH_RATIO <= n_main:
+                reason = (f"{label} {month:%Y-%m} is a stray: the rest of the file is {main:%Y-%m} ({n_main:,} rows), "
+                          "and a file replaces only its own month")
+                self.con.execute(f"UPDATE {staged} SET reject_reason = ? WHERE reject_reason IS NULL AND month = ?",
+                                 [reason, month])
 
     def _write_rejects_csv(self, path: Path, rejects: pd.DataFrame) -> None:
         write_csv_atomic(rejects, self._rejects_csv(path))
@@ -485,18 +648,24 @@ class Store:
             self.con.execute(f"DELETE FROM {staged} WHERE {keep} IS NOT TRUE")
         return set_aside
 
-    def _stage(self, path: Path, tag: str, select_sql: str) -> str:
+    def _stage(self, path: Path, tag: str, select_sql: str, read_path: Path | None = None) -> str:
+        """Create the staged table ``staged_<tag>`` from ``select_sql``; a file DuckDB cannot
+        read at all is an :class:`IngestError` naming the line at fault where it can be found."""
         staged = f"staged_{tag}"
         try:
             self.con.execute(f"CREATE TEMP TABLE {staged} AS {select_sql}")
         except duckdb.Error as exc:
             self._drop_temporaries(tag)
-            raise IngestError(f"{path}: could not be read as CSV ({exc}).") from exc
+            mixed = _mixed_line_ends(read_path or path)
+            if mixed:
+                raise IngestError(f"{path}: {mixed} The CSV reader needs one kind of line end throughout: "
+                                  "save the file again with one (e.g. with dos2unix).") from exc
+            # DuckDB's first line says what failed; the rest is its reader's settings.
+            raise IngestError(f"{path}: could not be read as CSV ({str(exc).splitlines()[0]}).") from exc
         return staged
 
     def _drop_temporaries(self, tag: str) -> None:
-        for name in (f"staged_{tag}", f"{tag}_rej", f"{tag}_scan"):
-            self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        self._drop_quietly([f"TABLE {name}" for name in (f"staged_{tag}", f"{tag}_rej", f"{tag}_scan")])
 
     # -- organisations -----------------------------------------------------------------------
 
@@ -527,7 +696,7 @@ class Store:
                 WHEN dup > 1 THEN 'duplicate practice code'
             END AS reject_reason
             FROM numbered"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         return self._finish(src, src.layout.name, "organisations", staged, tag, ORGANISATION_COLUMNS, "TRUE",
                             max_reject_share, "coalesce(practice_code, '')")
 
@@ -550,6 +719,8 @@ class Store:
         """
         path = Path(epraccur)
         read = self._plain_file(path)
+        _refuse_if_cut(path, read, read_header(read))
+        _refuse_if_not_utf8(path, read)
         eccg = self._plain_file(Path(eccg)) if eccg else None
         eauth = self._plain_file(Path(eauth)) if eauth else None
         tag = "ods_" + uuid.uuid4().hex[:8]
@@ -599,7 +770,7 @@ class Store:
                 WHEN dup > 1 THEN 'duplicate practice code'
             END AS reject_reason
             FROM named"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, read)
         # Cost centres that are not GP practices go to cost_centres, so that their prescribing is
         # recognised (counted, not stored) instead of being rejected as unknown.
         self.con.execute(f"""
@@ -725,14 +896,14 @@ class Store:
                 WHEN dup > 1 THEN 'duplicate row (same month, practice, BNF code{"" if legacy else " and quantity per item"})'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM placed"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         not_practices = self._keep_only(staged, "NOT other_cost_centre")
         columns = ["month", "practice_code", "bnf_code", "quantity", "items", "total_quantity",
                    "adq_usage", "nic", "actual_cost", "source_file"]
         return self._finish(src, src.layout.name, "prescribing", staged, tag, columns,
                             "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
                             "concat_ws(' ', practice_code, bnf_code)", month_column="month", window=window_text,
-                            set_aside=not_practices,
+                            set_aside=not_practices, month_label=column,
                             note=f"{not_practices:,} rows for cost centres that are not GP practices "
                                  "(out of hours, walk-in, community ...) counted, not stored" if not_practices else "")
 
@@ -864,6 +1035,9 @@ class Store:
                         OVER (PARTITION BY month) AS file_has_bands,
                     max(CASE WHEN sex_raw = 'ALL' AND age_group = 'ALL' THEN patients_raw END)
                         OVER (PARTITION BY practice_code, month) AS stated_total,
+                    -- the practice's registered patients, however this file gives them
+                    max(CASE WHEN age_group = 'ALL' THEN patients_raw END)
+                        OVER (PARTITION BY practice_code, month) AS largest_stated_total,
                     row_number() OVER (PARTITION BY month, practice_code, sex_raw, age_group ORDER BY data_row) AS dup
                 FROM banded)
             SELECT *, CASE
@@ -877,13 +1051,15 @@ class Store:
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'practice code is not in the organisation map'
                 WHEN dup > 1 THEN 'duplicate row (same month, practice, sex and age band)'
+                WHEN greatest(coalesce(largest_stated_total, 0), coalesce(band_total, 0)) < 1
+                    THEN '{ZERO_LIST_SIZE_REASON}'
                 WHEN stated_total_sex IS NOT NULL AND band_total_sex IS NOT NULL AND stated_total_sex <> band_total_sex
                     THEN 'age bands do not add up to the total for that sex'
                 WHEN sexes_with_bands = 2 AND stated_total IS NOT NULL AND stated_total <> band_total
                     THEN 'age/sex bands do not add up to the practice total'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         # Summary rows (other organisation types, ALL totals where bands exist) are totals of the
         # band rows stored. A file with no bands in a month (gp-reg-pat-prac-all) stores its totals.
         summary_rows = self._keep_only(
@@ -898,6 +1074,7 @@ class Store:
                             LIST_SIZE_REPLACES, max_reject_share,
                             "concat_ws(' ', practice_code, sex_raw, age_group)", month_column="month",
                             final_sql=final_sql, window=window_text, set_aside=summary_rows,
+                            month_label="EXTRACT_DATE",
                             note=f"{summary_rows:,} total and other-organisation rows (sums of the bands stored) "
                                  "counted, not stored" if summary_rows else "")
 
@@ -942,9 +1119,10 @@ class Store:
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'practice code is not in the organisation map'
                 WHEN dup > 1 THEN 'duplicate row (same quarter and practice)'
+                WHEN {" + ".join(f'"{sex}_{band}"' for sex, band in bands)} < 1 THEN '{ZERO_LIST_SIZE_REASON}'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         band_rows = " UNION ALL ".join(
             f"SELECT '{sex}' AS sex, {int(band.rstrip('+').split('-')[0])} AS age_lower, "
             f"{'NULL' if band.endswith('+') else int(band.split('-')[1])} AS age_upper, '{sex}_{band}' AS name"
@@ -961,7 +1139,8 @@ class Store:
             ORDER BY l.data_row, m.k"""
         return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
                             LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
-                            month_column="month", final_sql=final_sql, window=window.text() if window else "")
+                            month_column="month", final_sql=final_sql, window=window.text() if window else "",
+                            month_label=month_from)
 
     def _ingest_lsoa_totals(self, src: Source, max_reject_share: float,
                             window: RunWindow | None) -> IngestReport:
@@ -994,9 +1173,10 @@ class Store:
                 WHEN practice_code NOT IN (SELECT practice_code FROM organisations)
                     THEN 'practice code is not in the organisation map'
                 WHEN dup > 1 THEN 'duplicate practice code'
+                WHEN patients_raw < 1 THEN '{ZERO_LIST_SIZE_REASON}'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         return self._finish(src, src.layout.name, "list_size", staged, tag, LIST_SIZE_COLUMNS,
                             LIST_SIZE_REPLACES, max_reject_share, "coalesce(practice_code, '')",
                             month_column="month", window=window.text() if window else "")
@@ -1034,7 +1214,7 @@ class Store:
                     WHEN dup > 1 THEN 'duplicate row (same month and practice)'
                 END AS reject_reason, {_quote(path.name)} AS source_file
                 FROM numbered"""
-            staged = self._stage(path, tag, select)
+            staged = self._stage(path, tag, select, src.read_path)
             return self._finish(src, src.layout.name, "practice_addresses", staged, tag, ADDRESS_COLUMNS,
                                 "month IN (SELECT DISTINCT month FROM {final})", max_reject_share,
                                 "coalesce(practice_code, '')", month_column="month", header_lines=0)
@@ -1054,7 +1234,7 @@ class Store:
                 WHEN dup > 1 THEN 'duplicate chemical substance code'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM numbered"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         return self._finish(src, src.layout.name, "bnf_chemicals", staged, tag,
                             ["chemical_code", "chemical_name", "source_file"],
                             "chemical_code IN (SELECT chemical_code FROM {final})", max_reject_share,
@@ -1085,7 +1265,7 @@ class Store:
                 WHEN dup > 1 THEN 'duplicate row (same {", ".join(spec.key)})'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM numbered"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         return self._finish(src, src.layout.name, table, staged, tag, columns,
                             f"source_file = {_quote(path.name)}", max_reject_share,
                             f"concat_ws(' ', {key})")
@@ -1169,7 +1349,7 @@ class Store:
                     THEN 'breakdown rows do not add up to the "all" row for this organisation and period'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM checked"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         return self._finish(src, src.layout.name, "supplied", staged, tag,
                             ["indicator_id", "org_level", "org_code", "period", "period_type", "breakdown",
                              "numerator", "denominator", "source_file"],
@@ -1223,7 +1403,7 @@ class Store:
                 WHEN numerator > denominator THEN 'NUMERATOR exceeds DENOMINATOR'
             END AS reject_reason, {_quote(path.name)} AS source_file
             FROM used"""
-        staged = self._stage(path, tag, select)
+        staged = self._stage(path, tag, select, src.read_path)
         # Rows for QOF indicators moopt does not use, and the other measures, are valid input that is
         # not stored; one row per practice and indicator (the NUMERATOR row, carrying both) is kept.
         unused = self._keep_only(staged, "indicator_id IS NOT NULL AND measure = 'NUMERATOR'")
@@ -1241,6 +1421,50 @@ class Store:
             raise IngestError(f"{path}: load the practice mapping file before prescribing or list sizes "
                               "(unknown practices are checked against it).")
 
+    # -- checks over the whole store ---------------------------------------------------------------
+
+    def record_practices_without_list_size(self) -> int:
+        """Rebuild ``practices_without_list_size``: practice-months with prescribing whose population
+        is unknown, with the reason; return how many.
+
+        Reasons: no list size in the files for that month; a list size of 0 (those rows were
+        quarantined at ingest); or fewer than ``MIN_PLAUSIBLE_LIST_SIZE`` registered patients,
+        which cannot be the population of a practice that prescribes. The indicator engine
+        leaves every practice-month listed here out of numerator and denominator alike above
+        practice level, and gives it no value per patient.
+        """
+        con = self.con
+        con.execute("DELETE FROM practices_without_list_size")
+        con.execute(f"""
+            INSERT INTO practices_without_list_size
+            WITH rx AS (SELECT DISTINCT month, practice_code FROM prescribing),
+            lists AS (SELECT month, practice_code, sum(patients) AS patients FROM list_size GROUP BY ALL),
+            zero AS (
+                SELECT DISTINCT CAST(m.month || '-01' AS DATE) AS month, split_part(r.detail, ' ', 1) AS practice_code
+                FROM rejects r JOIN ingest_log l ON l.file = r.file AND l.table_name = 'list_size',
+                     unnest(string_split(l.months, ',')) AS m(month)
+                WHERE r.reason = ?)
+            SELECT rx.month, rx.practice_code, CASE
+                WHEN lists.patients IS NOT NULL
+                    THEN 'list size of ' || lists.patients || ' registered patients is implausibly small for a '
+                         || 'practice that prescribes (under {MIN_PLAUSIBLE_LIST_SIZE})'
+                WHEN zero.practice_code IS NOT NULL THEN '{ZERO_LIST_SIZE} (quarantined at ingest)'
+                ELSE 'no list size in the files for this month' END
+            FROM rx LEFT JOIN lists USING (month, practice_code)
+                    LEFT JOIN zero ON zero.month = rx.month AND zero.practice_code = rx.practice_code
+            WHERE lists.patients IS NULL OR lists.patients < {MIN_PLAUSIBLE_LIST_SIZE}
+            ORDER BY 1, 2""", [ZERO_LIST_SIZE_REASON])
+        return con.execute("SELECT count(*) FROM practices_without_list_size").fetchall()[0][0]
+
+    def month_drops(self, share: float) -> list[str]:
+        """Warnings for prescribing months holding fewer than ``1 - share`` times the rows of the
+        month before (a file cut short, or part of a month missing)."""
+        counts = self.con.execute("SELECT month, count(*) FROM prescribing GROUP BY month ORDER BY month").fetchall()
+        return [f"prescribing {month:%Y-%m} has {n:,} rows, {1 - n / n_before:.0%} fewer than the {n_before:,} of "
+                f"{before:%Y-%m} (more than data.month_drop_warning_share, {share:.0%}): check that its file is "
+                "complete"
+                for (before, n_before), (month, n) in zip(counts, counts[1:]) if n < (1 - share) * n_before]
+
     # -- queries -----------------------------------------------------------------------------------
 
     def months(self) -> list[str]:
@@ -1257,6 +1481,118 @@ def _zip_members(path: Path) -> list[str]:
         return csv_members(path)
     except zipfile.BadZipFile as exc:
         raise IngestError(f"{path}: not a readable zip archive ({exc}).") from exc
+
+
+def _not_utf8_message(path: Path, line: int, n_lines: int, text: str | None) -> str:
+    """The refusal for a file with bytes that are not UTF-8, naming the first such line."""
+    shown = (text or "").strip("\r\n")[:80]
+    more = f" (and {n_lines - 1:,} more lines)" if n_lines > 1 else ""
+    return (f"{path}: line {line}{more} holds bytes that are not UTF-8 text ({shown!r}): the file was saved "
+            "in another encoding, probably Latin-1 or Windows-1252. Convert it to UTF-8 (e.g. "
+            "iconv -f WINDOWS-1252 -t UTF-8) and run again; nothing from this file was stored.")
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+
+
+def _mixed_line_ends(path: Path) -> str | None:
+    """Say where ``path`` first changes from one kind of line end (CRLF, LF or CR) to another."""
+    names = {b"\r\n": "CRLF (Windows)", b"\n": "LF (Unix)", b"\r": "CR alone"}
+    try:
+        with _open_binary(path) as handle:
+            first, line = None, 0
+            for raw in handle:  # binary lines end at \n; a lone CR stays inside one
+                line += 1
+                end = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else None
+                if b"\r" in raw[:len(raw) - len(end or b"")]:
+                    end = b"\r"  # a CR with no LF after it ends a line of its own
+                if end is None:
+                    break
+                if first is None:
+                    first = end
+                elif end != first:
+                    return (f"line {line} ends with {names[end]} where the lines before it end with "
+                            f"{names[first]}.")
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
+def _refuse_if_not_utf8(path: Path, read_path: Path) -> None:
+    """Raise an :class:`IngestError` naming the first line of ``read_path`` that is not UTF-8.
+
+    DuckDB checks the encoding only of the columns a query uses, so a name in another encoding
+    in a column moopt does not store would pass unseen; the whole file is checked here (fast
+    while the text is ASCII). Plain files only: a gzip file is left to DuckDB's check.
+    """
+    if str(read_path).lower().endswith(".gz"):
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(read_path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            pending = decoder.getstate()[0]  # the start of a character cut by the chunk boundary
+            if pending or not chunk.isascii():
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    _raise_not_utf8(path, read_path, offset - len(pending) + exc.start)
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        _raise_not_utf8(path, read_path, offset - 1)
+
+
+def _raise_not_utf8(path: Path, read_path: Path, at: int) -> None:
+    """Raise the refusal for a byte at offset ``at`` that is not UTF-8, with its line."""
+    with open(read_path, "rb") as handle:
+        before = handle.read(max(at, 0))
+        line_start = before.rfind(b"\n") + 1
+        text = before[line_start:] + handle.readline()
+    raise IngestError(_not_utf8_message(path, before.count(b"\n") + 1, 1, text.decode("utf-8", "replace")))
+
+
+def _refuse_if_cut(path: Path, read_path: Path, first_row: list[str]) -> None:
+    """Raise an :class:`IngestError` when ``read_path`` (read for ``path``) ends part-way through
+    a record, with fewer fields than its first row (the legacy padding's blank last name aside)."""
+    expected = len(first_row)
+    while expected and not first_row[expected - 1].strip():
+        expected -= 1
+    cut = _cut_last_record(read_path, expected)
+    if cut:
+        line, fields = cut
+        raise IngestError(
+            f"{path}: the file ends part-way through a record: its last line ({line:,}) has {fields} of "
+            f"{expected} fields and no line end. It looks truncated (an interrupted download or copy); "
+            "fetch it again. Nothing from this file was stored.")
+
+
+def _cut_last_record(path: Path, expected_fields: int) -> tuple[int, int] | None:
+    """(line, fields) of the last record when ``path`` ends part-way through it, else None.
+
+    Part-way means no line end after the last record and fewer fields than ``expected_fields``
+    (an interrupted download or copy); a last line that is complete but lacks its line end is
+    fine. Plain files only: a gzip stream cut short is refused by the reader already.
+    """
+    if str(path).lower().endswith(".gz"):
+        return None
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            return None
+        handle.seek(max(size - (1 << 20), 0))
+        tail = handle.read()
+    if tail.endswith((b"\n", b"\r")):
+        return None
+    start = tail.rfind(b"\n") + 1
+    records = list(csv.reader(io.StringIO(tail[start:].decode("utf-8", errors="replace"), newline="")))
+    if not records or len(records[-1]) >= expected_fields:
+        return None
+    with open(path, "rb") as handle:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b"")) + 1
+    return lines, len(records[-1])
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -1311,8 +1647,15 @@ def ingest_files(store: Store, organisations: str | Path | dict, prescribing: li
                  list_sizes: list[str | Path], practice_attributes: str | Path | None = None,
                  max_reject_share: float = 0.01, progress=None, supplied: list[str | Path] = (),
                  indicators=None, window: RunWindow | None = None,
-                 reference: list[str | Path] = (), memory_limit: str | None = "2GB") -> list[IngestReport]:
+                 reference: list[str | Path] = (), memory_limit: str | None = "2GB",
+                 month_drop_share: float | None = 0.5) -> list[IngestReport]:
     """Ingest a run's files in dependency order and return one report per file.
+
+    The whole file list is one transaction: if any file is refused (or anything fails) every
+    table is left as it was, and the error says which file and why. After the files,
+    ``practices_without_list_size`` is rebuilt (:meth:`Store.record_practices_without_list_size`)
+    and a prescribing month with fewer rows than ``1 - month_drop_share`` times the month before
+    it is reported as a warning (None: no check).
 
     DuckDB is held to ``memory_limit`` while ingesting (spilling to a folder beside the
     store), so a national month (7 GB of CSV) needs about that much memory, not its size.
@@ -1322,9 +1665,19 @@ def ingest_files(store: Store, organisations: str | Path | dict, prescribing: li
     only supplies the cost centres that are not GP practices.
     """
     say = progress or (lambda msg: None)
-    with store.memory_limit(memory_limit):
-        return _ingest_all(store, organisations, prescribing, list_sizes, practice_attributes,
-                           max_reject_share, say, supplied, indicators, window, reference)
+    with store.memory_limit(memory_limit), store.transaction():
+        reports = _ingest_all(store, organisations, prescribing, list_sizes, practice_attributes,
+                              max_reject_share, say, supplied, indicators, window, reference)
+        excluded = store.record_practices_without_list_size()
+        if excluded:
+            say(f"note: {excluded:,} practice-months with prescribing have no usable list size (listed with "
+                "the reason in the store's practices_without_list_size table); they are left out of "
+                "population-based indicators above practice level")
+        if month_drop_share is not None:
+            for warning in store.month_drops(month_drop_share):
+                log.warning(warning)
+                say(f"warning: {warning}")
+    return reports
 
 
 def _ingest_all(store, organisations, prescribing, list_sizes, practice_attributes, max_reject_share, say,

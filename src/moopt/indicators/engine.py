@@ -21,7 +21,8 @@ Method (see also the methodology pages):
    times the 2013 weight of the therapeutic group).
 3. Organisation values are ratios of sums over member practices, never means
    of practice ratios. Practices whose population denominator is missing that
-   month (no list size) are left out of both sums at higher levels, and counted.
+   month (no list size, or one the store set aside in practices_without_list_size)
+   are left out of both sums at higher levels, and counted.
 4. Rolling 12-month values sum numerators over 12 consecutive months; a
    prescribing denominator is summed, a population denominator is averaged (the
    STAR-PU of the mean list). Fewer than 12 months with data gives no value.
@@ -142,6 +143,14 @@ class IndicatorEngine:
 
     def _population_sums(self, end_month) -> ir.Table:
         ls = self.backend.table("list_size")
+        try:
+            set_aside = self.backend.table("practices_without_list_size")
+        except Exception:  # noqa: BLE001 - a store written before the table existed (ibis raises per backend)
+            set_aside = None
+        if set_aside is not None:
+            # List sizes the store set aside (implausibly small for a practice that prescribes)
+            # count as missing: that practice-month then takes the no-list-size path below.
+            ls = ls.anti_join(set_aside, ["practice_code", "month"])
         if end_month is not None:
             ls = ls.filter(ls.month <= end_month)
         sums = {}

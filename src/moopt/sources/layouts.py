@@ -335,21 +335,36 @@ def csv_members(path: Path) -> list[str]:
                 if not m.is_dir() and m.filename.lower().endswith((".csv", ".txt"))]
 
 
-def _open_text(path: Path, member: str | None = None):
+def _open_binary(path: Path, member: str | None = None):
     if member is not None:
-        archive = zipfile.ZipFile(path)
-        return io.TextIOWrapper(archive.open(member), encoding="utf-8-sig", newline="")
+        return zipfile.ZipFile(path).open(member)
     if str(path).lower().endswith(".gz"):
-        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
-    return open(path, "rt", newline="", encoding="utf-8-sig")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def read_header(path: Path, member: str | None = None) -> list[str]:
-    """The first row of a CSV file (plain, gzip, or a zip ``member``), as a list of fields."""
+    """The first row of a CSV file (plain, gzip, or a zip ``member``), as a list of fields.
+
+    Only the first record is decoded, so text that is not UTF-8 further down is reported by
+    the reader at its own line, not here as a fault of the header.
+    """
+    raw = b""
     try:
-        with _open_text(Path(path), member) as handle:
-            return next(csv.reader(handle), [])
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, zipfile.BadZipFile, csv.Error) as exc:
+        with _open_binary(Path(path), member) as handle:
+            while True:  # a quoted name may hold a line break: read until the quotes balance
+                line = handle.readline(1 << 20)
+                raw += line
+                if not line or raw.count(b'"') % 2 == 0 or len(raw) > (1 << 22):
+                    break
+        text = raw.decode("utf-8-sig")
+        return next(csv.reader(io.StringIO(text, newline="")), [])
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: the first line holds bytes that are not UTF-8 text (byte 0x{raw[exc.start]:02X} at "
+            f"position {exc.start + 1}): the file was saved in another encoding, probably Latin-1 or "
+            "Windows-1252. Convert it to UTF-8 (e.g. iconv -f WINDOWS-1252 -t UTF-8) and run again.") from exc
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, csv.Error) as exc:
         raise ValueError(f"{path}: cannot read the header row ({exc}).") from exc
 
 
