@@ -39,10 +39,10 @@ are therefore multiplied by
 The figure aimed at: a sub-ICB location's monthly items per 1,000 patients, seasonally
 adjusted (classical decomposition: the ratio to a centred 2x12-month moving average, divided
 by the mean ratio of that calendar month), has a CV of about 4% (3-5%); a practice's about
-6-7%. Why that figure: working days alone move a calendar month by 3-7% between years, and a
+7-8%. Why that figure: working days alone move a calendar month by 3-7% between years, and a
 sub-ICB location of 100,000 to 1,000,000 patients sees a further couple of per cent of local
-chance, while far less than that (the 1-2% of pure Poisson noise at sub-ICB level) would draw
-almost flat lines and far more (over 10%) would bury real changes. ``tests/test_synthetic.py``
+chance, while far less (Poisson noise alone is well under 1% at sub-ICB level) draws almost
+flat lines and far more (over 10%) would bury real changes. ``tests/test_synthetic.py``
 measures it on the small scale.
 
 Everything is derived from ``seed``: the same seed gives byte-identical files.
