@@ -703,3 +703,20 @@ def test_text_from_data_is_drawn_literally_not_as_mathtext():
         assert [t for t in texts if t.get_parse_math()] == [], chart.chart_id
         drawn = " ".join(t.get_text() for t in texts)
         assert "$x^$" in drawn, chart.chart_id
+
+
+def test_chart_csv_download_cannot_carry_a_spreadsheet_formula(tmp_path):
+    """A PCN named like a formula is written as text; values, negative ones too, stay numbers."""
+    formula = '=HYPERLINK("http://example.invalid","PCN")'
+    table = make_indicator_table()
+    table["org_name"] = table["org_name"].where(table["org_code"] != "S05", formula)
+    table["value"] = table["value"] - 10.0  # some values negative
+    chart = charts.plot_peer_position(table, "S05", "sub_icb", PERIODS[-1], "rolling_12m",
+                                      "Change in broad-spectrum share", "%")
+    assert (chart.data["value"] < 0).any()
+    back = pd.read_csv(chart.to_csv(tmp_path / "peers.csv"))
+    names = back.loc[back["org_code"] == "S05", "org_name"]
+    assert list(names) == ["'" + formula]
+    assert not back["org_name"].astype(str).str.match(r"[=+\-@]").any()
+    assert back["value"].dtype == float
+    np.testing.assert_allclose(back["value"], chart.data["value"])
