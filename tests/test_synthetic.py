@@ -666,10 +666,10 @@ def test_monthly_items_follow_working_days_not_weekdays(small):
     items = epd[epd.BNF_CODE.isin(steady)].groupby("YEAR_MONTH").ITEMS.sum()
     year, month = items.index // 100, items.index % 100
     working = np.array([_published_working_days(y, m) for y, m in zip(year, month)])
-    weekdays = np.array([
-        sum(pd.Timestamp(y, m, d).weekday() < 5 for d in range(1, pd.Timestamp(y, m, 1).days_in_month + 1))
-        for y, m in zip(year, month)
-    ])  # fmt: skip
+    weekdays = np.array(
+        [int((pd.bdate_range(f"{y}-{m:02d}-01", periods=23).month == m).sum())
+         for y, m in zip(year, month)]
+    )  # Monday to Friday, holidays included
     assert (working < weekdays).sum() >= 8  # months with a bank holiday are in the window
 
     def cv(values):
@@ -685,11 +685,11 @@ def four_years(tmp_path_factory):
     """A 48-month small set: monthly items and patients per practice and per sub-ICB."""
     out = tmp_path_factory.mktemp("synthetic_four_years")
     generate_synthetic(out, scale="small", seed=11, end_month="2026-09", n_months=48)
-    mapping = _read(
-        out / "organisations" / "gp-reg-pat-prac-map.csv", ("PRACTICE_CODE", "SUB_ICB_LOCATION_CODE")
-    )[["PRACTICE_CODE", "SUB_ICB_LOCATION_CODE"]]
+    keys = ["PRACTICE_CODE", "SUB_ICB_LOCATION_CODE"]
+    mapping = _read(out / "organisations" / "gp-reg-pat-prac-map.csv", tuple(keys))[keys]
+    epd_columns = ["YEAR_MONTH", "PRACTICE_CODE", "BNF_CODE", "ITEMS"]
     epd = pd.concat(
-        [_read(p, ("PRACTICE_CODE", "BNF_CODE"))[["YEAR_MONTH", "PRACTICE_CODE", "BNF_CODE", "ITEMS"]]
+        [_read(p, ("PRACTICE_CODE", "BNF_CODE"))[epd_columns]
          for p in sorted((out / "epd").glob("EPD_*.csv"))],
         ignore_index=True,
     ).merge(mapping, on="PRACTICE_CODE")  # out-of-hours services have no list: left out
@@ -778,8 +778,8 @@ def test_spc_of_sub_icb_series_is_mostly_common_cause(four_years):
     causes in few places: fewer than 10% of series flag half or more of their points.
 
     Seasonal adjustment divides each month by its calendar month's seasonal index (classical
-    decomposition), so trends stay in; a near-flat series with a slow trend, as the generator
-    used to give, makes nearly every point a special cause (runs and trends)."""
+    decomposition), so trends stay in: noise too small for the trends, or noise that is
+    correlated from month to month, would make most points special causes (runs and trends)."""
     from moopt.stats import calculate_spc
 
     epd = four_years["epd"].assign(chapter=lambda d: d.BNF_CODE.str[:2])

@@ -92,7 +92,8 @@ def _neutralised_text(values: pd.Series) -> pd.Series | None:
         return None
     out = values.astype(object).copy()
     out[risky] = "'" + out[risky]
-    out[returns] = out[returns].str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False)
+    line_breaks = out[returns].str.replace("\r\n", "\n", regex=False)
+    out[returns] = line_breaks.str.replace("\r", "\n", regex=False)
     return out
 
 
