@@ -651,3 +651,72 @@ def test_every_chart_closes_cleanly(indicator_table, tmp_path):
     assert plt.get_fignums() == before
     assert len({chart.chart_id for chart in built}) == 5  # practices twice
     assert Path(tmp_path).exists()
+
+
+# --- text from data is drawn literally (issue 10) ------------------------------------------------
+# "$...$" would start matplotlib mathtext ("$x^$" is not even valid mathtext, so drawing fails);
+# backslashes, underscores and per cent signs are mathtext syntax too.
+TRICKY_NAME = r"The $x^$ Practice \ North_East 50%"
+
+
+def _texts_drawn(chart: charts.Chart) -> list:
+    """Every text artist of a rendered chart: titles, labels, tick labels, annotations, legends."""
+    from matplotlib.text import Text
+
+    chart.to_png_bytes()  # tick labels exist only once drawn
+    return [t for t in chart.figure.findobj(Text) if t.get_text()]
+
+
+def _charts_with_tricky_names() -> list[charts.Chart]:
+    table = make_indicator_table()
+    table["org_name"] = table["org_name"].where(table["org_code"] != "S05", TRICKY_NAME)
+    practices = make_practice_table().assign(org_name=TRICKY_NAME)
+    latest = table.loc[table["period"] == PERIODS[-1]]
+    spine = make_spine_summary().assign(short_title=TRICKY_NAME)
+    groups = pd.DataFrame({
+        "area": [TRICKY_NAME, "England"], "group": ["age_$x^$", "age_$x^$"], "value": [10.0, 12.0],
+        "lower_95": [9.0, 11.5], "upper_95": [11.0, 12.5], "numerator": [10, 120],
+        "denominator": [100, 1000],
+    })  # fmt: skip
+    return [
+        charts.plot_trend_with_deciles(table, "S05", "sub_icb", TRICKY_NAME, "%", "decrease"),
+        charts.plot_peer_position(table, "S05", "sub_icb", PERIODS[-1], "rolling_12m",
+                                  TRICKY_NAME, "% of $x^$ items"),
+        charts.plot_practice_spread(practices, "S01", "sub_icb", PERIODS[-1], "rolling_12m",
+                                    TRICKY_NAME, "%", limits=make_limits(),
+                                    denominator_label="$x^$ items"),
+        charts.plot_funnel(latest, make_limits(float(latest["england_value"].iloc[0])), "S05",
+                           indicator_title=TRICKY_NAME, unit="%", org_level="sub_icb",
+                           denominator_label="$x^$ items"),
+        charts.plot_spc(make_spc_table(), indicator_title=TRICKY_NAME, unit="$x^$ items",
+                        org_name=TRICKY_NAME, org_code="S01", improvement_direction="decrease"),
+        charts.plot_spine(spine, org_name=TRICKY_NAME, org_code="S01", org_level="sub_icb",
+                          period_label="x"),
+        charts.plot_group_comparison(groups, title=TRICKY_NAME, unit="$x^$ per cent",
+                                     group_label="Age_band", chart_id="groups"),
+    ]
+
+
+def test_text_from_data_is_drawn_literally_not_as_mathtext():
+    for chart in _charts_with_tricky_names():
+        texts = _texts_drawn(chart)  # raised ValueError (mathtext parse) before the fix
+        assert [t for t in texts if t.get_parse_math()] == [], chart.chart_id
+        drawn = " ".join(t.get_text() for t in texts)
+        assert "$x^$" in drawn, chart.chart_id
+
+
+def test_chart_csv_download_cannot_carry_a_spreadsheet_formula(tmp_path):
+    """A PCN named like a formula is written as text; values, negative ones too, stay numbers."""
+    formula = '=HYPERLINK("http://example.invalid","PCN")'
+    table = make_indicator_table()
+    table["org_name"] = table["org_name"].where(table["org_code"] != "S05", formula)
+    table["value"] = table["value"] - 10.0  # some values negative
+    chart = charts.plot_peer_position(table, "S05", "sub_icb", PERIODS[-1], "rolling_12m",
+                                      "Change in broad-spectrum share", "%")
+    assert (chart.data["value"] < 0).any()
+    back = pd.read_csv(chart.to_csv(tmp_path / "peers.csv"))
+    names = back.loc[back["org_code"] == "S05", "org_name"]
+    assert list(names) == ["'" + formula]
+    assert not back["org_name"].astype(str).str.match(r"[=+\-@]").any()
+    assert back["value"].dtype == float
+    np.testing.assert_allclose(back["value"], chart.data["value"])

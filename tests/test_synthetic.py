@@ -607,3 +607,204 @@ def test_synthetic_organisations_do_not_reuse_real_codes_or_names():
     assert not orgs.sub_icbs.region_code.isin(real_map.COMM_REGION_CODE).any()
     assert not p.practice_name.isin(real_map.PRACTICE_NAME.str.upper()).any()
     assert not orgs.pcns.pcn_name.isin(real_map.PCN_NAME.str.upper()).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Month-to-month variation (issue 9)
+# ---------------------------------------------------------------------------------------------
+
+# England and Wales bank holidays as published on gov.uk, written out so the rule-based
+# calendar is checked against the real dates. 2023 also had 8 May (the coronation), a one-off
+# holiday no rule gives, so it is left out here.
+PUBLISHED_BANK_HOLIDAYS = {
+    2021: ["01-01", "04-02", "04-05", "05-03", "05-31", "08-30", "12-27", "12-28"],
+    2022: ["01-03", "04-15", "04-18", "05-02", "08-29", "12-26", "12-27"],  # + 2 Jun, 3 Jun, 19 Sep
+    2023: ["01-02", "04-07", "04-10", "05-01", "05-29", "08-28", "12-25", "12-26"],
+    2024: ["01-01", "03-29", "04-01", "05-06", "05-27", "08-26", "12-25", "12-26"],
+    2025: ["01-01", "04-18", "04-21", "05-05", "05-26", "08-25", "12-25", "12-26"],
+    2026: ["01-01", "04-03", "04-06", "05-04", "05-25", "08-31", "12-25", "12-28"],
+    2027: ["01-01", "03-26", "03-29", "05-03", "05-31", "08-30", "12-27", "12-28"],
+}
+
+
+def _published_working_days(year: int, month: int) -> int:
+    """Weekdays of a month less the published bank holidays in it (independent of the module)."""
+    days = pd.date_range(f"{year}-{month:02d}-01", periods=31, freq="D")
+    days = days[days.month == month]
+    holidays = {f"{year}-{d}" for d in PUBLISHED_BANK_HOLIDAYS[year]}
+    return int(sum(d.weekday() < 5 and d.strftime("%Y-%m-%d") not in holidays for d in days))
+
+
+def test_easter_dates_including_the_extremes():
+    cases = {1818: "03-22", 2008: "03-23", 2019: "04-21", 2024: "03-31", 2025: "04-20",
+             2026: "04-05", 2038: "04-25", 2285: "03-22"}  # fmt: skip
+    assert {y: synthetic.easter_sunday(y).strftime("%m-%d") for y in cases} == cases
+
+
+@pytest.mark.parametrize("year", sorted(PUBLISHED_BANK_HOLIDAYS))
+def test_bank_holidays_by_rule_match_the_published_ones(year):
+    by_rule = [d.strftime("%m-%d") for d in synthetic.english_bank_holidays(year)]
+    assert len(by_rule) == 8
+    if year == 2022:  # the spring holiday moved to 2 June for the jubilee
+        by_rule.remove("05-30")
+    assert by_rule == PUBLISHED_BANK_HOLIDAYS[year]
+
+
+def test_working_days_leave_out_weekends_and_bank_holidays():
+    for year in (2024, 2025, 2026):
+        for month in range(1, 13):
+            assert synthetic.working_days(year, month) == _published_working_days(year, month)
+
+
+def test_monthly_items_follow_working_days_not_weekdays(small):
+    """Bank holidays lower a month's items: April 2025 and 2026 lose Good Friday and Easter
+    Monday, December loses Christmas. Items of presentations without a seasonal pattern, per
+    working day, are steadier than per weekday (0.7 is the model's working-day elasticity)."""
+    formulary = synthetic._formulary()
+    steady = formulary.bnf_code[formulary.season == "none"]
+    epd = small["epd"]
+    items = epd[epd.BNF_CODE.isin(steady)].groupby("YEAR_MONTH").ITEMS.sum()
+    year, month = items.index // 100, items.index % 100
+    working = np.array([_published_working_days(y, m) for y, m in zip(year, month)])
+    weekdays = np.array(
+        [int((pd.bdate_range(f"{y}-{m:02d}-01", periods=23).month == m).sum())
+         for y, m in zip(year, month)]
+    )  # Monday to Friday, holidays included
+    assert (working < weekdays).sum() >= 8  # months with a bank holiday are in the window
+
+    def cv(values):
+        return float(np.std(values) / np.mean(values))
+
+    per_working_day = items.to_numpy() / working**0.7
+    per_weekday = items.to_numpy() / weekdays**0.7
+    assert cv(per_working_day) < 0.8 * cv(per_weekday)
+
+
+@pytest.fixture(scope="module")
+def four_years(tmp_path_factory):
+    """A 48-month small set: monthly items and patients per practice and per sub-ICB."""
+    out = tmp_path_factory.mktemp("synthetic_four_years")
+    generate_synthetic(out, scale="small", seed=11, end_month="2026-09", n_months=48)
+    keys = ["PRACTICE_CODE", "SUB_ICB_LOCATION_CODE"]
+    mapping = _read(out / "organisations" / "gp-reg-pat-prac-map.csv", tuple(keys))[keys]
+    epd_columns = ["YEAR_MONTH", "PRACTICE_CODE", "BNF_CODE", "ITEMS"]
+    epd = pd.concat(
+        [_read(p, ("PRACTICE_CODE", "BNF_CODE"))[epd_columns]
+         for p in sorted((out / "epd").glob("EPD_*.csv"))],
+        ignore_index=True,
+    ).merge(mapping, on="PRACTICE_CODE")  # out-of-hours services have no list: left out
+    lists = pd.concat(
+        [_read(p, ("ORG_CODE",)).assign(YEAR_MONTH=int(p.stem[-6:]))
+         for p in sorted((out / "list_sizes").glob("*.csv"))],
+        ignore_index=True,
+    )
+    lists = lists[(lists.SEX == "ALL") & (lists.AGE_GROUP_5 == "ALL")]
+    lists = lists.rename(columns={"ORG_CODE": "PRACTICE_CODE"}).merge(mapping, on="PRACTICE_CODE")
+    return {"epd": epd, "lists": lists}
+
+
+def _per_1000(epd: pd.DataFrame, lists: pd.DataFrame, level: str, by: list[str] | None = None):
+    """Monthly items per 1,000 patients, indexed by (level code, [by...], YEAR_MONTH)."""
+    keys = [level, *(by or []), "YEAR_MONTH"]
+    items = epd.groupby(keys).ITEMS.sum().rename("items").reset_index()
+    patients = lists.groupby([level, "YEAR_MONTH"]).NUMBER_OF_PATIENTS.sum().rename("patients")
+    rate = items.merge(patients.reset_index(), on=[level, "YEAR_MONTH"])
+    rate["value"] = 1000 * rate["items"] / rate["patients"]
+    return rate.sort_values(keys).reset_index(drop=True)
+
+
+_CENTRED_2X12 = np.r_[0.5, np.ones(11), 0.5] / 12
+
+
+def _seasonal_decomposition(values: np.ndarray, calendar_months: np.ndarray):
+    """Classical (ratio-to-moving-average) decomposition of a monthly series.
+
+    The ratio of each interior month to a centred 2x12-month moving average takes out level
+    and trend; the seasonal index of a calendar month is the mean of its ratios. Returns the
+    seasonal index (a Series by calendar month), the irregular ratios (interior months) and
+    how many years each index rests on.
+    """
+    centred = np.convolve(values, _CENTRED_2X12, mode="valid")
+    ratio = values[6 : 6 + len(centred)] / centred
+    months = calendar_months[6 : 6 + len(centred)]
+    index = pd.Series(ratio).groupby(months).mean()
+    return index, ratio / index.reindex(months).to_numpy(), len(ratio) // 12
+
+
+def _irregular_cv(rate: pd.DataFrame, level: str) -> pd.Series:
+    """CV of each organisation's seasonally adjusted monthly rate.
+
+    With k years per seasonal index, the index absorbs 1/k of each month's irregular variance;
+    the sqrt(k / (k - 1)) factor puts it back, so the figure estimates the series' own CV.
+    """
+    out = {}
+    for code, series in rate.groupby(level):
+        _, irregular, years = _seasonal_decomposition(
+            series.value.to_numpy(float), series.YEAR_MONTH.to_numpy() % 100
+        )
+        out[code] = irregular.std(ddof=1) / irregular.mean() * np.sqrt(years / (years - 1))
+    return pd.Series(out)
+
+
+def test_seasonally_adjusted_monthly_series_vary_by_a_few_percent(four_years):
+    """The module notes aim at a CV of about 4% (3-5%) for a sub-ICB location's seasonally
+    adjusted items per 1,000 patients and about 7-8% for a practice's."""
+    epd, lists = four_years["epd"], four_years["lists"]
+    sub_icb = _irregular_cv(_per_1000(epd, lists, "SUB_ICB_LOCATION_CODE"), "SUB_ICB_LOCATION_CODE")
+    assert len(sub_icb) == 6
+    assert sub_icb.between(0.03, 0.08).sum() >= 5, sub_icb.round(4).to_dict()
+    assert sub_icb.between(0.02, 0.10).all(), sub_icb.round(4).to_dict()
+    practice = _irregular_cv(_per_1000(epd, lists, "PRACTICE_CODE"), "PRACTICE_CODE")
+    assert 0.04 <= practice.median() <= 0.10
+
+
+def test_no_sub_icb_series_is_a_straight_line(four_years):
+    """Every sub-ICB location's monthly items per 1,000 patients, in total and for each BNF
+    chapter, bends from month to month (second differences are not all about zero)."""
+    epd = four_years["epd"].assign(chapter=lambda d: d.BNF_CODE.str[:2])
+    rate = _per_1000(epd, four_years["lists"], "SUB_ICB_LOCATION_CODE", ["chapter"])
+    straight = []
+    for key, series in rate.groupby(["SUB_ICB_LOCATION_CODE", "chapter"]):
+        y = series.value.to_numpy(float)
+        if len(y) == 48 and np.abs(np.diff(y, 2)).max() <= 1e-3 * np.abs(y).mean():
+            straight.append(key)
+    assert rate.groupby(["SUB_ICB_LOCATION_CODE", "chapter"]).ngroups >= 60
+    assert straight == []
+
+
+def test_spc_of_sub_icb_series_is_mostly_common_cause(four_years):
+    """XmR charts of each sub-ICB location's seasonally adjusted monthly items per 1,000
+    patients, in total and for each BNF chapter with at least 50 items a month, flag special
+    causes in few places: fewer than 10% of series flag half or more of their points.
+
+    Seasonal adjustment divides each month by its calendar month's seasonal index (classical
+    decomposition), so trends stay in: noise too small for the trends, or noise that is
+    correlated from month to month, would make most points special causes (runs and trends)."""
+    from moopt.stats import calculate_spc
+
+    epd = four_years["epd"].assign(chapter=lambda d: d.BNF_CODE.str[:2])
+    lists = four_years["lists"]
+    total = _per_1000(epd.assign(chapter="all"), lists, "SUB_ICB_LOCATION_CODE", ["chapter"])
+    by_chapter = _per_1000(epd, lists, "SUB_ICB_LOCATION_CODE", ["chapter"])
+    rate = pd.concat([total, by_chapter], ignore_index=True)
+    big = rate.groupby(["SUB_ICB_LOCATION_CODE", "chapter"]).items.transform("min") >= 50
+    rate = rate[big]
+    adjusted = []
+    for (code, chapter), series in rate.groupby(["SUB_ICB_LOCATION_CODE", "chapter"]):
+        values = series.value.to_numpy(float)
+        months = series.YEAR_MONTH.to_numpy() % 100
+        index, _, _ = _seasonal_decomposition(values, months)
+        adjusted.append(pd.DataFrame({
+            "series": f"{code}/{chapter}",
+            "period": series.YEAR_MONTH.to_numpy(),
+            "value": values / index.reindex(months).to_numpy(),
+        }))  # fmt: skip
+    charts = calculate_spc(
+        pd.concat(adjusted, ignore_index=True),
+        series_columns=["series"],
+        improvement_direction="neutral",
+        period_type=None,
+    )
+    flagged = (charts.spc_point_type.astype(str) != "common_cause").groupby(charts.series).mean()
+    assert len(flagged) >= 40
+    assert (flagged >= 0.5).mean() < 0.10, flagged[flagged >= 0.5].round(2).to_dict()

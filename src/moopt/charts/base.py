@@ -10,6 +10,10 @@ Figures are created with :class:`matplotlib.figure.Figure` and rendered with
 the non-interactive Agg canvas, so they never enter pyplot's registry of open
 figures: a build that draws thousands of charts does not accumulate them, and
 importing this module does not change the backend of a notebook user.
+
+Text is always drawn literally: :func:`chart_style` turns matplotlib's mathtext
+off, so organisation names, titles and labels taken from data can hold "$",
+"\\", "_" or "%" safely.
 """
 
 from __future__ import annotations
@@ -118,6 +122,10 @@ def chart_style() -> dict[str, object]:
         "legend.frameon": False,
         "legend.fontsize": 9,
         "text.color": NHS_BLACK,
+        # Names and titles come from data: a "$" (as in "$x^$"), a backslash or "_" must be drawn
+        # as it is, not parsed as mathtext (which fails on unbalanced formulas). Every text
+        # artist created or drawn inside styled() reads this; no chart uses mathtext.
+        "text.parse_math": False,
         "figure.facecolor": NHS_WHITE,
         "axes.facecolor": NHS_WHITE,
         "savefig.facecolor": NHS_WHITE,

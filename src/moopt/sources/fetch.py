@@ -1194,7 +1194,7 @@ def _fetch_month_sql(client: CkanClient, resource: CkanResource, month: str, out
     if len(items) and items.notna().all() and (items == items.round()).all():
         frame[items_column] = items.astype("Int64")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(frame, target)
+    write_csv_atomic(frame, target, spreadsheet_safe=False)  # a cache of published rows: kept exact
     client.say(f"{month}: {len(frame):,} rows written to {target.name}")
     return _record_output(manifest, target, fingerprint, _sha256_file(target), len(frame),
                           source_url)

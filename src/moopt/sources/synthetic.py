@@ -17,6 +17,34 @@ winter or summer seasonality and slow national trends, and vary between practice
 log-normal practice, sub-ICB, deprivation and care-home effects. Monthly counts are Poisson-gamma,
 then split across pack sizes the way real EPD rows are.
 
+Month-to-month variation
+------------------------
+Real monthly prescribing moves by a few per cent from month to month for reasons no seasonal
+pattern explains, and statistical process control charts of the dashboards need that
+variation to show common-cause noise rather than a smooth line. Each month's expected items
+are therefore multiplied by
+
+* a working-day factor, ``(working days / 21.08) ** 0.7``, where working days are the weekdays
+  that are not English bank holidays (computed by rule, Easter included; see
+  :func:`english_bank_holidays`). The same calendar month has one or two working days more or
+  fewer from year to year (Easter moves between March and April), which alone moves its items
+  by 3-7%;
+* a gamma multiplier per practice and month (coefficient of variation, CV, about 6%: staffing,
+  batch issuing of repeats and chance), and a smaller log-normal one shared by every practice
+  of a sub-ICB location in that month (CV about 2.5%: local events such as outbreaks, pharmacy
+  closures or submission timing);
+* the existing gamma noise per practice, presentation and month (CV 11% for repeat, 20% for
+  acute presentations), before the Poisson draw.
+
+The figure aimed at: a sub-ICB location's monthly items per 1,000 patients, seasonally
+adjusted (classical decomposition: the ratio to a centred 2x12-month moving average, divided
+by the mean ratio of that calendar month), has a CV of about 4% (3-5%); a practice's about
+7-8%. Why that figure: working days alone move a calendar month by 3-7% between years, and a
+sub-ICB location of 100,000 to 1,000,000 patients sees a further couple of per cent of local
+chance, while far less (Poisson noise alone is well under 1% at sub-ICB level) draws almost
+flat lines and far more (over 10%) would bury real changes. ``tests/test_synthetic.py``
+measures it on the small scale.
+
 Everything is derived from ``seed``: the same seed gives byte-identical files.
 """
 
@@ -31,6 +59,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -49,8 +78,11 @@ __all__ = [
     "SCALES",
     "ScaleSpec",
     "build_organisations",
+    "easter_sunday",
+    "english_bank_holidays",
     "generate_synthetic",
     "practice_list_counts",
+    "working_days",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -676,8 +708,16 @@ _ACUTE_TILT_TREND = -0.06  # acute courses get a little shorter each year
 _OOH_SHARE = 0.0008
 # ACTUAL_COST = NIC less discount plus a container allowance per item; ~0.93 x NIC overall.
 _DISCOUNT_FACTOR, _CONTAINER_ALLOWANCE = 0.921, 0.061
-# Practice-wide month-to-month wobble (gamma shape; CV ~5%).
-_PRACTICE_MONTH_SHAPE = 400.0
+# Month-to-month variation beyond Poisson (see the module notes for the figures aimed at):
+# a practice-wide gamma multiplier (shape 250: CV ~6%) and a smaller log-normal one shared by
+# every practice of a sub-ICB location (SD 0.025: CV ~2.5%).
+_PRACTICE_MONTH_SHAPE = 250.0
+_SUB_ICB_MONTH_SD = 0.025
+# Items rise less than in proportion to working days (repeat items are issued on a cycle and
+# pharmacies also dispense at weekends): 10% more working days give ~7% more items.
+_WORKING_DAY_ELASTICITY = 0.7
+# England averages 253 working days a year (261 weekdays less 8 bank holidays).
+_MEAN_WORKING_DAYS = 253.0 / 12.0
 _FLU_PROFILE = np.array([0.5, 0.2, 0.1, 0.05, 0.05, 0.05, 0.05, 0.1, 1.5, 4.5, 3.0, 1.2])
 _FLU_PROFILE = _FLU_PROFILE / _FLU_PROFILE.mean()
 
@@ -693,11 +733,96 @@ def _seasonal_factor(profile: np.ndarray, amplitude: np.ndarray, month: int) -> 
     return np.clip(out, 0.02, None)
 
 
-def _working_day_factor(year: int, month: int) -> float:
-    """Relative prescribing volume from the number of weekdays in the month."""
+def easter_sunday(year: int) -> date:
+    """Easter Sunday of a Gregorian year (the anonymous Gregorian "computus" algorithm).
+
+    Examples
+    --------
+    >>> easter_sunday(2025)
+    datetime.date(2025, 4, 20)
+    """
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = b // 4, b % 4
+    g = (8 * b + 13) // 25
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = c // 4, c % 4
+    l = (32 + 2 * e + 2 * i - h - k) % 7  # noqa: E741 (the algorithm's own name)
+    m = (a + 11 * h + 19 * l) // 433
+    month = (h + l - 7 * m + 90) // 25
+    day = (h + l - 7 * m + 33 * month + 19) % 32
+    return date(year, month, day)
+
+
+def english_bank_holidays(year: int) -> list[date]:
+    """The eight regular bank holidays of England and Wales in ``year``, by rule.
+
+    New Year's Day, Good Friday, Easter Monday, the early May bank holiday (first Monday of
+    May), the spring bank holiday (last Monday of May), the summer bank holiday (last Monday
+    of August), Christmas Day and Boxing Day. A New Year's, Christmas or Boxing Day falling at a
+    weekend is replaced by the next weekday that is not already a holiday (the substitute
+    day), so there are always eight weekday holidays.
+
+    Parameters
+    ----------
+    year : int
+        Calendar year.
+
+    Returns
+    -------
+    list of datetime.date
+        Sorted dates, all Monday to Friday.
+
+    Notes
+    -----
+    One-off holidays proclaimed for a single year (royal jubilees, coronations, state
+    funerals, and the early May holiday moved for VE Day in 1995 and 2020) follow no rule
+    and are not included.
+
+    Examples
+    --------
+    >>> [d.isoformat() for d in english_bank_holidays(2026)][-2:]
+    ['2026-12-25', '2026-12-28']
+    """
+
+    def last_monday(month: int) -> date:
+        last = date(year, month, calendar.monthrange(year, month)[1])
+        return last - timedelta(days=last.weekday())
+
+    def first_monday(month: int) -> date:
+        first = date(year, month, 1)
+        return first + timedelta(days=(7 - first.weekday()) % 7)
+
+    easter = easter_sunday(year)
+    fixed = [date(year, 1, 1), date(year, 12, 25), date(year, 12, 26)]
+    taken = {easter - timedelta(days=2), easter + timedelta(days=1), first_monday(5),
+             last_monday(5), last_monday(8)}  # fmt: skip
+    for day in fixed:  # in date order, so Christmas takes its substitute before Boxing Day
+        while day.weekday() >= 5 or day in taken:
+            day += timedelta(days=1)
+        taken.add(day)
+    return sorted(taken)
+
+
+def working_days(year: int, month: int) -> int:
+    """Weekdays in a month that are not English bank holidays.
+
+    Examples
+    --------
+    >>> working_days(2025, 4)  # 22 weekdays less Good Friday and Easter Monday
+    20
+    """
+    holidays = {d for d in english_bank_holidays(year) if d.month == month}
     days = calendar.monthrange(year, month)[1]
-    weekdays = sum(1 for d in range(1, days + 1) if calendar.weekday(year, month, d) < 5)
-    return (weekdays / 21.74) ** 0.7
+    return sum(
+        1
+        for d in range(1, days + 1)
+        if calendar.weekday(year, month, d) < 5 and date(year, month, d) not in holidays
+    )
+
+
+def _working_day_factor(year: int, month: int) -> float:
+    """Relative prescribing volume from the month's working days (mean about 1 over a year)."""
+    return (working_days(year, month) / _MEAN_WORKING_DAYS) ** _WORKING_DAY_ELASTICITY
 
 
 @dataclass
@@ -713,6 +838,7 @@ class _Model:
     course_of_row: np.ndarray  # (R,) index into _COURSES
     practice_tilt: np.ndarray  # (P, 3) pack-size tilt by course type
     shape: np.ndarray  # (R,) gamma shape of month-to-month noise
+    sub_icb_of_practice: np.ndarray  # (P,) index of each practice's sub-ICB location
     price_walk: np.ndarray  # (months, R) price multipliers
     outliers: dict[str, np.ndarray]
 
@@ -825,6 +951,7 @@ def _build_model(orgs: Organisations, n_months: int) -> _Model:
         course_of_row=course_of_row,
         practice_tilt=practice_tilt,
         shape=shape,
+        sub_icb_of_practice=sub_index,
         price_walk=price_walk,
         outliers=outliers,
     )
@@ -886,7 +1013,13 @@ def _epd_month(
     practice_month = rng.gamma(
         _PRACTICE_MONTH_SHAPE, 1.0 / _PRACTICE_MONTH_SHAPE, size=(mu.shape[0], 1)
     )
-    lam = mu * practice_month * rng.gamma(model.shape, 1.0 / model.shape, size=mu.shape)
+    n_sub = int(model.sub_icb_of_practice.max()) + 1
+    sub_icb_month = np.exp(  # mean 1: the log-normal's mean is exp(mu + sd^2 / 2)
+        rng.normal(-0.5 * _SUB_ICB_MONTH_SD**2, _SUB_ICB_MONTH_SD, size=n_sub)
+    )[model.sub_icb_of_practice, None]
+    lam = mu * (practice_month * sub_icb_month) * rng.gamma(
+        model.shape, 1.0 / model.shape, size=mu.shape
+    )
     items = rng.poisson(lam)
     practice, row = np.nonzero(items)
     cell, option, n_items = _split_packs(model, rng, practice, row, items[practice, row], years)
