@@ -190,3 +190,26 @@ def test_built_store_matches_the_table_contract(built):
         assert off == 0
     finally:
         con.close()
+
+
+@pytest.mark.slow
+def test_synthetic_spc_shows_mostly_ordinary_variation(built):
+    con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
+    share = con.execute(
+        "SELECT avg(CASE WHEN special >= 0.5 THEN 1 ELSE 0 END) FROM (SELECT indicator_id, org_code, "
+        "avg(CASE WHEN spc_point_type LIKE 'special%' OR spc_point_type LIKE 'neutral%' THEN 1 ELSE 0 END) "
+        "AS special FROM spc_points GROUP BY ALL)").fetchall()[0][0]
+    flat = con.execute("SELECT count(*) FROM (SELECT indicator_id, org_code FROM spc_points GROUP BY ALL "
+                       "HAVING stddev_samp(value) = 0)").fetchall()[0][0]
+    # Most series show ordinary variation. The synthetic data carry real steady shifts (DOAC share,
+    # SGLT2 inhibitors and EPS uptake rise month on month, as they did nationally), whose SPC charts
+    # rightly flag runs and trends; before the month-to-month noise (and STL of degree 0) over a
+    # quarter of series flagged half their points on limits drawn around an almost straight line.
+    assert share is not None and share < 0.2, f"{share:.0%} of SPC series flag half their points or more"
+    seasonal = con.execute(
+        "SELECT count(*) FROM (SELECT org_code, indicator_id FROM spc_points WHERE seasonally_adjusted "
+        "GROUP BY ALL HAVING avg(CASE WHEN spc_point_type <> 'common_cause' THEN 1 ELSE 0 END) >= 0.5)"
+        ).fetchall()[0][0]
+    assert seasonal == 0  # seasonally adjusted antibiotic series are not flagged wholesale
+    con.close()
+    assert flat == 0

@@ -209,14 +209,13 @@ def test_summary_reports_counts_rows_and_time(small):
     assert summary["rows"]["list_sizes"] == len(small["lists"])
     assert summary["rows"]["practice_map"] == len(small["map"])
     assert summary["months"] == MONTHS
-    assert 0 < summary["seconds"] < 60
+    assert summary["seconds"] > 0  # timings are for benchmarks, not tests
     assert any(re.fullmatch(r"writing EPD 2025-03 \(6/24\)", m) for m in small["messages"])
 
 
-def test_small_scale_is_small_and_fast(small):
+def test_small_scale_is_small(small):
     assert 90 <= len(small["map"]) <= 150
     assert 15 <= small["map"].PCN_CODE.nunique() <= 35
-    assert small["summary"]["seconds"] < 10
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,6 +300,15 @@ def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progres
         say("indicators and national results are up to date (inputs and definitions unchanged)")
         return json.loads(stored["engine_report"])
     start_ts, end_ts = resolve_period(config, store.months())
+    # The engine and the results stage are held to the same DuckDB memory as ingest (spilling to disk).
+    with store.memory_limit(config.ingest_memory_limit):
+        info = _engine_and_results(config, store, key, stored, start_ts, end_ts, say)
+    write_run_facts(con, config, synthetic, start_ts, end_ts, key, results_key, info)
+    return info
+
+
+def _engine_and_results(config: RunConfig, store: Store, key: str, stored: dict, start_ts, end_ts, say) -> dict:
+    con = store.con
     indicators = load_indicators()
     backend = ibis.duckdb.from_connection(con)
     if stored.get("engine_key") == key:
@@ -320,7 +329,6 @@ def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progres
                 "list size; they are left out of population-based indicators above practice level")
     scope = SeriesScope(config.org_level, tuple(config.org_codes) if config.org_codes is not None else None)
     info["results"] = compute_results(con, indicators, scope, say)
-    write_run_facts(con, config, synthetic, start_ts, end_ts, key, results_key, info)
     return info
 
 

@@ -181,7 +181,9 @@ def _spc(series: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd.D
         return pd.DataFrame(), pd.DataFrame()
     series["seasonally_adjusted"] = False
     if indicator.seasonal:
-        adjusted = stats.calculate_seasonal_adjustment(series, on_short_series="skip")
+        # Degree 0: with two or three cycles a degree-1 seasonal fit absorbs all month-to-month
+        # noise and leaves a straight line, on which SPC would flag nearly every point.
+        adjusted = stats.calculate_seasonal_adjustment(series, on_short_series="skip", seasonal_degree=0)
         # a series is drawn adjusted entirely or not at all (STL needs 24 months without gaps)
         whole = adjusted["seasonally_adjusted"].notna().groupby(series["org_code"]).transform("all")
         series["value"] = adjusted["seasonally_adjusted"].where(whole, series["value"])
@@ -219,7 +221,11 @@ def indicator_results(frame: pd.DataFrame, indicator: Indicator, peers: pd.DataF
     frame["kind"] = indicator.value_kind
     frame["improvement_direction"] = indicator.improvement_direction
     frame = stats.calculate_intervals(frame, confidence=CONFIDENCE)
-    frame = stats.calculate_peer_benchmark(frame, peers)
+    # Peer values are shown for the organisations that get pages; practices (85% of the rows)
+    # only get them in a run at practice level.
+    with_peers = (frame["org_level"] != "practice") | (scope.org_level == "practice")
+    frame = pd.concat([stats.calculate_peer_benchmark(frame[with_peers], peers),
+                       frame[~with_peers]]).sort_index()
     per_row, params, lines, sizes = _funnel(frame, indicator)
     frame = pd.concat([frame, per_row], axis=1)
     frame = verdict_columns(frame, sizes)

@@ -182,3 +182,22 @@ def test_recent_trend_validation():
         recent([1] * 5, [10] * 5, kind="none")
     with pytest.raises(ValueError, match="exceed"):
         recent([11] * 5, [10] * 5)
+
+
+def test_seasonal_degree_zero_keeps_month_to_month_noise_in_two_cycles():
+    """With 24 months a degree-1 seasonal fit leaves a straight line; degree 0 keeps the noise."""
+    rng = np.random.default_rng(7)
+    months = pd.date_range("2024-10-01", periods=24, freq="MS")
+    noise = rng.normal(0, 0.04, 24)
+    y = 100 * (1 + 0.2 * np.cos(2 * np.pi * np.arange(24) / 12)) * (1 + noise)
+    frame = pd.DataFrame({"period": months, "value": y})
+    straight = calculate_seasonal_adjustment(frame, series_columns=None, robust=False)["seasonally_adjusted"]
+    kept = calculate_seasonal_adjustment(frame, series_columns=None, robust=False, seasonal_degree=0)
+    assert np.abs(np.diff(straight.to_numpy(), 2)).max() < 1e-6  # the defect: an exact straight line
+    assert np.corrcoef(kept["seasonally_adjusted"].to_numpy(), noise)[0, 1] > 0.5
+    # robust fits (the default) keep the noise too, and better than degree 1 does
+    robust_1 = calculate_seasonal_adjustment(frame, series_columns=None)["seasonally_adjusted"].to_numpy()
+    robust_0 = calculate_seasonal_adjustment(frame, series_columns=None, seasonal_degree=0)["seasonally_adjusted"]
+    assert np.corrcoef(robust_0.to_numpy(), noise)[0, 1] > np.corrcoef(robust_1, noise)[0, 1]
+    with pytest.raises(ValueError, match="seasonal_degree"):
+        calculate_seasonal_adjustment(frame, series_columns=None, seasonal_degree=2)

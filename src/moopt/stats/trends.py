@@ -78,6 +78,7 @@ def calculate_seasonal_adjustment(
     seasonal_period: int = 12,
     robust: bool = True,
     on_short_series: str = "raise",
+    seasonal_degree: int = 1,
 ) -> pd.DataFrame:
     """Add STL seasonal, trend and seasonally adjusted columns to monthly series.
 
@@ -99,6 +100,12 @@ def calculate_seasonal_adjustment(
     on_short_series : {"raise", "skip"}, default "raise"
         What to do with a series shorter than two seasonal cycles, with gaps
         or with missing values: raise, or leave its new columns NaN.
+    seasonal_degree : {0, 1}, default 1
+        Degree of STL's seasonal LOESS (statsmodels' ``seasonal_deg``). With
+        only two or three cycles a degree-1 fit passes through every
+        calendar month's values, so the seasonal component absorbs all the
+        month-to-month noise and the adjusted series is a straight line;
+        degree 0 (a local mean) keeps that noise, which SPC needs.
 
     Returns
     -------
@@ -141,6 +148,8 @@ def calculate_seasonal_adjustment(
 
     function = "calculate_seasonal_adjustment"
     check_dataframe(df, function)
+    if seasonal_degree not in (0, 1) or isinstance(seasonal_degree, bool):
+        raise ValueError(f"{function}: seasonal_degree must be 0 or 1, not {seasonal_degree!r}.")
     check_choice(on_short_series, ON_PROBLEM, "on_short_series", function)
     if isinstance(seasonal_period, bool) or not isinstance(seasonal_period, (int, np.integer)) or (
         seasonal_period < 2
@@ -172,7 +181,7 @@ def calculate_seasonal_adjustment(
                     f"{function}: series {_series_label(df, rows[0], series)} {problem}."
                 )
             continue
-        fit = STL(y[rows], period=seasonal_period, robust=robust).fit()
+        fit = STL(y[rows], period=seasonal_period, robust=robust, seasonal_deg=seasonal_degree).fit()
         seasonal[rows] = fit.seasonal
         trend[rows] = fit.trend
     return assign_columns(
