@@ -412,7 +412,7 @@ def test_engine_key_changes_with_every_input_and_only_then(tmp_path, monkeypatch
         assert key() == before, "nothing changed, yet the key did"
 
         def rename_in_eccg():  # issue 10: only the names file changes, not the practice file
-            _write_ods(data, "Hartlepool and Stockton CCG")
+            eccg.write_text(_ods_row("00K", "Hartlepool and Stockton CCG") + "\n")
 
         def add_a_practice_to_epraccur():
             epraccur.write_text(epraccur.read_text() + _ods_row("A81003", "Practice A81003", "Y54", "QHM",
@@ -472,19 +472,29 @@ def test_unknown_theme_fails_before_any_data_is_read(tmp_path, monkeypatch, caps
     assert "safty (did you mean safety?)" in capsys.readouterr().err
 
 
+def _typo_of_first_code(project: Path) -> tuple[list[str], str]:
+    real = _sub_icb_codes(project)[0]
+    typo = real[:-1] + ("X" if real[-1] != "X" else "Y")
+    assert typo not in _sub_icb_codes(project)
+    return ["--orgs", typo], rf"Unknown sub-icb location code\(s\): {typo} \(did you mean [^)]*\b{real}\b"
+
+
+def _month_not_in_data(project: Path) -> tuple[list[str], str]:
+    return ["--period-end", "2001-01"], r"period\.end \(or --period-end\) 2001-01 is not in the data, which cover"
+
+
 @pytest.mark.slow
-def test_unknown_organisation_code_fails_before_indicators_with_close_matches(small_project, monkeypatch,
-                                                                              capsys):
+@pytest.mark.parametrize("mistake", [_typo_of_first_code, _month_not_in_data], ids=["org code", "period end"])
+def test_request_mistakes_in_the_data_fail_before_indicators(small_project, monkeypatch, capsys, mistake):
+    """Organisation codes and the period end are checked as soon as the data are stored."""
     import moopt.pipeline as pipeline
 
     def no_engine(*a, **k):
-        raise AssertionError("indicators were computed before the organisation codes were checked")
+        raise AssertionError("indicators were computed before the request was checked against the data")
 
     monkeypatch.setattr(pipeline, "compute_indicators", no_engine)
     monkeypatch.chdir(small_project)
-    real = _sub_icb_codes(small_project)[0]
-    typo = real[:-1] + ("X" if real[-1] != "X" else "Y")
-    assert typo not in _sub_icb_codes(small_project)
-    assert main(["build", "--orgs", typo, "--themes", "safety", "--no-site"]) == 2
+    args, expected = mistake(small_project)
+    assert main(["build", *args, "--themes", "safety", "--no-site"]) == 2
     err = capsys.readouterr().err
-    assert re.search(rf"Unknown sub-icb location code\(s\).*{typo} \(did you mean [^)]*\b{real}\b", err, re.I), err
+    assert re.search(expected, err, re.I), err

@@ -362,9 +362,10 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
             names = dict(zip(frame["code"], frame["name"]))
             examples = ", ".join(sorted(known)[:8])
             raise ParameterError(
-                f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s) in organisations.codes (or --orgs): "
+                f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s): "
                 + "; ".join(_unknown_code_text(code, names) for code in unknown)
-                + f". The data have {len(known)} at this level, e.g. {examples}.")
+                + f" (asked for in organisations.codes or --orgs). The data have {len(known)} at this "
+                f"level, e.g. {examples}.")
         frame = frame[frame["code"].isin(config.org_codes)]
     elif level == "practice":
         # Practices closed (or dormant) per ODS keep their history in every level above, but get

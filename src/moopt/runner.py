@@ -5,6 +5,11 @@ others: its error is recorded and reported at the end, and the caller turns
 any failure into a non-zero exit code. Executed notebooks are written to a
 temporary name and renamed when complete, so a crash never leaves a
 half-written notebook that looks finished.
+
+Workers never outlive the build: each dies (with its kernels) within about a
+second of the build's death, however the build died. A worker killed under a
+notebook (by the out-of-memory killer, say) is replaced, and that notebook is
+retried once on its own; the other notebooks carry on.
 """
 
 from __future__ import annotations
