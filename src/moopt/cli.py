@@ -182,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
                                          "else the latest month in the data)")
-    sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
+    sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2; at most 4 per CPU core)")
     sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
     sp.add_argument("--runner", choices=["warm", "papermill"],
                     help="warm: one kernel per worker, reused (default); papermill: a new kernel each")
