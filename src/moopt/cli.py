@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         over["themes"] = args.themes
     if getattr(args, "period_end", None):
         over.setdefault("period", {})["end"] = args.period_end
-    if getattr(args, "workers", None):
+    if getattr(args, "workers", None) is not None:  # 0 is an answer, to be refused, not ignored
         over["workers"] = args.workers
     if getattr(args, "runner", None):
         over["runner"] = args.runner
@@ -49,14 +51,24 @@ def _overrides(args: argparse.Namespace) -> dict:
     return over
 
 
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from moopt.pipeline import make_synthetic
+
+    from moopt.build_lock import outputs_lock
 
     config = load_config(args.params, overrides=_overrides(args))
     folder = Path(args.out) if args.out else config.synthetic_dir
     started = time.perf_counter()
-    summary = make_synthetic(folder, args.scale, args.seed, config.synthetic_end_month,
-                             config.synthetic_months, _say)
+    # A build reads the synthetic set in its outputs folder: do not rewrite it under a build.
+    inside_outputs = folder.resolve().is_relative_to(config.outputs_dir.resolve())
+    with outputs_lock(config.outputs_dir, "synth") if inside_outputs else _nothing():
+        summary = make_synthetic(folder, args.scale, args.seed, config.synthetic_end_month,
+                                 config.synthetic_months, _say)
     _say(f"synthetic {args.scale} data written to {folder} in {time.perf_counter() - started:.0f}s")
     counts = summary.get("counts", summary) if isinstance(summary, dict) else {}
     for key, value in counts.items():
@@ -69,12 +81,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from moopt.pipeline import ensure_data, ingest_run, reset_store_if_data_changed
     from moopt.store import Store
 
+    from moopt.build_lock import outputs_lock
+
     config = load_config(args.params, overrides=_overrides(args))
-    files = ensure_data(config, _say)
-    reset_store_if_data_changed(config.store_path, files, _say)
-    with Store(config.store_path) as store:
-        reports = ingest_run(store, config, files, _say)
-        rejects = store.rejects_dir
+    with outputs_lock(config.outputs_dir, "ingest", _say):
+        files = ensure_data(config, _say)
+        reset_store_if_data_changed(config.store_path, files, _say)
+        with Store(config.store_path) as store:
+            reports = ingest_run(store, config, files, _say)
+            rejects = store.rejects_dir
     read = sum(r.rows_read for r in reports)
     rejected = sum(r.rows_rejected for r in reports)
     _say(f"{read:,} rows read = {read - rejected:,} accepted + {rejected:,} rejected"
@@ -104,15 +119,18 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
+    from moopt.build_lock import check_finished, outputs_lock
     from moopt.site import build_site
 
     config = load_config(args.params, overrides=_overrides(args))
     manifest_path = config.outputs_dir / "run_manifest.json"
-    if not manifest_path.exists():
-        raise ParameterError(f"No run manifest at {manifest_path}: run `moopt build` first.")
-    manifest = json.loads(manifest_path.read_text())
-    result = build_site(config.outputs_dir, manifest, renderer=config.renderer,
-                        base_config=config.project_dir / "_quarto.yml", progress=_say)
+    with outputs_lock(config.outputs_dir, "site", _say):  # a running build may be rewriting the manifest
+        check_finished(config.outputs_dir)
+        if not manifest_path.exists():
+            raise ParameterError(f"No run manifest at {manifest_path}: run `moopt build` first.")
+        # build_site also refuses the notebooks of a build that did not finish.
+        result = build_site(config.outputs_dir, None, renderer=config.renderer,
+                            base_config=config.project_dir / "_quarto.yml", progress=_say)
     _say(f"site: {result.get('index')} ({result.get('pages')} pages, {result.get('renderer')} renderer)")
     return 0
 
@@ -164,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
                                          "else the latest month in the data)")
-    sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
+    sp.add_argument("--workers", type=int, help="notebooks run in parallel (default 2; at most 4 per CPU core)")
     sp.add_argument("--renderer", choices=["auto", "quarto", "builtin"])
     sp.add_argument("--runner", choices=["warm", "papermill"],
                     help="warm: one kernel per worker, reused (default); papermill: a new kernel each")
@@ -197,18 +215,59 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop like Ctrl-C, so that workers, kernels and locks are cleaned up."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_sigterm():
+    """While in this block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt).
+
+    Without it SIGTERM ends the process at once: no worker is stopped and no half-written
+    file removed. Only the main thread can set signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_duckdb_lock_error(exc: BaseException) -> bool:
+    return "duckdb" in type(exc).__module__ and "lock" in str(exc).lower()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        with stop_cleanly_on_sigterm():
+            return args.func(args)
     except (ParameterError, ValueError, FileNotFoundError) as exc:
         print(f"moopt: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("moopt: stopped by SIGTERM (a build stopped before its end does not replace the site)",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("moopt: interrupted", file=sys.stderr)
+        print("moopt: interrupted (a build stopped before its end does not replace the site)", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _is_duckdb_lock_error(exc):
+            raise
+        # Another program (a notebook, a DuckDB shell) has the store open for writing.
+        print(f"moopt: error: the store is in use by another program, so it cannot be opened: {exc}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ relative to the project folder.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
+# More notebook workers than this per CPU core only compete for memory (each runs a kernel).
+MAX_WORKERS_PER_CORE = 4
 
 
 class ParameterError(ValueError):
@@ -257,8 +260,14 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
             fail(f"theme {theme!r} is not a theme id (lower-case letters, digits and _).")
 
     workers = p["workers"]
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         fail(f"workers must be a whole number of 1 or more, not {workers!r}.")
+    cores = os.cpu_count() or 1
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        fail(f"workers is {workers}, more than {MAX_WORKERS_PER_CORE * cores} ({MAX_WORKERS_PER_CORE} per "
+             f"CPU core; this machine has {cores}). Each worker runs its own Python kernel with the "
+             "scientific libraries loaded, so more workers than that only compete for memory; "
+             f"try {cores}.")
     if p["runner"] not in ("warm", "papermill"):
         fail(f"runner must be warm (one kernel per worker, reused) or papermill, not {p['runner']!r}.")
     if p["renderer"] not in ("auto", "quarto", "builtin"):

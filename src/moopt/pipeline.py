@@ -7,6 +7,7 @@ runs; each notebook then only selects, draws and explains.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -26,8 +27,10 @@ from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, l
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
 from moopt.methodology import write_methodology
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
-from moopt.runner import NotebookJob, NotebookResult, run_notebooks
+from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
+from moopt.site.build import remove_interrupted_site_folders
 from moopt.tables import TABLES, check_columns
 from moopt.store import SCHEMA_VERSION, IngestReport, RunWindow, Store, ingest_files
 
@@ -241,17 +244,71 @@ def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=Non
 
 # -- indicators --------------------------------------------------------------------------------------
 
+PACKAGE_DIR = Path(__file__).parent
+# Files under the package that can change a computed value: code, definitions, lookups.
+SOURCE_SUFFIXES = (".py", ".yml", ".yaml", ".csv", ".json")
+# Input tables hashed by content. Each holds rows that ingest_log does not fully account for
+# (ODS organisation names are joined in from eccg/eauth files that are not logged) or is
+# small enough to hash in well under a second; prescribing and list sizes, the large ones,
+# come only from files that ingest_log records with size, time and run window.
+CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", "supplied")
+# Libraries whose upgrade can change results.
+RESULT_LIBRARIES = ("duckdb", "ibis", "pandas", "numpy", "scipy")
+
+
+def package_source_digest(package_dir: Path | None = None) -> str:
+    """SHA-256 over every source file of moopt (path and content), so new modules count too."""
+    root = Path(package_dir or PACKAGE_DIR)
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*")
+                   if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _table_digest(con, table: str) -> str:
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0]
+    if not exists:
+        return f"{table}:absent"
+    rows, total = con.execute(f"SELECT count(*), sum(hash(t)) FROM {table} t").fetchall()[0]
+    return f"{table}:{rows}:{total}"
+
+
+def _library_versions() -> str:
+    import importlib.metadata
+
+    versions = []
+    for name in RESULT_LIBRARIES:
+        try:
+            versions.append(f"{name}={importlib.metadata.version(name if name != 'ibis' else 'ibis-framework')}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name}=absent")
+    return ",".join(versions)
+
+
 def _engine_key(store: Store, config: RunConfig) -> str:
-    """Changes whenever the inputs, the definitions, the period or moopt itself change."""
-    h = hashlib.sha256(__version__.encode())
-    for row in store.con.execute("SELECT file, file_size, file_mtime FROM ingest_log ORDER BY file").fetchall():
+    """Changes whenever anything that can change the indicator table changes.
+
+    That is: every ingested file (path, size, modification time, run window), the content
+    of the input tables not fully described by those files (organisations and their names,
+    practice attributes, cost centres, supplied data), every source file of moopt (the
+    definitions among them), the libraries that compute, the store's schema version and
+    the run's period.
+    """
+    h = hashlib.sha256(f"{__version__}|{SCHEMA_VERSION}".encode())
+    for row in store.con.execute(
+            "SELECT file, table_name, file_size, file_mtime, coalesce(run_window, '') FROM ingest_log "
+            "ORDER BY file, table_name").fetchall():
         h.update(repr(row).encode())
-    for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
-        h.update(path.read_bytes())
-    package = Path(__file__).parent
-    for path in [package / "indicators" / "engine.py", package / "results.py", package / "tables.py",
-                 *sorted((package / "stats").glob("*.py"))]:
-        h.update(path.read_bytes())
+    for table in CONTENT_KEYED_TABLES:
+        h.update(_table_digest(store.con, table).encode())
+    h.update(package_source_digest().encode())
+    if not DEFINITIONS_DIR.is_relative_to(PACKAGE_DIR):  # covered above when inside the package
+        for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
+            h.update(path.read_bytes())
+    h.update(_library_versions().encode())
     h.update(f"{config.period_end}|{config.period_months}".encode())
     return h.hexdigest()
 
@@ -275,12 +332,16 @@ def _stored_facts(con) -> dict:
 
 
 def resolve_period(config: RunConfig, months: list[str]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The run's period start and end, from the parameters and the months in the store."""
+    """The run's period start and end, from the parameters and the months in the store.
+
+    The one place the period is resolved: the result goes to ``run_facts``, which pages read.
+    """
     if not months:
         raise ParameterError("The store holds no prescribing data to compute indicators from.")
     end = months[-1] if config.period_end == "latest" else config.period_end
     if end not in months:
-        raise ParameterError(f"period.end {end} is not in the data, which covers {months[0]} to {months[-1]}.")
+        raise ParameterError(f"period.end (or --period-end) {end} is not in the data, which cover "
+                             f"{months[0]} to {months[-1]}.")
     end_ts = pd.Timestamp(end + "-01")
     return end_ts - pd.DateOffset(months=config.period_months - 1), end_ts
 
@@ -377,10 +438,13 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     if config.org_codes is not None:
         unknown = [c for c in config.org_codes if c not in known]
         if unknown:
+            names = dict(zip(frame["code"], frame["name"]))
             examples = ", ".join(sorted(known)[:8])
             raise ParameterError(
-                f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s): {', '.join(unknown)}. "
-                f"The data have {len(known)} at this level, e.g. {examples}.")
+                f"Unknown {ORG_LEVEL_LABELS[level].lower()} code(s): "
+                + "; ".join(_unknown_code_text(code, names) for code in unknown)
+                + f" (asked for in organisations.codes or --orgs). The data have {len(known)} at this "
+                f"level, e.g. {examples}.")
         frame = frame[frame["code"].isin(config.org_codes)]
     elif level == "practice":
         # Practices closed (or dormant) per ODS keep their history in every level above, but get
@@ -391,6 +455,17 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     return frame.where(frame.notna(), None).to_dict("records")
 
 
+def _unknown_code_text(code: str, names: dict[str, str | None]) -> str:
+    """``code``, with the known codes (or names) closest to it, for an error message."""
+    by_code = difflib.get_close_matches(code.upper(), list(names), n=3, cutoff=0.6)
+    by_name = {str(name).upper(): c for c, name in names.items() if name}
+    by_name_hits = [by_name[n] for n in difflib.get_close_matches(code.upper(), list(by_name), n=2, cutoff=0.6)]
+    close = list(dict.fromkeys(by_code + by_name_hits))
+    if not close:
+        return code
+    return f"{code} (did you mean {', '.join(f'{c} {names[c]}' if names.get(c) else c for c in close)}?)"
+
+
 def themes_for_run(config: RunConfig) -> list[Theme]:
     themes = built_themes()
     if config.themes is None:
@@ -398,7 +473,11 @@ def themes_for_run(config: RunConfig) -> list[Theme]:
     known = {t.id: t for t in themes}
     unknown = [t for t in config.themes if t not in known]
     if unknown:
-        raise ParameterError(f"Unknown or unbuilt theme(s): {', '.join(unknown)}. "
+        hints = []
+        for theme in unknown:
+            close = difflib.get_close_matches(theme, list(known), n=2)
+            hints.append(f"{theme} (did you mean {' or '.join(close)}?)" if close else theme)
+        raise ParameterError(f"Unknown or unbuilt theme(s) in themes (or --themes): {', '.join(hints)}. "
                              f"Built themes: {', '.join(known)}.")
     return [known[t] for t in config.themes]
 
@@ -429,9 +508,67 @@ def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> l
 
 # -- the build -------------------------------------------------------------------------------------------
 
+def check_run_request(config: RunConfig) -> list[Theme]:
+    """Check what can be checked before any data is read; return the run's themes.
+
+    Themes come from the definitions and the level from a fixed list, so a mistyped one
+    fails at once rather than after ingest and indicators.
+    """
+    if config.org_level not in ORG_LEVEL_COLUMNS or config.org_level == "england":
+        raise ParameterError(f"organisations.level {config.org_level!r} is not a level pages can be built for. "
+                             f"Use one of: {', '.join(l for l in ORG_LEVEL_COLUMNS if l != 'england')}.")
+    return themes_for_run(config)
+
+
+def check_period_end(store: Store, config: RunConfig) -> None:
+    """Stop, before indicators are computed, when period.end is a month the data do not cover."""
+    resolve_period(config, store.months())
+
+
 def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildResult:
-    """Run everything; return what happened. Notebook failures are collected, not raised."""
+    """Run everything; return what happened. Notebook failures are collected, not raised.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run.
+    progress : callable, optional
+        Called with one-line progress messages.
+    render_site : bool
+        Publish the site (``outputs/site``) at the end.
+
+    Returns
+    -------
+    BuildResult
+        Ingest reports, notebook results, the site built (None when not published), timings.
+
+    Raises
+    ------
+    moopt.build_lock.OutputsBusyError
+        When another moopt command is writing the outputs folder.
+    ParameterError
+        For a theme, level, period end or organisation code the run cannot use; each is
+        checked as soon as it can be (themes and level before any data is read, codes and
+        period end right after ingest, before indicators).
+
+    Notes
+    -----
+    The published site is replaced only by a build whose notebook stage ran to its end
+    and in which at least one notebook succeeded. A build stopped part-way (killed,
+    interrupted, a crash) leaves the previous site, and marks the outputs folder
+    unfinished so that ``moopt site`` will not publish its mix of notebooks either.
+    """
     say = progress or (lambda msg: None)
+    themes = check_run_request(config)
+    with outputs_lock(config.outputs_dir, "build", say):
+        removed = remove_interrupted_notebooks(config.outputs_dir / "notebooks")
+        if removed:
+            say(f"removed {removed} unfinished notebook(s) left by an interrupted run")
+        remove_interrupted_site_folders(config.outputs_dir, say)
+        return _build_locked(config, themes, say, render_site)
+
+
+def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool) -> BuildResult:
     result = BuildResult()
     t0 = time.perf_counter()
 
@@ -451,18 +588,22 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
             say(f"ingest: {read:,} rows read = {accepted:,} accepted + {rejected:,} rejected "
                 f"(rejected rows and reasons: {store.rejects_dir})")
         result.seconds["ingest"] = time.perf_counter() - t
+        # The organisations are known now: a mistyped code or month stops here, not after the indicators.
+        orgs = organisations_for_run(store, config)
+        check_period_end(store, config)
 
         say("3/5 indicators: computing every indicator for every organisation level")
         t = time.perf_counter()
         engine_info = compute_indicators(config, store, files.synthetic, say)
         result.seconds["indicators"] = time.perf_counter() - t
-        orgs = organisations_for_run(store, config)
-        themes = themes_for_run(config)
     jobs = notebook_jobs(config, orgs, themes)
 
+    workers = min(config.workers, len(jobs))
     say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x ({len(themes)} themes + summary) "
-        f"+ England overview) on {config.workers} workers, {config.runner} kernels")
+        f"+ England overview) on {workers} workers, {config.runner} kernels")
     t = time.perf_counter()
+    # From here the notebooks on disk stop matching the last manifest until the new one is written.
+    mark_unfinished(config.outputs_dir)
     result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
                                      mode=config.runner)
     result.seconds["notebooks"] = time.perf_counter() - t
@@ -496,8 +637,13 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         "extra_pages": write_methodology(config.outputs_dir),
     }
     write_json_atomic(config.outputs_dir / "run_manifest.json", manifest)
+    mark_finished(config.outputs_dir)
 
-    if render_site:
+    if render_site and result.notebooks and len(result.failures) == len(result.notebooks):
+        say(f"5/5 site: NOT replaced: every one of the {len(result.notebooks)} notebooks failed, so the "
+            f"published site in {config.outputs_dir / 'site'} is kept (the failures are listed below "
+            "and in run_manifest.json; `moopt site` publishes them anyway)")
+    elif render_site:
         say("5/5 site: writing the Quarto project and rendering it")
         t = time.perf_counter()
         from moopt.site import build_site

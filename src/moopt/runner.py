@@ -5,15 +5,27 @@ others: its error is recorded and reported at the end, and the caller turns
 any failure into a non-zero exit code. Executed notebooks are written to a
 temporary name and renamed when complete, so a crash never leaves a
 half-written notebook that looks finished.
+
+Workers never outlive the build: each dies (with its kernels) within about a
+second of the build's death, however the build died. A worker killed under a
+notebook (by the out-of-memory killer, say) is replaced, and that notebook is
+retried once on its own; the other notebooks carry on.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import multiprocessing.util
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,38 +176,280 @@ def execute_job_warm(job: NotebookJob, outputs_dir: str, cwd: str | None = None)
 EXECUTORS = {"warm": execute_job_warm, "papermill": execute_job}
 
 
+# -- worker processes that die with the build --------------------------------------------------------
+# A worker must never outlive the build that started it: a killed build whose workers go on
+# writing notebooks leaves a mix of two runs. Each worker asks Linux to send it SIGTERM when
+# its parent dies (prctl PR_SET_PDEATHSIG), and a watchdog thread checks the parent as well
+# (other systems, and a parent that died before the request took effect). On SIGTERM a worker
+# stops its kernels (each runs in its own session, so its process group is the kernel and
+# whatever it started) before exiting.
+
+_PR_SET_PDEATHSIG = 1
+_PARENT_POLL_SECONDS = 0.5
+_STARTED = None  # the queue a worker reports each job's start on (see run_notebooks)
+_NOTEBOOK_THREAD = None  # the worker's one thread that runs notebooks (see _run_reported)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _child_pids() -> list[int]:
+    """Processes whose parent is this one (Linux /proc; elsewhere none are found)."""
+    me = os.getpid()
+    children = []
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc/self").exists() else []:
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1] == str(me):
+            children.append(int(entry.parent.name))
+    return children
+
+
+def _stop_kernels() -> None:
+    """Kill this worker's kernels and whatever they started.
+
+    SIGKILL rather than a polite shutdown: a kernel being stopped has no result worth
+    saving (its notebook is discarded), and one killed politely in the middle of starting
+    or of a message prints tracebacks into the build's log.
+    """
+    children = _child_pids()
+    for pid in children:
+        for kill in (os.killpg, os.kill):  # a kernel leads its own process group
+            try:
+                kill(pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
+    for pid in children:  # reap them, so they do not linger as zombies
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    if _WARM_CLIENT is not None:
+        try:
+            _WARM_CLIENT.km.cleanup_connection_file()
+        except Exception:  # noqa: BLE001 - only a temporary file would be left
+            pass
+
+
+def _stop_worker(signum=None, frame=None) -> None:
+    _stop_kernels()
+    os._exit(128 + (signum or signal.SIGTERM))
+
+
+def _watch_parent(parent: int, build: int) -> None:
+    while True:
+        time.sleep(_PARENT_POLL_SECONDS)
+        if os.getppid() != parent or not _alive(build):
+            _stop_worker()
+
+
+def _ask_for_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the watchdog alone stops the worker
+        pass
+
+
+def _worker_start(build_pid: int, started) -> None:
+    """Initializer of every worker: die with the build; report job starts on ``started``."""
+    global _STARTED
+    _STARTED = started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the build, which stops the workers
+    signal.signal(signal.SIGTERM, _stop_worker)
+    _ask_for_parent_death_signal()
+    # Worker processes end with os._exit, which skips atexit: stop the kernels on the way out.
+    multiprocessing.util.Finalize(None, _stop_kernels, exitpriority=10)
+    parent = os.getppid()  # the build itself, or the fork server it started
+    if not _alive(build_pid):  # the build died before the death signal was asked for
+        _stop_worker()
+    threading.Thread(target=_watch_parent, args=(parent, build_pid), daemon=True,
+                     name="moopt-watch-build").start()
+
+
+def _run_reported(execute, index: int, job: NotebookJob, outputs_dir: str, cwd: str | None) -> NotebookResult:
+    """Tell the build that job ``index`` started, then run it on this worker's notebook thread.
+
+    nbclient, run in a process's main thread, installs SIGTERM and SIGINT handlers of its own
+    (an orderly kernel shutdown that interrupts the kernel and keeps the worker alive) and
+    resets them to the defaults afterwards, which would undo the worker's handler. From
+    another thread it cannot, so the worker's main thread only waits, and a SIGTERM there
+    stops the kernels and the worker at once. One thread is kept for all of a worker's
+    notebooks because a warm kernel's client belongs to the event loop of its thread.
+    """
+    global _NOTEBOOK_THREAD
+    if _STARTED is not None:
+        _STARTED.put(index)
+    if _NOTEBOOK_THREAD is None:
+        _NOTEBOOK_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moopt-notebook")
+    return _NOTEBOOK_THREAD.submit(execute, job, outputs_dir, cwd).result()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Stop every worker now (each stops its kernels on SIGTERM); kill any still running after ``grace``."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+
+
+def _drain(queue, into: set[int]) -> None:
+    while not queue.empty():
+        into.add(queue.get())
+
+
+WORKER_DIED = ("its worker process died twice while running it (killed by the system, e.g. for lack "
+               "of memory?)")
+
+
 def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, cwd: Path | None = None,
-                  progress=None, mode: str = "warm") -> list[NotebookResult]:
+                  progress=None, mode: str = "warm", execute=None) -> list[NotebookResult]:
     """Execute every job, ``workers`` at a time, reporting progress as each finishes.
 
-    ``mode`` is ``"warm"`` (one kernel per worker, reused; the default) or ``"papermill"``
-    (``papermill.execute_notebook`` with a fresh kernel per notebook).
+    Parameters
+    ----------
+    jobs : list of NotebookJob
+        The notebooks to run.
+    outputs_dir : Path
+        The outputs folder (CSV downloads are looked for under ``csv/`` there).
+    workers : int
+        Worker processes; never more are started than there are jobs.
+    cwd : Path, optional
+        Working folder of the kernels.
+    progress : callable, optional
+        Called with one line per finished notebook.
+    mode : {"warm", "papermill"}
+        ``"warm"``: one kernel per worker, reused (the default); ``"papermill"``:
+        ``papermill.execute_notebook`` with a fresh kernel per notebook.
+    execute : callable, optional
+        Replaces the executor chosen by ``mode`` (a module-level function taking the job,
+        the outputs folder and the working folder, returning a :class:`NotebookResult`).
+
+    Returns
+    -------
+    list of NotebookResult
+        One per job, in the order of ``jobs``; a failed notebook is a result, not an error.
+
+    Notes
+    -----
+    Workers die with the build (see ``_worker_start``). When a worker process dies (the
+    pool is then broken), new workers take over: the notebooks that were running are
+    retried once each, one at a time, and a notebook whose worker dies again is reported
+    failed, so a notebook that always exhausts memory cannot stop the others. An
+    interruption (Ctrl-C, or SIGTERM turned into one by the command line) stops every
+    worker and kernel before it propagates.
     """
-    if mode not in EXECUTORS:
-        raise ValueError(f"Unknown notebook runner mode {mode!r}: use warm or papermill.")
-    execute = EXECUTORS[mode]
+    if execute is None:
+        if mode not in EXECUTORS:
+            raise ValueError(f"Unknown notebook runner mode {mode!r}: use warm or papermill.")
+        execute = EXECUTORS[mode]
     say = progress or (lambda msg: None)
-    results: list[NotebookResult] = []
     if not jobs:
-        return results
-    started = time.perf_counter()
+        return []
+    started_at = time.perf_counter()
     total = len(jobs)
     out = str(Path(outputs_dir).resolve())
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(execute, job, out, str(cwd) if cwd else None): job for job in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            job = futures[future]
-            try:
-                result = future.result()
-            except BaseException as exc:  # noqa: BLE001 - a dead worker is a failed job
-                result = NotebookResult(job.org_level, job.org_code, job.theme, job.output, "failed",
-                                        _short_error(exc), 0.0)
-            results.append(result)
-            elapsed = time.perf_counter() - started
-            remaining = elapsed / done * (total - done)
-            flag = "ok" if result.status == "ok" else f"FAILED ({result.error})"
-            say(f"[{done}/{total}] {result.org_level} {result.org_code} {result.theme}: {flag} "
-                f"{result.seconds:.1f}s (about {remaining / 60:.1f} min left)")
-    order = {(j.org_level, j.org_code, j.theme): i for i, j in enumerate(jobs)}
-    results.sort(key=lambda r: order[(r.org_level, r.org_code, r.theme)])
-    return results
+    cwd_text = str(cwd) if cwd else None
+    context = multiprocessing.get_context()
+    results: dict[int, NotebookResult] = {}
+
+    def record(index: int, result: NotebookResult) -> None:
+        results[index] = result
+        done = len(results)
+        remaining = (time.perf_counter() - started_at) / done * (total - done)
+        flag = "ok" if result.status == "ok" else f"FAILED ({result.error})"
+        say(f"[{done}/{total}] {result.org_level} {result.org_code} {result.theme}: {flag} "
+            f"{result.seconds:.1f}s (about {remaining / 60:.1f} min left)")
+
+    def failed(index: int, error: str) -> NotebookResult:
+        job = jobs[index]
+        return NotebookResult(job.org_level, job.org_code, job.theme, job.output, "failed", error, 0.0)
+
+    def run_batch(batch: list[int], width: int) -> set[int] | None:
+        """Run ``batch`` on ``width`` new workers; None when all ran, else the jobs in flight when one died."""
+        started_queue = context.SimpleQueue()
+        started: set[int] = set()
+        pool = ProcessPoolExecutor(max_workers=max(1, min(width, len(batch))), mp_context=context,
+                                   initializer=_worker_start, initargs=(os.getpid(), started_queue))
+        broken = False
+        try:
+            futures = {pool.submit(_run_reported, execute, i, jobs[i], out, cwd_text): i for i in batch}
+            for future in as_completed(futures):
+                index = futures[future]
+                _drain(started_queue, started)  # often, so the workers never fill the pipe
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a job that cannot even be run is a failed job
+                    result = failed(index, _short_error(exc))
+                record(index, result)
+            _drain(started_queue, started)
+        except BaseException:
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+        return started - results.keys() if broken else None
+
+    # When a worker dies, the pool stops every worker, so the notebooks then in flight are only
+    # suspects. Suspects are rerun one at a time, where a death names its notebook exactly: a
+    # notebook that kills its worker there too has failed twice and is given up.
+    pending = list(range(total))
+    suspects: list[int] = []
+    while pending or suspects:
+        solo = bool(suspects)
+        batch = suspects if solo else pending
+        in_flight = run_batch(batch, 1 if solo else workers)
+        if in_flight is None:
+            suspects, pending = ([], pending) if solo else (suspects, [])
+            continue
+        if not in_flight:  # no job was running: the workers cannot start at all
+            for i in batch:
+                if i not in results:
+                    record(i, failed(i, "the worker processes died before running it"))
+            suspects = [i for i in suspects if i not in results]
+            pending = [i for i in pending if i not in results]
+            continue
+        names = ", ".join(f"{jobs[i].org_code} {jobs[i].theme}" for i in sorted(in_flight))
+        if solo:
+            for i in in_flight:
+                record(i, failed(i, WORKER_DIED))
+            suspects = [i for i in suspects if i not in results]
+        else:
+            suspects = sorted(in_flight)
+            pending = [i for i in pending if i not in results and i not in in_flight]
+            say(f"a worker process died while running {names}; starting new workers: each of these "
+                "is retried once, on its own, and the other notebooks continue")
+    return [results[i] for i in range(total)]
+
+
+def remove_interrupted_notebooks(notebooks_dir: Path) -> int:
+    """Delete the temporary notebooks (``.<theme>.tmp-<pid>.ipynb``) of killed runs; return how many.
+
+    Call it only while holding the outputs lock, when no worker of another build is writing.
+    """
+    removed = 0
+    for path in Path(notebooks_dir).rglob(".*.tmp-*.ipynb") if Path(notebooks_dir).is_dir() else []:
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

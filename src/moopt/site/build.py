@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from moopt.build_lock import check_finished, outputs_lock
 from moopt.site.files import fresh_temp_dir, swap_into_place
 from moopt.site.links import check_links
 from moopt.site.plan import load_manifest, plan_site
@@ -32,6 +33,24 @@ def _render_with_quarto(quarto: str, project_dir: Path, site_dir: Path) -> None:
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-30:])
         raise RuntimeError(f"quarto render failed (exit code {result.returncode}):\n{tail}")
+
+
+def remove_interrupted_site_folders(out: Path, progress: Progress | None = None) -> list[Path]:
+    """Delete ``site.tmp-*`` and ``site.old-*`` folders that killed runs left in ``out``.
+
+    Call it only while holding the outputs lock: another command's folders in progress
+    carry the same names.
+    """
+    removed = []
+    for pattern in ("site.tmp-*", "site.old-*"):
+        for folder in sorted(Path(out).glob(pattern)):
+            if folder.is_dir() and folder.name.rsplit("-", 1)[-1] != str(os.getpid()):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed and progress is not None:
+        progress(f"site: removed {len(removed)} folder(s) left by interrupted runs "
+                 f"({', '.join(f.name for f in removed)})")
+    return removed
 
 
 def build_site(
@@ -72,6 +91,10 @@ def build_site(
     ------
     ValueError
         For an unknown renderer or an unusable code, theme id or path in the manifest.
+    moopt.build_lock.OutputsBusyError
+        When another moopt command is writing ``out``.
+    moopt.build_lock.UnfinishedBuildError
+        When the last build in ``out`` stopped during its notebooks (they may be a mix of two runs).
     QuartoNotFoundError
         When ``renderer="quarto"`` and Quarto is not installed.
 
@@ -79,7 +102,9 @@ def build_site(
     -----
     The site is rendered into ``out/site.tmp-<pid>`` and only renamed to
     ``out/site`` once complete, so a failure part-way leaves the previous
-    site (or none) in place, never a partial one.
+    site (or none) in place, never a partial one. It holds the outputs
+    folder's lock while it works, and first removes the temporary folders of
+    runs that were killed.
 
     Examples
     --------
@@ -97,6 +122,14 @@ def build_site(
         )
     chosen = "quarto" if (renderer == "quarto" or (renderer == "auto" and quarto)) else "builtin"
     out = Path(out)
+    with outputs_lock(out, "site", progress):
+        check_finished(out)
+        remove_interrupted_site_folders(out, progress)
+        return _build_site_locked(out, manifest, chosen, quarto, progress, base_config)
+
+
+def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: str | None,
+                       progress: Progress | None, base_config: Path | None) -> dict:
     if manifest is None:
         manifest = load_manifest(out)
     plan = plan_site(out, manifest)
