@@ -5,17 +5,19 @@ Builds, with NumPy, an indicator table of 20 indicators x ~7,700 organisations
 types (about 7.4 million rows), then times:
 
 1. the per-row statistics: confidence intervals, comparison with England,
-   percentiles and deciles, funnel limits with the overdispersion adjustment
-   (the four "main" steps, run ``--repeat`` times), then funnel limits
-   without the adjustment, and funnel parameters and lines. Each step
-   prints rows, wall-clock seconds (best and median of the runs), CPU
-   seconds (all threads), rows per second and the best wall-clock seconds
-   measured before the latest speed-up of these steps (see ``BEFORE``). A
-   plain pandas computation of the same percentiles and deciles (groupby
-   rank and groupby quantile) is timed on the same table, and its ratio to
-   moopt's time is printed: unlike raw seconds, the ratio can be compared
-   between runs on a busy machine;
-2. the per-series work for every sub-ICB monthly series (106 x 20): SPC,
+   funnel limits with the overdispersion adjustment (the three "main"
+   steps, run ``--repeat`` times), then funnel limits without the
+   adjustment, and funnel parameters and lines. Each step prints rows,
+   wall-clock seconds (best and median of the runs), CPU seconds (all
+   threads), rows per second and the best wall-clock seconds measured
+   before the latest speed-up of these steps (see ``BEFORE``);
+2. percentiles, deciles and quartiles as builds compute them: the indicator
+   engine's ``IndicatorEngine.benchmarked`` step, on the same table in an
+   in-memory DuckDB. A plain pandas computation of the same percentiles and
+   deciles (groupby rank and groupby quantile) is timed too, their ratio is
+   printed (unlike raw seconds, a ratio can be compared between runs on a
+   busy machine) and the numbers are compared;
+3. the per-series work for every sub-ICB monthly series (106 x 20): SPC,
    STL seasonal adjustment, GLM trend per year and the recent-trend marker;
    plus SPC for every monthly series of every level, to show the
    vectorised path at scale.
@@ -24,7 +26,7 @@ Run:  .venv/bin/python benchmarks/bench_stats.py            (national size)
       .venv/bin/python benchmarks/bench_stats.py --quick    (a tenth of the practices)
       .venv/bin/python benchmarks/bench_stats.py --per-row-only --repeat 5
 
-Targets: the four main per-row steps together in about a second for the
+Targets: the three main per-row steps together in about a second for the
 national table; series work well under a minute.
 
 The per-row steps work block by block and spread the blocks (and groups)
@@ -52,10 +54,12 @@ import statistics
 import time
 from contextlib import contextmanager
 
+import ibis
 import numpy as np
 import pandas as pd
 
 from moopt import stats
+from moopt.indicators.engine import SPREAD_COLUMNS, IndicatorEngine
 from moopt.stats._validate import worker_count
 
 LEVEL_SIZES = {  # organisations per level and a typical registered list size
@@ -181,19 +185,19 @@ def build_table(practices: int, seed: int = 2024) -> pd.DataFrame:
 # Best wall-clock seconds per step on the national table on this 2-core
 # machine with the code before the latest speed-up (single-threaded blocks;
 # best of 5 runs, one run for the unadjusted funnel). The figures before the
-# first speed-up were 0.69, 0.41, 1.89, 3.73 (total 6.72) and 11.7 seconds.
+# first speed-up were 0.69, 0.41, 3.73 and 11.7 seconds. (Percentiles and
+# deciles, once a NumPy step here at 0.56 s, are the engine's work now.)
 BEFORE = {
     "intervals": 0.28,
     "comparison": 0.10,
-    "percentiles": 0.56,
     "funnel": 1.00,
     "funnel_unadjusted": 5.46,
 }
-MAIN_STEPS = ("intervals", "comparison", "percentiles", "funnel")
+MAIN_STEPS = ("intervals", "comparison", "funnel")
 LABELS = {
     "intervals": "intervals (Wilson / exact+Byar Poisson by kind)",
     "comparison": "comparison with England (95% and 99.8%)",
-    "percentiles": "percentiles and deciles",
+    "engine_spread": "percentiles, deciles, quartiles: engine on DuckDB",
     "funnel": "funnel limits + flags, overdispersion adjusted",
     "funnel_unadjusted": "funnel limits + flags, unadjusted, count kinds",
     "lines": "funnel parameters + lines (100 points per funnel)",
@@ -215,12 +219,11 @@ def _run(function):
 
 
 def _main_steps(table: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Run the four main per-row steps in order; seconds per step and the outputs."""
+    """Run the three main per-row steps in order; seconds per step and the outputs."""
     timings = {}
     out, *timings["intervals"] = _run(
         lambda: stats.calculate_intervals(table, kind="kind", multiplier="multiplier"))
     out, *timings["comparison"] = _run(lambda: stats.calculate_comparison(out))
-    out, *timings["percentiles"] = _run(lambda: stats.assign_percentiles_and_deciles(out))
     funnel, *timings["funnel"] = _run(
         lambda: stats.calculate_funnel_limits(out, kind="kind", multiplier="multiplier"))
     return timings, out, funnel
@@ -252,13 +255,53 @@ def pandas_percentile_baseline(table: pd.DataFrame) -> tuple[np.ndarray, pd.Data
     return percentile, per_row
 
 
+def engine_spread(table: pd.DataFrame) -> tuple[pd.DataFrame, float, float]:
+    """The engine's percentiles and spread of ``table``, in the table's row order; wall and CPU seconds.
+
+    Only the engine's work inside DuckDB (materialising ``benchmarked``, as a
+    build does in its store) is timed, not moving the table in and out.
+    """
+    keys = [*GROUP_COLUMNS, "org_code"]
+    con = ibis.duckdb.connect()
+    try:
+        values = con.create_table("bench_values", table[[*keys, "value"]])
+        _, wall, cpu = _run(lambda: con.create_table(
+            "bench_benchmarked", IndicatorEngine.benchmarked(values)))
+        out = con.table("bench_benchmarked").select(*keys, "percentile", *SPREAD_COLUMNS).to_pandas()
+    finally:
+        con.disconnect()
+    return table[keys].merge(out, on=keys, how="left"), wall, cpu
+
+
+def percentiles_in_the_engine(table: pd.DataFrame, results: list) -> None:
+    """Time the engine's percentiles and spread, and check them against plain pandas."""
+    print(f"\nPercentiles, deciles and quartiles in the indicator engine ({len(table):,} rows)")
+    _print_header()
+    out, wall, cpu = engine_spread(table)
+    _print_step(LABELS["engine_spread"], len(table), [wall], [cpu], None)
+    results.append((LABELS["engine_spread"], wall))
+    # Plain pandas: same numbers, the straightforward way. England is a level of its own
+    # that the engine neither ranks nor spreads, so the comparison leaves it out.
+    (percentile, deciles), pandas_wall, _ = _run(lambda: pandas_percentile_baseline(table))
+    ranked = (table["org_level"] != "england").to_numpy()
+    same = np.allclose(percentile[ranked], out["percentile"].to_numpy(dtype=float)[ranked],
+                       rtol=1e-12, equal_nan=True) and all(
+        np.allclose(deciles[c].to_numpy()[ranked], out[c].to_numpy(dtype=float)[ranked],
+                    rtol=1e-12, equal_nan=True)
+        for c in deciles.columns if c.startswith("decile_"))
+    print(f"  plain pandas percentiles + deciles (groupby rank, groupby quantile): "
+          f"{pandas_wall:.2f} s; engine {wall:.2f} s: pandas / engine = {pandas_wall / wall:.1f}; "
+          f"same numbers: {'yes' if same else 'NO'}")
+    results.append(("pandas percentile baseline", pandas_wall))
+
+
 def per_row_statistics(
     table: pd.DataFrame, results: list, repeat: int = 3, national: bool = True
 ) -> None:
     """Time the per-row steps; ``national`` False leaves out the (national) before figures."""
     before = BEFORE if national else dict.fromkeys(BEFORE)
     rows = len(table)
-    print(f"\nPer-row statistics on {rows:,} rows: the four main steps run {repeat} time(s) "
+    print(f"\nPer-row statistics on {rows:,} rows: the three main steps run {repeat} time(s) "
           f"on up to {worker_count()} thread(s); seconds are wall-clock (best and median), "
           "cpu s is the best run's CPU time")
     walls = {step: [] for step in MAIN_STEPS}
@@ -284,7 +327,7 @@ def per_row_statistics(
         before_total = sum(BEFORE[step] for step in MAIN_STEPS)
         comparison = f"{before_total:>10.2f}{before_total / best_total:8.1f}x"
     cpu_total = cpu_totals[totals.index(best_total)]
-    print(f"  {'total of the four main steps':<50s}{rows:>11,d}{best_total:8.2f}"
+    print(f"  {'total of the three main steps':<50s}{rows:>11,d}{best_total:8.2f}"
           f"{median_total:8.2f}{cpu_total:7.2f}{rows / best_total:>13,.0f}{comparison}")
     print(f"  (first run, key columns factorised and grouped from scratch: {totals[0]:.2f} s, "
           f"cpu {cpu_totals[0]:.2f} s)")
@@ -301,17 +344,6 @@ def per_row_statistics(
     _, wall_lines, cpu_lines = _run(lambda: stats.calculate_funnel_lines(params))
     _print_step(LABELS["lines"], rows, [wall + wall_lines], [cpu + cpu_lines], None)
     results.append((LABELS["lines"], wall + wall_lines))
-
-    # Plain pandas for comparison: same numbers, the straightforward way.
-    (percentile, deciles), pandas_wall, _ = _run(lambda: pandas_percentile_baseline(table))
-    ours = min(walls["percentiles"])
-    same = np.array_equal(percentile, out["percentile"].to_numpy(), equal_nan=True) and all(
-        np.allclose(deciles[c].to_numpy(), out[c].to_numpy(), rtol=1e-12, equal_nan=True)
-        for c in deciles.columns if c.startswith("decile_"))
-    print(f"  plain pandas percentiles + deciles (groupby rank, groupby quantile): "
-          f"{pandas_wall:.2f} s; moopt {ours:.2f} s: {pandas_wall / ours:.1f}x faster; "
-          f"same numbers: {'yes' if same else 'NO'}")
-    results.append(("pandas percentile baseline", pandas_wall))
 
     flagged = (funnel["funnel_flag_99_8"] != "inside").mean()
     significant = (out["england_comparison_99_8"].isin(["higher", "lower"])).mean()
@@ -352,7 +384,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="630 practices instead of 6,300")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of the four main per-row steps (default 3)")
+                        help="runs of the three main per-row steps (default 3)")
     parser.add_argument("--per-row-only", action="store_true",
                         help="skip the per-series work (SPC, STL, GLM)")
     args = parser.parse_args()
@@ -366,6 +398,7 @@ def main() -> None:
           f"{table.memory_usage(deep=True).sum() / 1e9:.2f} GB in "
           f"{time.perf_counter() - start:.1f} s")
     per_row_statistics(table, results, repeat=args.repeat, national=not args.quick)
+    percentiles_in_the_engine(table, results)
     if not args.per_row_only:
         series_work(table, results)
 

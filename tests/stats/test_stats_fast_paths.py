@@ -26,16 +26,14 @@ import moopt.stats._validate as validate
 import moopt.stats.funnels as funnels
 import moopt.stats.intervals as intervals
 from moopt.stats import (
-    assign_percentiles,
-    assign_percentiles_and_deciles,
     calculate_comparison,
-    calculate_deciles,
     calculate_funnel_limits,
     calculate_funnel_parameters,
     calculate_intervals,
     poisson_exact_control_limits,
 )
 from moopt.stats.ranking import _first_row_of_each_group
+from oracles.ranking import assign_percentiles, assign_percentiles_and_deciles, calculate_deciles
 
 GROUPS = ["indicator_id", "org_level", "period", "period_type"]
 KINDS = ("proportion", "rate", "ratio", "none")

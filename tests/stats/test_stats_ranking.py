@@ -1,4 +1,4 @@
-"""Percentiles, deciles and recent-percentile ranking."""
+"""The percentile and decile oracle (tests/oracles/ranking.py) on worked values and pandas/NumPy."""
 
 import numpy as np
 import pandas as pd
@@ -6,12 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moopt.stats import (
+from oracles.ranking import (
     assign_deciles,
     assign_percentiles,
     assign_percentiles_and_deciles,
     calculate_deciles,
-    calculate_percentile_ranking,
 )
 
 WORKED = [0.12, 0.09, 0.15, 0.09, 0.14, 0.075, 0.15, 0.08, 0.10, 0.16, 0.11, 0.13]
@@ -112,44 +111,6 @@ def test_bad_inputs():
         assign_percentiles(tidy([1.0, np.inf]))
     with pytest.raises(ValueError, match="between 0 and 100"):
         calculate_deciles(tidy([1.0]), deciles=[110])
-
-
-def test_percentile_ranking_over_last_six_periods():
-    periods = pd.date_range("2024-01-01", periods=8, freq="MS")
-    rows = []
-    for i, p in enumerate(periods):
-        # Org X is at the top early on and at the bottom in the last six months.
-        rows.append(("X", p, 100.0 if i < 2 else 0.0))
-        rows.append(("Y", p, 0.0 if i < 2 else 100.0))
-    df = pd.DataFrame(rows, columns=["org_code", "period", "percentile"])
-    df["indicator_id"] = "A"
-    df["org_level"] = "pcn"
-    df["period_type"] = "month"
-    out = calculate_percentile_ranking(df, improvement_direction="decrease").set_index("org_code")
-    assert out.loc["X", "mean_percentile"] == 0.0
-    assert out.loc["Y", "mean_percentile"] == 100.0
-    assert out.loc["X", "periods_used"] == 6
-    assert out.loc["Y", "rank_within_indicator"] == 1
-    up = calculate_percentile_ranking(df, improvement_direction="increase").set_index("org_code")
-    assert up.loc["X", "concern_percentile"] == 100.0 and up.loc["X", "rank_within_indicator"] == 1
-    neutral = calculate_percentile_ranking(df, improvement_direction="neutral")
-    assert neutral["rank_within_indicator"].isna().all()
-
-
-def test_rank_within_organisation_orders_indicators():
-    df = pd.DataFrame(
-        {
-            "indicator_id": ["A", "B", "C"],
-            "org_code": ["X"] * 3,
-            "org_level": ["pcn"] * 3,
-            "period_type": ["month"] * 3,
-            "period": pd.Timestamp("2024-01-01"),
-            "percentile": [20.0, 90.0, 50.0],
-            "improvement_direction": ["decrease", "decrease", "increase"],
-        }
-    )
-    out = calculate_percentile_ranking(df).set_index("indicator_id")
-    assert out["rank_within_organisation"].to_dict() == {"A": 3, "B": 1, "C": 2}
 
 
 @settings(max_examples=100, deadline=None)

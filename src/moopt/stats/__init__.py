@@ -13,9 +13,6 @@ intervals
 compare
     Higher / similar / lower than a benchmark, and better / worse by the
     indicator's improvement direction.
-ranking
-    OpenPrescribing percentiles and national deciles; ranking by mean
-    percentile over recent periods.
 funnels
     Funnel limits with Spiegelhalter's overdispersion adjustment, per
     organisation and as lines for drawing.
@@ -26,10 +23,12 @@ spc
     NHS "Making Data Count" XmR charts for many series at once.
 trends
     STL seasonal adjustment, GLM change per year, Fingertips recent trend.
-rolling
-    Rolling 12-month totals.
 savings
     Cost-saving opportunity at a target percentile.
+
+Percentiles, national deciles, quartiles and 12-month rolling values are
+not here: the indicator engine computes them, in one place
+(:mod:`moopt.indicators.engine`).
 
 Column names for confidence levels use the level in per cent with "_" for
 the decimal point: ``lower_95``, ``upper_99_8``, ``england_comparison_95``,
@@ -62,14 +61,6 @@ from moopt.stats.intervals import (
     wilson_limits,
 )
 from moopt.stats.peers import assign_peer_groups, calculate_peer_benchmark
-from moopt.stats.ranking import (
-    assign_deciles,
-    assign_percentiles,
-    assign_percentiles_and_deciles,
-    calculate_deciles,
-    calculate_percentile_ranking,
-)
-from moopt.stats.rolling import calculate_rolling_values
 from moopt.stats.savings import calculate_cost_savings
 from moopt.stats.spc import calculate_spc, calculate_spc_summary
 from moopt.stats.trends import (
@@ -84,23 +75,17 @@ __all__ = [
     "IMPROVEMENT_DIRECTIONS",
     "INDICATOR_KINDS",
     "assessment_column",
-    "assign_deciles",
     "assign_peer_groups",
-    "assign_percentiles",
-    "assign_percentiles_and_deciles",
     "calculate_comparison",
     "calculate_cost_savings",
-    "calculate_deciles",
     "calculate_funnel_limits",
     "calculate_funnel_lines",
     "calculate_funnel_parameters",
     "calculate_intervals",
     "calculate_peer_benchmark",
-    "calculate_percentile_ranking",
     "calculate_rate_interval",
     "calculate_ratio_interval",
     "calculate_recent_trend",
-    "calculate_rolling_values",
     "calculate_seasonal_adjustment",
     "calculate_spc",
     "calculate_spc_summary",

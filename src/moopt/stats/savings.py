@@ -50,8 +50,8 @@ def calculate_cost_savings(
     Parameters
     ----------
     df : pandas.DataFrame
-        The tidy indicator table with target columns (e.g. ``decile_10``
-        from :func:`moopt.stats.ranking.assign_deciles`).
+        The tidy indicator table with target columns (e.g. ``decile_10``,
+        which the indicator engine puts on every row of ``indicator_values``).
     numerator, denominator : str
         The indicator's numerator and denominator (value = numerator /
         denominator x multiplier).

@@ -1,4 +1,12 @@
-"""Rolling 12-month (or other window) totals of monthly series."""
+"""Test oracle: rolling 12-month (or other window) totals of monthly series, with NumPy.
+
+The builds compute rolling values in the indicator engine
+(:meth:`moopt.indicators.engine.IndicatorEngine.with_rolling`, Ibis on
+DuckDB); this independent implementation, once part of ``moopt.stats``, now
+lives under ``tests/`` to check the engine's numbers
+(``tests/test_engine_spread.py``) and is itself checked against pandas
+``rolling`` (``tests/stats/test_stats_rolling_savings.py``).
+"""
 
 from __future__ import annotations
 
