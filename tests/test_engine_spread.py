@@ -245,10 +245,6 @@ def test_a_missing_month_or_denominator_breaks_every_window_that_holds_it():
     assert_rolling_agrees(engine, oracle_rolling(monthly))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine defect: with_rolling counts months and denominators but not numerators, so a month whose "
-    "numerator is unknown (e.g. ADQ missing from a legacy file) is summed as if it were 0 and the "
-    "12-month value is too low; the oracle and the engine's own docstring give no value"))
 def test_a_month_with_an_unknown_numerator_gives_no_rolling_value():
     months = 13
     monthly = monthly_series("A00001", [4] * 3 + [None] + [4] * 9, [10] * months)

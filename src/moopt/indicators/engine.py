@@ -336,8 +336,11 @@ class IndicatorEngine:
             den_mean_12=m.denominator.mean().over(w),
             months_12=m.month.count().over(w),
             den_months_12=m.denominator.count().over(w),
+            num_months_12=m.numerator.count().over(w),
         )
-        complete = (rolled.months_12 == 12) & (rolled.den_months_12 == 12)
+        # A month with an unknown numerator or denominator breaks every window that holds it
+        # (counting it as 0 would understate the 12-month value).
+        complete = (rolled.months_12 == 12) & (rolled.den_months_12 == 12) & (rolled.num_months_12 == 12)
         rolling = rolled.filter(complete).select(
             "indicator_id", "org_level", "org_code", "org_name", "multiplier", "n_practices",
             *PARENT_COLUMNS,
