@@ -264,3 +264,16 @@ def test_month_drop_warning_share_is_validated(tmp_path, value):
         load_config(params, project_dir=tmp_path)
     params.write_text("data: {month_drop_warning_share: 0.8}\n")
     assert load_config(params, project_dir=tmp_path).month_drop_warning_share == 0.8
+
+
+def test_memory_limit_can_be_taken_twice_after_spilling(tmp_path):
+    """Ingest and then the indicator stage each hold DuckDB to a limit on the same connection."""
+    from moopt.store import Store
+
+    with Store(tmp_path / "store" / "moopt.duckdb") as s:
+        for _ in range(2):
+            with s.memory_limit("200MB"):
+                # a sort large enough to spill at this limit, which fixes DuckDB's temporary folder
+                s.con.execute("CREATE OR REPLACE TABLE big AS SELECT range AS i, md5(range::VARCHAR) AS h "
+                              "FROM range(4000000) ORDER BY h").fetchall()
+        assert s.con.execute("SELECT count(*) FROM big").fetchall()[0][0] == 4_000_000

@@ -329,7 +329,11 @@ class Store:
         before = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         spill = self.path.parent / "spill"
         spill.mkdir(parents=True, exist_ok=True)
-        self.con.execute(f"SET temp_directory = {_quote(spill)}")
+        # DuckDB refuses to move its temporary folder once it has spilled there, so a second
+        # limited stage on the same connection (ingest, then indicators) keeps the one it has.
+        current = self.con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+        if Path(current or ".").resolve() != spill.resolve():
+            self.con.execute(f"SET temp_directory = {_quote(spill)}")
         self.con.execute(f"SET memory_limit = '{limit.strip()}'")
         try:
             yield
