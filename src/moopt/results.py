@@ -18,7 +18,8 @@ computes, for every organisation at every level and every period:
   per year and the recent-trend marker;
 * intervals for supplied indicators' breakdown groups.
 
-The work runs one indicator at a time, so memory is bounded by the largest
+A digest per indicator of everything stored (``results_digests``) lets the build
+cache re-run only the pages whose results changed. The work runs one indicator at a time, so memory is bounded by the largest
 indicator, not the national table; each step is vectorised over every series
 of that indicator. Results go to staging tables that replace the published
 ones in one transaction at the end, so a failed run leaves the previous
@@ -290,10 +291,27 @@ class _Staging:
             con.unregister("_peers_frame")
         for name in RESULT_TABLES:
             check_columns(con, name)
+        write_digests(con)
 
     def discard(self) -> None:
         for name in RESULT_TABLES:
             self.con.execute(f"DROP TABLE IF EXISTS _staging_{name}")
+
+
+def write_digests(con: duckdb.DuckDBPyConnection) -> None:
+    """``results_digests``: per indicator, an order-independent hash of its rows in every result table.
+
+    Pages read the results of their indicators; the build cache compares these digests (with the
+    notebook, its parameters and moopt's source) to decide whether a page must be re-run.
+    """
+    parts = " UNION ALL ".join(
+        f"SELECT indicator_id, '{name}' AS source, bit_xor(hash(t)) AS h FROM {name} t GROUP BY indicator_id"
+        for name in RESULT_TABLES)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE results_digests AS
+        SELECT indicator_id, md5(string_agg(source || ':' || h::VARCHAR, ',' ORDER BY source)) AS digest
+        FROM ({parts}) GROUP BY indicator_id ORDER BY indicator_id""")
+    check_columns(con, "results_digests")
 
 
 def _breakdowns(con: duckdb.DuckDBPyConnection, indicators: list[Indicator]) -> pd.DataFrame:

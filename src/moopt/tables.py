@@ -184,6 +184,12 @@ TABLES: dict[str, Table] = {t.name: t for t in (
               ("seasonal_terms", "BOOLEAN", "True when the model allows for the month of the year."),
               ("recent_trend", "VARCHAR", "Last five points, test for trend at 99.8% (non-seasonal indicators)."),
           )),
+    Table("results_digests", "moopt.results", "indicator",
+          "A digest of everything the results stage stored for each indicator, so that a page is rebuilt "
+          "only when the results it shows change.", _cols(
+              ("indicator_id", "VARCHAR", "Indicator id."),
+              ("digest", "VARCHAR", "Order-independent hash of the indicator's rows in every result table."),
+          )),
     Table("breakdown_results", "moopt.results", "indicator x organisation x period x breakdown",
           "Supplied indicators' breakdown groups (e.g. follow-up completed or not) with intervals.", _cols(
               *SERIES_KEY,
