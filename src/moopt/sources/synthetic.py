@@ -695,6 +695,13 @@ _CLASS_EFFECTS: dict[str, _ClassEffect] = {
     "sglt2": _ClassEffect(0.30, 0.20, -0.05, 0.0, "diabetes"),
     "strips": _ClassEffect(0.35, 0.30, 0.0, 0.0, "diabetes"),
     "other": _ClassEffect(0.12, 0.05, 0.03, 0.02),
+    # Preferences that split a family between practices: dry powder and soft mist devices
+    # against MDIs, the strongest opioid strengths, DOACs prescribed by brand, and products
+    # NHS England says should not routinely be prescribed.
+    "low_carbon_inhaler": _ClassEffect(0.40, 0.30, -0.05, 0.0, "ics"),
+    "high_dose_opioid": _ClassEffect(0.35, 0.15, 0.05, 0.0, "opioid"),
+    "doac_brand": _ClassEffect(0.60, 0.35, 0.0, 0.0, "anticoagulant"),
+    "low_priority": _ClassEffect(0.45, 0.30, 0.0, 0.0),
 }
 _GENERAL_PRACTICE_SD = 0.08
 # About 0.5% of practices are outliers: half for antibacterials, half for hypnotics/anxiolytics.
