@@ -542,6 +542,221 @@ def test_older_lists_prescribe_more(small):
 
 
 # ---------------------------------------------------------------------------------------------
+# Prescribing: presentations for the current national priority measures (issue 13)
+# ---------------------------------------------------------------------------------------------
+# Code lists follow ../shared/reference/indicators-current.md; they are written out here so the
+# checks do not depend on the generator's own tables.
+
+# UK-AWaRe chemicals (reference section 3.2) among the antibacterials the generator prescribes.
+AWARE_ACCESS = (
+    "0501011P0", "0501012G0", "0501013B0", "0501015P0", "0501021L0", "0501030I0", "0501040H0",
+    "0501080W0", "0501110C0", "0501130R0",
+)  # fmt: skip
+AWARE_WATCH = ("0501013K0", "0501030L0", "0501030P0", "0501050A0", "0501050B0", "0501060D0",
+               "0501120L0")  # fmt: skip
+# Inhalers by device (reference section 3.5): pressurised metered-dose against dry powder and
+# soft mist inhalers.
+MDI_CODES = ("0301011R0AAAPAP", "0301011R0BEAIAP", "0301011R0BIAFAP", "0302000C0BPABBF",
+             "0302000C0BQAABX", "0302000N0BCAEBF", "0302000N0BDAABJ")  # fmt: skip
+LOW_CARBON_INHALER_CODES = (
+    "0301011V0BBAMAL", "0301011R0BWAABZ", "0301011R0BEAHAQ", "0301020Q0BBACAC",
+    "0302000C0BRAABY", "0302000K0BHAAAM", "0302000K0BDABAM", "0302000N0BCACAZ",
+    "0302000V0BBABAB",
+)  # fmt: skip
+# Statins: chemical -> strength suffixes of high intensity (reference section 3.7).
+STATIN_HIGH_INTENSITY = {"0212000B0": ("AB", "AC", "AD"), "0212000AA": ("AA", "AB", "AC"),
+                         "0212000Y0": ("AH",), "0212000X0": ()}  # fmt: skip
+# Long-acting opioid presentations at or above the high-dose thresholds (reference section 3.4).
+HIGH_DOSE_OPIOIDS = ("0407020Q0BBACAI", "0407020ADBEADAH", "0407020A0AAAFAF", "0407020B0BDABAF",
+                     "0407020AGBBAEAE")  # fmt: skip
+# Regular long-acting forms, all strengths (the denominator of the high-dose share).
+LONG_ACTING_OPIOIDS = (
+    r"^(0407020Q0.*(AK|AL|AI)$|0407020AD.*(AF|AH)$|0407020A0.*(AE|AF|AU)$|0407020B0|0407020AG)"
+)
+# Oral morphine equivalent mg per unit of quantity (strength x factor; patches x hours worn),
+# for every BNF 4.7.2 presentation the generator prescribes (reference section 3.3).
+OME_PER_UNIT = {
+    "040702040AAAAAA": 50 * 0.1, "0407020A0AAAEAE": 0.025 * 72 * 100,
+    "0407020A0AAAFAF": 0.05 * 72 * 100, "0407020A0AAAUAU": 0.012 * 72 * 100,
+    "0407020ADAAACAC": 5 * 1.5, "0407020ADAAAFAF": 10 * 1.5, "0407020ADBEADAH": 40 * 1.5,
+    "0407020AFBBAAAA": 10 * 1.5, "0407020AGBBACAC": 50 * 0.4, "0407020AGBBAEAE": 150 * 0.4,
+    "0407020B0BDABAF": 0.0525 * 96 * 100, "0407020B0BEAAAH": 0.005 * 168 * 100,
+    "0407020B0BHABAI": 0.010 * 168 * 100, "0407020C0AAAEAE": 30 * 0.1,
+    "0407020G0AAACAC": 30 * 0.1, "0407020Q0AAAKAK": 10, "0407020Q0AAALAL": 30,
+    "0407020Q0AACNCN": 2, "0407020Q0BBACAI": 60, "0407020Q0BCAGCN": 2,
+}  # fmt: skip
+# Gabapentinoid DDDs per unit (mg per unit / WHO DDD: gabapentin 1800 mg, pregabalin 300 mg).
+DDD_PER_UNIT = {
+    "0408010G0AAAAAA": 100 / 1800, "0408010G0AAABAB": 300 / 1800, "0408010G0AAAJAJ": 600 / 1800,
+    "0408010AEAAACAC": 75 / 300, "0408010AEAAAEAE": 150 / 300, "0408010AEAAAGAG": 300 / 300,
+}  # fmt: skip
+BEST_VALUE_DOACS = ("0208020Y0AA", "0208020Z0AA")  # generically prescribed rivaroxaban, apixaban
+RECOMMENDED_STRIPS = ("0601060D0CUAAA0", "0601060D0CUABA0", "0601060D0CIAAA0")
+LOW_PRIORITY = r"^(0403010J0|0602010M0|0212000AB|0203020D0|0501030P0|0407020AF|1502010J0.*EL$)"
+
+# Presentations added for the measures, with the range every row's quantity per item must be in.
+PRIORITY_QUANTITIES = {
+    "0501013B0AAABAB": (15, 42), "0501030I0AAABAB": (6, 14), "0501030L0AAABAB": (28, 84),
+    "0501050A0AAAGAG": (6, 24), "0407020A0AAAUAU": (5, 10), "0407020A0AAAEAE": (5, 10),
+    "0407020A0AAAFAF": (5, 10), "0407020B0BEAAAH": (4, 4), "0407020B0BDABAF": (4, 8),
+    "0407020Q0AAAKAK": (56, 60), "0407020Q0BBACAI": (56, 60), "0407020ADBEADAH": (56, 56),
+    "0407020Q0BCAGCN": (100, 500), "0407020Q0AACNCN": (100, 500), "0407020AGBBAEAE": (56, 56),
+    "0408010G0AAAJAJ": (84, 100), "0408010AEAAAGAG": (56, 56), "0212000B0AAADAD": (28, 56),
+    "0212000Y0AAABAB": (28, 56), "0208020Z0BBABAB": (56, 56), "0208020Y0BBACAC": (28, 28),
+    "0301011R0BIAFAP": (1, 2), "0301011R0BWAABZ": (1, 2), "0301011R0BEAIAP": (1, 3),
+    "0302000C0BRAABY": (1, 2), "0302000N0BCAEBF": (1, 2), "0301020Q0BBACAC": (1, 2),
+    "0601060D0CUAAA0": (50, 100), "0601060D0BWABA0": (50, 100), "0602010M0AAAAAA": (28, 28),
+    "1502010J0AAELEL": (30, 30), "0407020AFBBAAAA": (56, 56),
+}  # fmt: skip
+
+
+def _starts(codes: pd.Series, prefixes) -> pd.Series:
+    return codes.str.startswith(tuple(prefixes))
+
+
+def _high_intensity_statin(codes: pd.Series) -> pd.Series:
+    return pd.Series(
+        [code[-2:] in STATIN_HIGH_INTENSITY.get(code[:9], ()) for code in codes], index=codes.index
+    )
+
+
+@pytest.fixture(scope="module")
+def priorities(small):
+    """Numerators and denominators of the current priority measures, by month (rows) and by
+    practice (``practice``), computed from the files alone."""
+    epd = small["epd"]
+    lists = small["lists"]
+    code = epd.BNF_CODE
+    practices = small["map"].PRACTICE_CODE
+    statin = _starts(code, STATIN_HIGH_INTENSITY)
+    doac = _starts(code, ("0208020AA", "0208020X0", "0208020Y0", "0208020Z0"))
+    amoxicillin = code == "0501013B0AAABAB"
+    not_salbutamol = ~code.str.startswith("0301011R0")
+    parts = {
+        "access": (_starts(code, AWARE_ACCESS), "ITEMS"),
+        "aware": (_starts(code, AWARE_ACCESS + AWARE_WATCH), "ITEMS"),
+        "amox_long": (amoxicillin & (epd.QUANTITY > 15), "ITEMS"),
+        "amox": (amoxicillin, "ITEMS"),
+        "mdi": (code.isin(MDI_CODES) & not_salbutamol, "ITEMS"),
+        "inhalers": (code.isin(MDI_CODES + LOW_CARBON_INHALER_CODES) & not_salbutamol, "ITEMS"),
+        "statin_high": (statin & _high_intensity_statin(code), "ITEMS"),
+        "statin": (statin, "ITEMS"),
+        "doac_best_value": (_starts(code, BEST_VALUE_DOACS), "ITEMS"),
+        "doac": (doac, "ITEMS"),
+        "strips_recommended": (code.isin(RECOMMENDED_STRIPS), "ITEMS"),
+        "strips": (_starts(code, ("0601060D0", "0601060X0")), "ITEMS"),
+        "high_dose_opioid": (code.isin(HIGH_DOSE_OPIOIDS), "ITEMS"),
+        "long_acting_opioid": (code.str.match(LONG_ACTING_OPIOIDS), "ITEMS"),
+        "opioid_items": (code.str.startswith("040702"), "ITEMS"),
+        "saba_inhalers": (_starts(code, ("0301011R0", "0301011V0")), "TOTAL_QUANTITY"),
+        "low_priority_cost": (code.str.match(LOW_PRIORITY), "ACTUAL_COST"),
+    }
+    frame = epd[["YEAR_MONTH", "PRACTICE_CODE"]].copy()
+    for name, (mask, column) in parts.items():
+        frame[name] = epd[column].where(mask, 0.0)
+    frame["ome"] = epd.TOTAL_QUANTITY * code.map(OME_PER_UNIT).fillna(0.0)
+    frame["ddd"] = epd.TOTAL_QUANTITY * code.map(DDD_PER_UNIT).fillna(0.0)
+    by_month = frame.drop(columns="PRACTICE_CODE").groupby("YEAR_MONTH").sum()
+    patients = lists[lists.SEX == "ALL"]
+    months = patients.file.str.extract(r"_(\d{6})\.csv$")[0].astype(int)
+    by_month["patients"] = patients.groupby(months).NUMBER_OF_PATIENTS.sum()
+    by_practice = frame[frame.PRACTICE_CODE.isin(practices)].drop(columns="YEAR_MONTH")
+    return {"month": by_month, "practice": by_practice.groupby("PRACTICE_CODE").sum()}
+
+
+def test_priority_presentations_are_prescribed_with_plausible_quantities(small):
+    epd = small["epd"]
+    n_months = epd.YEAR_MONTH.nunique()
+    for code, (low, high) in PRIORITY_QUANTITIES.items():
+        rows = epd[epd.BNF_CODE == code]
+        assert rows.YEAR_MONTH.nunique() == n_months, code
+        assert rows.QUANTITY.between(low, high).all(), (code, sorted(rows.QUANTITY.unique()))
+    # Course lengths: amoxicillin 500 mg capsules as 5-day (15) and 7-day (21) courses,
+    # doxycycline 100 mg as 5-day (6) and longer, morphine solution above 300 ml at times.
+    amoxicillin = epd[epd.BNF_CODE == "0501013B0AAABAB"]
+    assert {15, 21} <= set(amoxicillin.QUANTITY)
+    long_share = amoxicillin.ITEMS[amoxicillin.QUANTITY > 15].sum() / amoxicillin.ITEMS.sum()
+    assert 0.3 <= long_share <= 0.7
+    doxycycline = epd[epd.BNF_CODE == "0501030I0AAABAB"]
+    long_share = doxycycline.ITEMS[doxycycline.QUANTITY > 6].sum() / doxycycline.ITEMS.sum()
+    assert 0.5 <= long_share <= 0.9
+    morphine = epd[epd.BNF_CODE.str.match(r"^0407020Q0.*CN$")]
+    large = morphine.TOTAL_QUANTITY[morphine.QUANTITY > 300].sum() / morphine.TOTAL_QUANTITY.sum()
+    assert 0.05 <= large <= 0.4
+    # Every 4.7.2 opioid presentation has an OME factor in this test, so OME sums are whole.
+    opioids = set(epd.BNF_CODE[epd.BNF_CODE.str.startswith("040702")])
+    assert opioids <= set(OME_PER_UNIT), sorted(opioids - set(OME_PER_UNIT))
+
+
+def test_priority_measures_have_plausible_levels_every_month(priorities):
+    m = priorities["month"]
+    shares = {
+        "access": ("aware", 0.70, 0.90),
+        "amox_long": ("amox", 0.30, 0.70),
+        "mdi": ("inhalers", 0.30, 0.70),  # excluding salbutamol, as OpenPrescribing does
+        "statin_high": ("statin", 0.60, 0.90),
+        "doac_best_value": ("doac", 0.60, 0.95),
+        "strips_recommended": ("strips", 0.50, 0.95),
+        "high_dose_opioid": ("long_acting_opioid", 0.05, 0.30),
+    }
+    for numerator, (denominator, low, high) in shares.items():
+        assert (m[numerator] > 0).all(), numerator
+        share = m[numerator] / m[denominator]
+        assert share.between(low, high).all(), (numerator, share.round(3).tolist())
+    per_1000 = m.div(m.patients / 1000.0, axis=0)
+    assert per_1000.ome.between(5_000, 40_000).all()  # mg OME per 1,000 patients a month
+    assert per_1000.ddd.between(200, 1_500).all()  # gabapentinoid DDDs per 1,000 a month
+    assert per_1000.high_dose_opioid.between(0.3, 3.0).all()
+    assert (per_1000.saba_inhalers * 12 / 1000).between(0.2, 1.0).all()  # per patient a year
+    assert per_1000.low_priority_cost.between(10, 300).all()  # £ per 1,000 a month
+
+
+def test_priority_trends_go_the_stated_way(priorities):
+    """Access share and high-intensity statin share rise, MDI share and opioid volumes fall.
+    Whole years are compared so that seasonal patterns cancel; the first and last three
+    months are compared too."""
+    m = priorities["month"]
+    first_year, last_year = m.iloc[:12].sum(), m.iloc[-12:].sum()
+    first_3, last_3 = m.iloc[:3].sum(), m.iloc[-3:].sum()
+
+    def share(totals, numerator, denominator):
+        return totals[numerator] / totals[denominator]
+
+    for numerator, denominator, change in [
+        ("access", "aware", 0.003), ("statin_high", "statin", 0.01), ("mdi", "inhalers", -0.01),
+    ]:  # fmt: skip
+        yearly = share(last_year, numerator, denominator) - share(
+            first_year, numerator, denominator
+        )
+        quarterly = share(last_3, numerator, denominator) - share(first_3, numerator, denominator)
+        assert yearly * np.sign(change) > abs(change), (numerator, yearly)
+        assert quarterly * np.sign(change) > 0, (numerator, quarterly)
+    for volume in ("ome", "opioid_items", "high_dose_opioid"):
+        rate_first = first_year[volume] / first_year.patients
+        rate_last = last_year[volume] / last_year.patients
+        assert 0.85 < rate_last / rate_first < 0.99, (volume, rate_last / rate_first)
+
+
+def test_practices_differ_in_priority_shares(priorities):
+    """Each share varies between practices far more than chance would make it vary if every
+    practice prescribed alike (binomial dispersion about 1)."""
+    p = priorities["practice"]
+    for numerator, denominator in [
+        ("access", "aware"), ("amox_long", "amox"), ("mdi", "inhalers"),
+        ("statin_high", "statin"), ("doac_best_value", "doac"),
+        ("strips_recommended", "strips"), ("high_dose_opioid", "long_acting_opioid"),
+    ]:  # fmt: skip
+        n = p[denominator]
+        n = n[n > 0]
+        x = p.loc[n.index, numerator]
+        overall = x.sum() / n.sum()
+        dispersion = (((x - n * overall) ** 2) / (n * overall * (1 - overall))).sum() / (len(n) - 1)
+        assert dispersion > 3, (numerator, dispersion)
+        shares = x / n
+        assert shares.quantile(0.75) - shares.quantile(0.25) > 0.01, numerator
+
+
+# ---------------------------------------------------------------------------------------------
 # Determinism
 # ---------------------------------------------------------------------------------------------
 

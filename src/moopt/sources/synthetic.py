@@ -17,6 +17,15 @@ winter or summer seasonality and slow national trends, and vary between practice
 log-normal practice, sub-ICB, deprivation and care-home effects. Monthly counts are Poisson-gamma,
 then split across pack sizes the way real EPD rows are.
 
+The formulary also carries the presentations that today's national medicines optimisation
+measures need (UK-AWaRe Access and Watch antibiotics, 5- and 7-day amoxicillin courses,
+long-acting opioids either side of the high-dose thresholds, gabapentinoid and statin strengths,
+branded and generic DOACs, metered-dose against dry powder and soft mist inhalers, glucose strips
+in and outside NHS England's list, low-priority products), with trends that move those measures
+the way national data have: the Access share and the high-intensity statin share rise, the MDI
+share and opioid volumes fall. Class effects give each practice its own preferences for inhaler
+device, high-dose opioids, DOAC brands and low-priority products.
+
 Month-to-month variation
 ------------------------
 Real monthly prescribing moves by a few per cent from month to month for reasons no seasonal
