@@ -6,13 +6,13 @@ import ast
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from factories import copy_project
 
 from moopt.indicators.definitions import get_indicator
 from moopt.results import verdict_columns
@@ -93,10 +93,7 @@ def test_pages_and_notebooks_compute_no_statistics():
 def built(tmp_path_factory) -> Path:
     from moopt.cli import main
 
-    folder = tmp_path_factory.mktemp("results_project")
-    for name in ("notebooks", "parameters"):
-        shutil.copytree(ROOT / name, folder / name)
-    shutil.copy(ROOT / "_quarto.yml", folder / "_quarto.yml")
+    folder = copy_project(tmp_path_factory.mktemp("results_project"))
     cwd = os.getcwd()
     os.chdir(folder)
     try:
