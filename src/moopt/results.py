@@ -50,7 +50,6 @@ MIN_SPC_POINTS = 6
 MIN_TREND_POINTS = 24
 RESULT_TABLES = ("indicator_results", "funnel_parameters", "funnel_lines", "spc_points", "spc_series",
                  "trends", "breakdown_results")
-FUNNEL_SIDE = {"above": "higher", "inside": "similar", "below": "lower"}
 
 
 @dataclass(frozen=True)
@@ -114,31 +113,36 @@ def verdict_columns(frame: pd.DataFrame, group_sizes: pd.Series) -> pd.DataFrame
     assessment reads it with the indicator's improvement direction.
     """
     out = frame
+    direction = out["improvement_direction"].to_numpy(dtype=object)
+    better_when = np.select([direction == "increase", direction == "decrease"], ["higher", "lower"], None)
     for level in ("95", "99_8"):
-        flag = out[f"funnel_flag_{level}"].astype("object")
-        side = flag.map(FUNNEL_SIDE)
-        out[f"comparison_{level}"] = side
-        better_when = out["improvement_direction"].map({"increase": "higher", "decrease": "lower"})
+        flag = out[f"funnel_flag_{level}"].to_numpy(dtype=object)
+        side = np.select([flag == "above", flag == "inside", flag == "below"], ["higher", "similar", "lower"], None)
         assessment = np.where(side == "similar", "similar",
-                              np.where(better_when.isna(), side,
+                              np.where(better_when == None, side,  # noqa: E711 - elementwise
                                        np.where(side == better_when, "better", "worse")))
-        out[f"assessment_{level}"] = pd.Series(assessment, index=out.index).where(side.notna(), None)
-    reason = pd.Series(None, index=out.index, dtype="object")
-    compared = out["comparison_99_8"].notna()
-    too_few = group_sizes.reindex(out.index).fillna(0) < MIN_FUNNEL_ORGANISATIONS
-    steps = [
-        (out["org_level"] == "england", "England is the benchmark."),
-        (out["value"].isna(), "No value for this period (no denominator, or too few months)."),
-        (out["england_value"].isna(), "No England value for this period."),
-        (too_few, f"Fewer than {MIN_FUNNEL_ORGANISATIONS} organisations at this level have a value, "
-                  "too few to set funnel limits."),
-        (out["kind"] == "none", "ADQs and costs are not counts, so there are no limits of chance to "
-                                "compare with; the percentile shows how unusual the value is."),
-    ]
-    for condition, words in steps:
-        reason = reason.where(reason.notna() | compared | ~condition, words)
-    out["not_compared_reason"] = reason.where(~compared | reason.notna(), None)
-    out.loc[~compared & out["not_compared_reason"].isna(), "not_compared_reason"] = "No funnel limits here."
+        out[f"comparison_{level}"] = side
+        out[f"assessment_{level}"] = np.where(side == None, None, assessment)  # noqa: E711
+    compared = out["comparison_99_8"].notna().to_numpy()
+    too_few = group_sizes.reindex(out.index).fillna(0).to_numpy() < MIN_FUNNEL_ORGANISATIONS
+    # The first reason that applies, in this order; "No funnel limits here." when none does.
+    reason = np.select(
+        [compared,
+         (out["org_level"] == "england").to_numpy(),
+         out["value"].isna().to_numpy(),
+         out["england_value"].isna().to_numpy(),
+         too_few,
+         (out["kind"] == "none").to_numpy()],
+        [None,
+         "England is the benchmark.",
+         "No value for this period (no denominator, or too few months).",
+         "No England value for this period.",
+         f"Fewer than {MIN_FUNNEL_ORGANISATIONS} organisations at this level have a value, "
+         "too few to set funnel limits.",
+         "ADQs and costs are not counts, so there are no limits of chance to compare with; "
+         "the percentile shows how unusual the value is."],
+        "No funnel limits here.")
+    out["not_compared_reason"] = reason
     return out
 
 
