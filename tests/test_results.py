@@ -215,3 +215,21 @@ def test_synthetic_spc_shows_mostly_ordinary_variation(built):
         assert bends.max() > 1e-6 * np.abs(series["value"]).mean()
     con.close()
     assert flat == 0
+
+
+def test_funnel_lines_have_one_row_per_size_when_every_denominator_is_equal():
+    """Supplied shares often have one denominator for all organisations; the line is then one point."""
+    from moopt.indicators.definitions import get_indicator
+    from moopt.results import _funnel
+
+    indicator = get_indicator("COM02")
+    frame = pd.DataFrame({
+        "indicator_id": "COM02", "org_level": "sub_icb", "org_code": ["A", "B", "C", "D"],
+        "period": pd.Timestamp("2026-03-01"), "period_type": indicator.main_period_type,
+        "numerator": [8.0, 9.0, 10.0, 7.0], "denominator": 10.0, "multiplier": 100.0,
+        "england_value": 85.0})
+    frame["value"] = frame["numerator"] / frame["denominator"] * 100
+    per_row, params, lines, sizes = _funnel(frame, indicator)
+    assert len(params) == 1 and len(lines) == 1
+    assert lines["denominator"].iloc[0] == pytest.approx(10.0)
+    assert per_row["funnel_flag_95"].notna().all()

@@ -165,6 +165,9 @@ def _funnel(frame: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd
     limits = stats.calculate_funnel_limits(members, confidence=CONFIDENCE, **options)
     params = stats.calculate_funnel_parameters(members, **options)
     lines = stats.calculate_funnel_lines(params, points=FUNNEL_LINE_POINTS, confidence=CONFIDENCE, prefix="")
+    # A funnel whose organisations all have one denominator (e.g. shares of the same practices)
+    # has a grid of one repeated size: one row per size is what a line needs.
+    lines = lines.drop_duplicates(subset=[*group, "denominator"])
     per_row = limits[columns].reindex(frame.index)
     return per_row, params, lines, sizes
 
