@@ -42,6 +42,7 @@ started = time.perf_counter()
 report = compute_results(con, load_indicators(), SeriesScope(level))
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "rows": report["rows"]["indicator_results"],
+                  "phases": report["phase_seconds"], "cpu": resource.getrusage(resource.RUSAGE_SELF).ru_utime,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -85,7 +86,8 @@ def main() -> int:
         started = time.perf_counter()
         new = run(RESULTS, store)
         print(f"results stage: {new['rows']:,} rows in {new['seconds']:.1f} s, peak RSS {new['peak_mb']:,.0f} MB "
-              f"(wall with start-up {time.perf_counter() - started:.1f} s)", flush=True)
+              f"(wall with start-up {time.perf_counter() - started:.1f} s; process CPU {new['cpu']:.1f} s)", flush=True)
+        print("  by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in new["phases"].items()), flush=True)
         if args.whole_table:
             old = run(WHOLE_TABLE, store)
             print(f"whole table (intervals + comparison only): {old['rows']:,} rows in {old['seconds']:.1f} s, "

@@ -96,3 +96,14 @@ def months_between(first: str, count: int) -> list[str]:
         if mon == 13:
             year, mon = year + 1, 1
     return out
+
+
+def copy_project(folder: Path) -> Path:
+    """Make ``folder`` a moopt project: the repository's notebooks, parameters and Quarto settings."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("notebooks", "parameters"):
+        shutil.copytree(root / name, folder / name)
+    shutil.copy(root / "_quarto.yml", folder / "_quarto.yml")
+    return folder

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
 
+from factories import copy_project
 from moopt.cli import main
 from moopt.site import check_links
 
@@ -21,10 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project folder with the repository's notebooks and parameters, built on small synthetic data."""
-    folder = tmp_path_factory.mktemp("project")
-    for name in ("notebooks", "parameters"):
-        shutil.copytree(ROOT / name, folder / name)
-    shutil.copy(ROOT / "_quarto.yml", folder / "_quarto.yml")
+    folder = copy_project(tmp_path_factory.mktemp("project"))
     return folder
 
 

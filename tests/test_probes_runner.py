@@ -8,7 +8,6 @@ before the slow work.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 
 import factories
+from factories import copy_project
 from moopt.cli import main
 from moopt.config import ParameterError, load_config
 from moopt.runner import NotebookJob, NotebookResult
@@ -82,10 +82,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 @pytest.fixture(scope="module")
 def small_project(tmp_path_factory) -> Path:
     """A project folder with the repository's notebooks and parameters and the small synthetic set."""
-    folder = tmp_path_factory.mktemp("probe_project")
-    for name in ("notebooks", "parameters"):
-        shutil.copytree(ROOT / name, folder / name)
-    shutil.copy(ROOT / "_quarto.yml", folder / "_quarto.yml")
+    folder = copy_project(tmp_path_factory.mktemp("probe_project"))
     done = subprocess.run([PYTHON, "-m", "moopt.cli", "synth", "--scale", "small"], cwd=folder, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

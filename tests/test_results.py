@@ -6,13 +6,13 @@ import ast
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from factories import copy_project
 
 from moopt.indicators.definitions import get_indicator
 from moopt.results import verdict_columns
@@ -93,10 +93,7 @@ def test_pages_and_notebooks_compute_no_statistics():
 def built(tmp_path_factory) -> Path:
     from moopt.cli import main
 
-    folder = tmp_path_factory.mktemp("results_project")
-    for name in ("notebooks", "parameters"):
-        shutil.copytree(ROOT / name, folder / name)
-    shutil.copy(ROOT / "_quarto.yml", folder / "_quarto.yml")
+    folder = copy_project(tmp_path_factory.mktemp("results_project"))
     cwd = os.getcwd()
     os.chdir(folder)
     try:
@@ -199,8 +196,10 @@ def test_synthetic_spc_shows_mostly_ordinary_variation(built):
         "SELECT avg(CASE WHEN special >= 0.5 THEN 1 ELSE 0 END) FROM (SELECT indicator_id, org_code, "
         "avg(CASE WHEN spc_point_type LIKE 'special%' OR spc_point_type LIKE 'neutral%' THEN 1 ELSE 0 END) "
         "AS special FROM spc_points GROUP BY ALL)").fetchall()[0][0]
-    flat = con.execute("SELECT count(*) FROM (SELECT indicator_id, org_code FROM spc_points GROUP BY ALL "
-                       "HAVING stddev_samp(value) = 0)").fetchall()[0][0]
+    # Monthly prescribing series (supplied ones, such as the share of practices using EPS, can
+    # rightly sit at 100% throughout).
+    flat = con.execute("SELECT count(*) FROM (SELECT indicator_id, org_code FROM spc_points "
+                       "WHERE period_type = 'month' GROUP BY ALL HAVING stddev_samp(value) = 0)").fetchall()[0][0]
     # Most series show ordinary variation. The synthetic data carry real steady shifts (DOAC share,
     # SGLT2 inhibitors and EPS uptake rise month on month, as they did nationally), whose SPC charts
     # rightly flag runs and trends; before the month-to-month noise (and STL of degree 0) over a
@@ -216,3 +215,21 @@ def test_synthetic_spc_shows_mostly_ordinary_variation(built):
         assert bends.max() > 1e-6 * np.abs(series["value"]).mean()
     con.close()
     assert flat == 0
+
+
+def test_funnel_lines_have_one_row_per_size_when_every_denominator_is_equal():
+    """Supplied shares often have one denominator for all organisations; the line is then one point."""
+    from moopt.indicators.definitions import get_indicator
+    from moopt.results import _funnel
+
+    indicator = get_indicator("COM02")
+    frame = pd.DataFrame({
+        "indicator_id": "COM02", "org_level": "sub_icb", "org_code": ["A", "B", "C", "D"],
+        "period": pd.Timestamp("2026-03-01"), "period_type": indicator.main_period_type,
+        "numerator": [8.0, 9.0, 10.0, 7.0], "denominator": 10.0, "multiplier": 100.0,
+        "england_value": 85.0})
+    frame["value"] = frame["numerator"] / frame["denominator"] * 100
+    per_row, params, lines, sizes = _funnel(frame, indicator)
+    assert len(params) == 1 and len(lines) == 1
+    assert lines["denominator"].iloc[0] == pytest.approx(10.0)
+    assert per_row["funnel_flag_95"].notna().all()

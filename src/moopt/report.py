@@ -12,7 +12,6 @@ definitions and values, and describe variation without judging it.
 from __future__ import annotations
 
 import html
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -50,7 +51,6 @@ MIN_SPC_POINTS = 6
 MIN_TREND_POINTS = 24
 RESULT_TABLES = ("indicator_results", "funnel_parameters", "funnel_lines", "spc_points", "spc_series",
                  "trends", "breakdown_results")
-FUNNEL_SIDE = {"above": "higher", "inside": "similar", "below": "lower"}
 
 
 @dataclass(frozen=True)
@@ -114,31 +114,36 @@ def verdict_columns(frame: pd.DataFrame, group_sizes: pd.Series) -> pd.DataFrame
     assessment reads it with the indicator's improvement direction.
     """
     out = frame
+    direction = out["improvement_direction"].to_numpy(dtype=object)
+    better_when = np.select([direction == "increase", direction == "decrease"], ["higher", "lower"], None)
     for level in ("95", "99_8"):
-        flag = out[f"funnel_flag_{level}"].astype("object")
-        side = flag.map(FUNNEL_SIDE)
-        out[f"comparison_{level}"] = side
-        better_when = out["improvement_direction"].map({"increase": "higher", "decrease": "lower"})
+        flag = out[f"funnel_flag_{level}"].to_numpy(dtype=object)
+        side = np.select([flag == "above", flag == "inside", flag == "below"], ["higher", "similar", "lower"], None)
         assessment = np.where(side == "similar", "similar",
-                              np.where(better_when.isna(), side,
+                              np.where(better_when == None, side,  # noqa: E711 - elementwise
                                        np.where(side == better_when, "better", "worse")))
-        out[f"assessment_{level}"] = pd.Series(assessment, index=out.index).where(side.notna(), None)
-    reason = pd.Series(None, index=out.index, dtype="object")
-    compared = out["comparison_99_8"].notna()
-    too_few = group_sizes.reindex(out.index).fillna(0) < MIN_FUNNEL_ORGANISATIONS
-    steps = [
-        (out["org_level"] == "england", "England is the benchmark."),
-        (out["value"].isna(), "No value for this period (no denominator, or too few months)."),
-        (out["england_value"].isna(), "No England value for this period."),
-        (too_few, f"Fewer than {MIN_FUNNEL_ORGANISATIONS} organisations at this level have a value, "
-                  "too few to set funnel limits."),
-        (out["kind"] == "none", "ADQs and costs are not counts, so there are no limits of chance to "
-                                "compare with; the percentile shows how unusual the value is."),
-    ]
-    for condition, words in steps:
-        reason = reason.where(reason.notna() | compared | ~condition, words)
-    out["not_compared_reason"] = reason.where(~compared | reason.notna(), None)
-    out.loc[~compared & out["not_compared_reason"].isna(), "not_compared_reason"] = "No funnel limits here."
+        out[f"comparison_{level}"] = side
+        out[f"assessment_{level}"] = np.where(side == None, None, assessment)  # noqa: E711
+    compared = out["comparison_99_8"].notna().to_numpy()
+    too_few = group_sizes.reindex(out.index).fillna(0).to_numpy() < MIN_FUNNEL_ORGANISATIONS
+    # The first reason that applies, in this order; "No funnel limits here." when none does.
+    reason = np.select(
+        [compared,
+         (out["org_level"] == "england").to_numpy(),
+         out["value"].isna().to_numpy(),
+         out["england_value"].isna().to_numpy(),
+         too_few,
+         (out["kind"] == "none").to_numpy()],
+        [None,
+         "England is the benchmark.",
+         "No value for this period (no denominator, or too few months).",
+         "No England value for this period.",
+         f"Fewer than {MIN_FUNNEL_ORGANISATIONS} organisations at this level have a value, "
+         "too few to set funnel limits.",
+         "ADQs and costs are not counts, so there are no limits of chance to compare with; "
+         "the percentile shows how unusual the value is."],
+        "No funnel limits here.")
+    out["not_compared_reason"] = reason
     return out
 
 
@@ -161,6 +166,9 @@ def _funnel(frame: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd
     limits = stats.calculate_funnel_limits(members, confidence=CONFIDENCE, **options)
     params = stats.calculate_funnel_parameters(members, **options)
     lines = stats.calculate_funnel_lines(params, points=FUNNEL_LINE_POINTS, confidence=CONFIDENCE, prefix="")
+    # A funnel whose organisations all have one denominator (e.g. shares of the same practices)
+    # has a grid of one repeated size: one row per size is what a line needs.
+    lines = lines.drop_duplicates(subset=[*group, "denominator"])
     per_row = limits[columns].reindex(frame.index)
     return per_row, params, lines, sizes
 
@@ -215,26 +223,42 @@ def _trends(series: pd.DataFrame, indicator: Indicator) -> pd.DataFrame:
     return model
 
 
+class PhaseTimes(dict):
+    """Seconds spent in each phase, summed over indicators (the benchmark and the build log print them)."""
+
+    @contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - started
+
+
 def indicator_results(frame: pd.DataFrame, indicator: Indicator, peers: pd.DataFrame,
-                      scope: SeriesScope) -> dict[str, pd.DataFrame]:
+                      scope: SeriesScope, times: PhaseTimes | None = None) -> dict[str, pd.DataFrame]:
     """Every statistic of one indicator, from its rows of ``indicator_values``."""
-    frame = frame.reset_index(drop=True)
-    frame["kind"] = indicator.value_kind
-    frame["improvement_direction"] = indicator.improvement_direction
-    frame = stats.calculate_intervals(frame, confidence=CONFIDENCE)
-    # Peer values are shown for the organisations that get pages; practices (85% of the rows)
-    # only get them in a run at practice level.
-    with_peers = (frame["org_level"] != "practice") | (scope.org_level == "practice")
-    frame = pd.concat([stats.calculate_peer_benchmark(frame[with_peers], peers),
-                       frame[~with_peers]]).sort_index()
-    per_row, params, lines, sizes = _funnel(frame, indicator)
-    frame = pd.concat([frame, per_row], axis=1)
-    frame = verdict_columns(frame, sizes)
-    if indicator.is_cost_based:
-        frame = stats.calculate_cost_savings(frame)
-    series = _series(frame, indicator, scope)
-    points, summary = _spc(series, indicator)
-    trends = _trends(series, indicator)
+    times = times if times is not None else PhaseTimes()
+    with times.phase("per-row statistics"):
+        frame = frame.reset_index(drop=True)
+        frame["kind"] = indicator.value_kind
+        frame["improvement_direction"] = indicator.improvement_direction
+        frame = stats.calculate_intervals(frame, confidence=CONFIDENCE)
+        # Peer values are shown for the organisations that get pages; practices (85% of the rows)
+        # only get them in a run at practice level.
+        with_peers = (frame["org_level"] != "practice") | (scope.org_level == "practice")
+        frame = pd.concat([stats.calculate_peer_benchmark(frame[with_peers], peers),
+                           frame[~with_peers]]).sort_index()
+        per_row, params, lines, sizes = _funnel(frame, indicator)
+        frame = pd.concat([frame, per_row], axis=1)
+        frame = verdict_columns(frame, sizes)
+        if indicator.is_cost_based:
+            frame = stats.calculate_cost_savings(frame)
+    with times.phase("SPC"):
+        series = _series(frame, indicator, scope)
+        points, summary = _spc(series, indicator)
+    with times.phase("trend models"):
+        trends = _trends(series, indicator)
     return {"indicator_results": frame, "funnel_parameters": params, "funnel_lines": lines,
             "spc_points": points, "spc_series": summary, "trends": trends}
 
@@ -343,18 +367,23 @@ def compute_results(con: duckdb.DuckDBPyConnection, indicators: list[Indicator],
     present = {r[0] for r in con.execute("SELECT DISTINCT indicator_id FROM indicator_values").fetchall()}
     staging = _Staging(con)
     counts = {name: 0 for name in RESULT_TABLES}
+    times = PhaseTimes()
     try:
         for number, indicator in enumerate([i for i in indicators if i.id in present], start=1):
-            frame = con.execute("SELECT * FROM indicator_values WHERE indicator_id = ?", [indicator.id]).fetchdf()
-            for name, table in indicator_results(frame, indicator, peers, scope).items():
-                staging.append(name, table)
+            with times.phase("reading"):
+                frame = con.execute("SELECT * FROM indicator_values WHERE indicator_id = ?",
+                                    [indicator.id]).fetchdf()
+            for name, table in indicator_results(frame, indicator, peers, scope, times).items():
+                with times.phase("writing"):
+                    staging.append(name, table)
                 counts[name] += len(table)
             say(f"results {number}/{len(present)}: {indicator.id} ({len(frame):,} rows) "
                 f"[{time.perf_counter() - started:.1f}s]")
         breakdowns = _breakdowns(con, indicators)
         staging.append("breakdown_results", breakdowns)
         counts["breakdown_results"] = len(breakdowns)
-        staging.publish(peers.merge(attributes, on=["org_level", "org_code"], how="left"))
+        with times.phase("publishing"):
+            staging.publish(peers.merge(attributes, on=["org_level", "org_code"], how="left"))
     except BaseException:
         staging.discard()
         raise
@@ -362,8 +391,10 @@ def compute_results(con: duckdb.DuckDBPyConnection, indicators: list[Indicator],
     level = ORG_LEVEL_PLURALS.get(scope.org_level, scope.org_level)
     say(f"national results: {counts['indicator_results']:,} rows, {counts['funnel_parameters']:,} funnels, "
         f"{counts['spc_series']:,} SPC series and {counts['trends']:,} trend models of {level} [{seconds:.1f}s]")
+    say("national results by phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     return {"rows": counts, "peer_attributes": usable, "peer_group_size": PEER_GROUP_SIZE,
-            "series_level": scope.org_level, "seconds": round(seconds, 1)}
+            "series_level": scope.org_level, "seconds": round(seconds, 1),
+            "phase_seconds": {k: round(v, 2) for k, v in times.items()}}
 
 
 def report_json(report: dict) -> str:
