@@ -248,6 +248,12 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
     return text
 
 
+def _reference_tuple(indicator: Indicator) -> tuple[float, str] | None:
+    """The reference line as the trend chart takes it: (value, label), or None."""
+    ref = indicator.reference_line
+    return (ref["value"], ref["label"]) if ref else None
+
+
 def describe_reference_line(indicator: Indicator, row: pd.Series | None) -> str:
     """The indicator's national target or expectation, its source, and where the latest value stands."""
     ref = indicator.reference_line
@@ -468,9 +474,7 @@ class ThemePage:
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 indicator_title=ind.short_title, unit=ind.unit,
                 improvement_direction=ind.improvement_direction, period_type=period_type,
-                chart_id=f"{ind.id}_trend",
-                reference_line=(ind.reference_line["value"], ind.reference_line["label"])
-                if ind.reference_line else None),
+                chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind)),
             charts.plot_peer_position(
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=period, period_type=period_type,
@@ -603,7 +607,7 @@ class OverviewPage:
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
             unit=ind.unit, improvement_direction=ind.improvement_direction, period_type=period_type,
-            chart_id=f"{ind.id}_trend")
+            chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind))
         path, rel = self.ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
         _display(chart.to_html(csv_href=rel))
