@@ -16,6 +16,7 @@ import copy
 import math
 
 import ibis
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -260,3 +261,24 @@ def test_lookup_indicators_leave_existing_indicator_values_unchanged(built, tmp_
     a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(a[["numerator", "denominator", "value"]], b[["numerator", "denominator", "value"]])
     assert len(a) and not math.isnan(a.value.dropna().iloc[0])
+
+
+def test_check_notes_rather_than_fails_a_draft_that_matches_nothing(built):
+    backend, _, _ = built
+    val01 = load_indicators(ids=["VAL01"])[0]
+    assert val01.status == "draft"
+    raw = copy.deepcopy(val01.raw)
+    raw["numerator"]["codes"] = ["0407010Q0"]  # co-proxamol: not in this data
+    rows, errors = coverage(backend, parse_definition(raw, "VAL01 variant"))
+    assert not errors and [r.part for r in rows if r.is_draft_gap] == ["numerator (draft) matches no BNF code in the data"]
+    raw["status"] = "preview"
+    _, errors = coverage(backend, parse_definition(raw, "VAL01 variant"))
+    assert len(errors) == 1 and "matches no BNF code in the data" in errors[0]
+
+
+def test_a_100_percent_value_lies_inside_its_wilson_limits():
+    # 70,595 of 70,595 salbutamol inhalers were MDIs in a synthetic sub-ICB: the upper limit is exactly 100%.
+    from moopt.stats.intervals import wilson_limits
+
+    lower, upper = wilson_limits(np.array([70595.0, 0.0]), np.array([70595.0, 70595.0]), 0.95)
+    assert upper[0] == 1.0 and lower[1] == 0.0
