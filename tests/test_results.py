@@ -192,12 +192,12 @@ def test_built_store_matches_the_table_contract(built):
         con.close()
 
 
-@pytest.mark.slow
 # The national-priority themes' presentations are not yet prescribed with realistic variation by
 # the synthetic generator (a parallel branch adds them); until then their series are left out here.
 NOT_YET_SYNTHESISED = ("national_mo", "amr_action_plan")
 
 
+@pytest.mark.slow
 def test_synthetic_spc_shows_mostly_ordinary_variation(built):
     from moopt.indicators import load_indicators
 
@@ -218,7 +218,7 @@ def test_synthetic_spc_shows_mostly_ordinary_variation(built):
     # Seasonally adjusted series keep their month-to-month variation: none is a straight line
     # (a degree-1 seasonal fit on two cycles used to leave exact lines).
     adjusted = con.execute("SELECT indicator_id, org_code, period, value FROM spc_points "
-                           "WHERE seasonally_adjusted ORDER BY ALL").fetchdf()
+                           f"{keep} AND seasonally_adjusted ORDER BY ALL").fetchdf()
     assert len(adjusted)
     for _, series in adjusted.groupby(["indicator_id", "org_code"]):
         bends = np.abs(np.diff(series["value"].to_numpy(), 2))
