@@ -149,6 +149,8 @@ def cmd_indicators(args: argparse.Namespace) -> int:
     if args.action == "list":
         for ind in indicators:
             print(f"{ind.id:6} {ind.theme:18} {ind.improvement_direction:9} {ind.value_kind:10} {ind.title}")
+            if ind.national_priority:
+                print(f"{'':6} for: {ind.national_priority}")
         return 0
     from moopt.indicators.check import check_indicators
 

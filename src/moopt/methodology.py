@@ -13,6 +13,15 @@ from pathlib import Path
 
 from moopt.atomic import write_text_atomic
 from moopt.indicators.definitions import MEASURE_LABELS, Component, Indicator, load_indicators, load_themes
+from moopt.indicators.lookups import KEY_KINDS, Lookup, get_lookup, load_lookups
+
+KEY_TEXT = {
+    "presentation": "the full BNF presentation code",
+    "chemical": "the BNF chemical code (first 9 characters), so every presentation of the chemical",
+    "generic": "the chemical and the last two characters of the BNF code, so a generic presentation and its "
+               "brand equivalents",
+}
+assert set(KEY_TEXT) == set(KEY_KINDS)
 
 DIRECTION_TEXT = {
     "decrease": "Lower values are generally preferable (improvement direction: decrease).",
@@ -49,12 +58,48 @@ def _codes(component: Component) -> list[str]:
     return lines
 
 
+def _lookup_use(component: Component) -> list[str]:
+    use = component.lookup
+    lookup = get_lookup(use.table)
+    text = (f"Only rows whose code is in the lookup table *{_text(lookup.title)}* (`{lookup.path.name}`, "
+            "listed with its sources on the lookup tables page) count "
+            f"(matched on {KEY_TEXT[lookup.key]})")
+    if use.where:
+        text += ", where " + " and ".join(f"{column} is {' or '.join(values)}" for column, values in use.where)
+    text += "."
+    if use.scales:
+        text += f" Each row adds {use.formula(component.measure)}."
+    text += (" Rows the code set matches but the lookup lacks are not counted; `moopt indicators check` and the "
+             "build report list them.")
+    return [text, ""]
+
+
+def lookups_page(lookups: dict[str, Lookup] | None = None) -> str:
+    """Every packaged lookup with its key, columns, sources and dates."""
+    lookups = lookups if lookups is not None else load_lookups()
+    lines = ["# Lookup tables", "",
+             "Some indicators need facts the prescribing data do not hold: a strength, a defined daily dose, a "
+             "carbon footprint, a class. moopt ships them as versioned CSV files in the package "
+             "(`moopt/indicators/lookups/`), each row with its source and date, checked when loaded.", ""]
+    for name, lookup in sorted(lookups.items()):
+        lines += [f"## {_text(lookup.title)}", "",
+                  _text(lookup.description), "",
+                  f"- File: `{lookup.path.name}` ({len(lookup.frame)} rows), matched on {KEY_TEXT[lookup.key]}.",
+                  f"- Columns: {', '.join(f'`{c}`' for c in lookup.columns)}"
+                  + ("; each row applies from the month of `valid_from` to the month of `valid_to`."
+                     if lookup.dated else "."),
+                  *[f"- Source ({_text(when)}): {_text(source)}" for source, when in lookup.sources()], ""]
+    return "\n".join(lines)
+
+
 def _component(title: str, component: Component) -> list[str]:
     lines = [f"### {title}", "", _text(component.description), ""]
     if component.type == "supplied":
         lines += ["Supplied from outside the prescribing data (see the source below).", ""]
     elif component.type == "prescribing":
         lines += [f"Measure: {MEASURE_LABELS[component.measure]}. BNF codes (prefixes):", "", *_codes(component), ""]
+        if component.lookup is not None:
+            lines += _lookup_use(component)
     elif component.type == "list_size":
         band = ""
         if component.age_from is not None or component.age_to is not None:
@@ -72,6 +117,7 @@ def indicator_page(ind: Indicator, theme_title: str) -> str:
     lines = [
         f"# {ind.id}: {_text(ind.title)}", "",
         f"**Theme:** {_text(theme_title)} · **Status:** {ind.status} · **Unit:** {_text(ind.unit)}", "",
+        *([f"**National priority:** {_text(ind.national_priority)}", ""] if ind.national_priority else []),
         "## What it measures", "", _text(ind.description), "",
         "## Why it matters", "", _text(ind.why_it_matters), "",
         "## How it is calculated", "",
@@ -90,6 +136,10 @@ def indicator_page(ind: Indicator, theme_title: str) -> str:
     ]
     if ind.national_expectation:
         lines += [f"National expectation: {_text(ind.national_expectation)}", ""]
+    if ind.reference_line:
+        ref = ind.reference_line
+        lines += [f"Reference line on the charts: {ref['value']:g} ({_text(ref['label'])}). Source: "
+                  f"{_text(ref['source'])}.", ""]
     lines += [f"Confidence intervals: {INTERVAL_TEXT[ind.value_kind]}", "",
               f"Seasonal: {'yes: compare 12-month values, or seasonally adjusted monthly values' if ind.seasonal else 'no'}.", ""]
     lines += ["## Caveats", "", *[f"- {_text(c)}" for c in ind.caveats], ""]
@@ -202,7 +252,8 @@ def write_methodology(out: Path, indicators: list[Indicator] | None = None) -> l
     themes = {t.id: t.title for t in load_themes()}
     folder = Path(out) / "pages" / "methodology"
     folder.mkdir(parents=True, exist_ok=True)
-    pages = [("methods.md", "How values are calculated and compared", methods_page())]
+    pages = [("methods.md", "How values are calculated and compared", methods_page()),
+             ("lookups.md", "Lookup tables and their sources", lookups_page())]
     pages += [(f"{ind.id}.md", f"{ind.id}: {ind.short_title}", indicator_page(ind, themes.get(ind.theme, ind.theme)))
               for ind in indicators]
     entries = []

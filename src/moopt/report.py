@@ -247,6 +247,26 @@ def describe_position(indicator: Indicator, row: pd.Series | None, org_name: str
     return text
 
 
+def _reference_tuple(indicator: Indicator) -> tuple[float, str] | None:
+    """The reference line as the trend chart takes it: (value, label), or None."""
+    ref = indicator.reference_line
+    return (ref["value"], ref["label"]) if ref else None
+
+
+def describe_reference_line(indicator: Indicator, row: pd.Series | None) -> str:
+    """The indicator's national target or expectation, its source, and where the latest value stands."""
+    ref = indicator.reference_line
+    if not ref:
+        return ""
+    d = indicator.value_decimals
+    text = (f"National reference: {ref['label']} ({_fmt(ref['value'], d)} {indicator.unit}; source: "
+            f"{ref['source'].rstrip('.')}).")
+    if row is not None and not pd.isna(row["value"]):
+        side = "above" if row["value"] > ref["value"] else "below" if row["value"] < ref["value"] else "at"
+        text += f" The latest value is {side} it; the dashed line on the trend chart marks it."
+    return text
+
+
 def _percentile_sentence(percentile: float, peers: str) -> str:
     """Where the value sits among the level's organisations, in words that read at the ends too."""
     if percentile <= 0:
@@ -403,6 +423,7 @@ class ThemePage:
     def summary_frame(self, indicator_ids: list[str]) -> pd.DataFrame:
         """Latest 12-month value of each indicator against England, as a DataFrame."""
         rows = []
+        with_reference = any(get_indicator(i).reference_line for i in indicator_ids)
         for ind_id in indicator_ids:
             ind = get_indicator(ind_id)
             latest = IndicatorData(self.ctx, ind).latest
@@ -417,6 +438,10 @@ class ThemePage:
                 "Compared with England (99.8% funnel)": verdict_label(latest),
                 "Preferred direction": {"decrease": "lower", "increase": "higher",
                                         "neutral": "none"}[ind.improvement_direction],
+                # Only on pages with a national reference, so the older themes' tables are unchanged.
+                **({"National reference": (f"{_fmt(ind.reference_line['value'], d)} "
+                                           f"({ind.reference_line['label']})" if ind.reference_line else "-")}
+                   if with_reference else {}),
             })
         return pd.DataFrame(rows)
 
@@ -438,6 +463,7 @@ class ThemePage:
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
             + "".join(f"<p>{html.escape(text)}</p>" for text in (
                 describe_position(ind, data.latest, ctx.org_name, ctx.org_level, ctx.n_peers),
+                describe_reference_line(ind, data.latest),
                 describe_trend(ind, data.trend),
                 describe_saving(ind, data.latest, ctx.org_level)) if text))
         period, period_type = data.period, data.period_type
@@ -447,7 +473,7 @@ class ThemePage:
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 indicator_title=ind.short_title, unit=ind.unit,
                 improvement_direction=ind.improvement_direction, period_type=period_type,
-                chart_id=f"{ind.id}_trend"),
+                chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind)),
             charts.plot_peer_position(
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=period, period_type=period_type,
@@ -580,7 +606,7 @@ class OverviewPage:
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
             unit=ind.unit, improvement_direction=ind.improvement_direction, period_type=period_type,
-            chart_id=f"{ind.id}_trend")
+            chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind))
         path, rel = self.ctx.csv_path(chart.chart_id)
         chart.to_csv(path)
         _display(chart.to_html(csv_href=rel))

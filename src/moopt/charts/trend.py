@@ -21,6 +21,7 @@ from moopt.charts.base import (
     NHS_BLUE,
     NHS_DARK_GREY,
     NHS_MID_GREY,
+    NHS_PURPLE,
     Chart,
     check_direction,
     check_level,
@@ -59,6 +60,7 @@ TREND_COLUMNS: tuple[str, ...] = (
 DECILE_DASHES = (0, (1, 2))
 MEDIAN_DASHES = (0, (8, 4))
 ENGLAND_DASHES = (0, (6, 2, 1, 2))
+REFERENCE_DASHES = (0, (3, 1.5))  # short, dense dashes in purple: unlike the median's long black dashes
 
 
 def calculate_trend_data(
@@ -140,6 +142,7 @@ def plot_trend_with_deciles(
     period_type: str = "rolling_12m",
     *,
     chart_id: str | None = None,
+    reference_line: tuple[float, str] | None = None,
 ) -> Chart:
     """Draw an organisation's trend against national deciles, the median and England.
 
@@ -159,6 +162,9 @@ def plot_trend_with_deciles(
         Kind of period shown.
     chart_id : str, optional
         File-safe identifier; by default ``"<indicator_id>_trend"``.
+    reference_line : (float, str), optional
+        A national target or expectation and its label: drawn as a horizontal dashed
+        line with the label, and included in ``data`` as the series ``"reference"``.
 
     Returns
     -------
@@ -175,6 +181,8 @@ def plot_trend_with_deciles(
     check_text(unit, "unit")
     check_direction(improvement_direction)
     data = calculate_trend_data(table, org_code, org_level, period_type)
+    if reference_line is not None:
+        data = _with_reference(data, reference_line)
     selection = table.loc[
         (table["org_level"] == org_level)
         & (table["org_code"] == org_code)
@@ -201,6 +209,18 @@ def plot_trend_with_deciles(
     return Chart(chart_id, title, caption, alt_text, data, figure)
 
 
+def _with_reference(data: pd.DataFrame, reference_line: tuple[float, str]) -> pd.DataFrame:
+    """``data`` plus the reference value at every period, as the series ``"reference"``."""
+    value, label = reference_line
+    if not np.isfinite(float(value)):
+        raise ValueError(f"The reference line value must be a finite number, not {value!r}.")
+    check_text(label, "reference line label")
+    periods = data["period"].drop_duplicates()
+    rows = pd.DataFrame({"period": periods, "series": "reference", "series_label": label,
+                         "value": float(value)})
+    return pd.concat([data, rows], ignore_index=True)
+
+
 # --- drawing ------------------------------------------------------------------------------
 def _draw_trend(data: pd.DataFrame, org_code: str, title: str, unit: str, period_type: str):
     with styled():
@@ -210,7 +230,15 @@ def _draw_trend(data: pd.DataFrame, org_code: str, title: str, unit: str, period
             x, y = rows["period"].to_numpy(), rows["value"].to_numpy()
             if series == "organisation":
                 continue  # drawn last, on top
-            if series == "decile_50":
+            if series == "reference":
+                level = float(y[0])
+                line = axes.axhline(level, color=NHS_PURPLE, linestyle=REFERENCE_DASHES, linewidth=1.8, zorder=4)
+                line.set_label("National reference")
+                axes.annotate(
+                    rows["series_label"].iloc[0], xy=(0, level), xycoords=("axes fraction", "data"),
+                    xytext=(4, 3), textcoords="offset points", ha="left", va="bottom", fontsize=8,
+                    color=NHS_PURPLE)
+            elif series == "decile_50":
                 (line,) = axes.plot(
                     x, y, color=NHS_BLACK, linestyle=MEDIAN_DASHES, linewidth=1.4, zorder=3
                 )
@@ -274,7 +302,7 @@ def _draw_trend(data: pd.DataFrame, org_code: str, title: str, unit: str, period
         axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(auto))
         x_label = "12 months ending (month)" if period_type == "rolling_12m" else "Month"
         finish_axes(axes, title, x_label, unit_axis_label(unit))
-        legend_order = ["National decile", "National median", "England"]
+        legend_order = ["National decile", "National median", "England", "National reference"]
         legend_handles.sort(key=lambda handle: legend_order.index(handle.get_label()))
         add_legend(figure, legend_handles)
     return figure
@@ -301,6 +329,10 @@ def _trend_caption(
             "The dark dash-dot line is the value for England as a whole, which can "
             "differ from the median because large organisations weigh more in it."
         )
+    reference = data.loc[data["series"] == "reference"]
+    if not reference.empty:
+        parts.append(f"The purple dashed horizontal line marks the national reference: "
+                     f"{reference['series_label'].iloc[0]}.")
     if period_type == "rolling_12m":
         parts.append("Each point covers the 12 months ending in that month.")
     sentence = direction_sentence(improvement_direction)
@@ -344,6 +376,10 @@ def _trend_alt_text(
     at_latest = data.loc[data["period"] == latest_period].set_index("series")["value"]
     if "england" in at_latest.index and pd.notna(at_latest["england"]):
         sentences.append(f"England's value then was {format_value(at_latest['england'], unit)}.")
+    reference = data.loc[data["series"] == "reference"]
+    if not reference.empty:
+        sentences.append(f"A horizontal line marks the national reference of "
+                         f"{format_value(reference['value'].iloc[0], unit)} ({reference['series_label'].iloc[0]}).")
     deciles = at_latest.reindex(list(DECILE_COLUMNS)).to_numpy(dtype=float)
     if np.isfinite(deciles).all():
         sentences.append(

@@ -3,7 +3,13 @@
 For each indicator it lists the BNF codes in the store that its numerator and
 (prescribing) denominator match. A code set that matches nothing, or a
 percentage whose numerator matches rows its denominator does not (which would
-let the value exceed 100%), is an error naming the indicator.
+let the value exceed 100%), is an error naming the indicator. For a part that
+uses a lookup, the codes its code set matches but the lookup lacks (so the
+engine does not count them) are listed too, with their items: they are a
+warning to read, not an error (a list such as NHS England's recommended strips
+leaves most products out on purpose). A *draft* definition whose code set
+matches nothing is noted rather than failed: drafts may name presentations the
+data do not hold yet.
 """
 
 from __future__ import annotations
@@ -14,15 +20,23 @@ from pathlib import Path
 import ibis
 
 from moopt.indicators.definitions import DefinitionError, Indicator, load_indicators
-from moopt.indicators.engine import code_set_predicate
+from moopt.indicators.engine import code_set_predicate, lookup_match, lookup_where, with_lookups
 
 
 @dataclass
 class CoverageRow:
     indicator_id: str
-    part: str  # "numerator" or "denominator"
+    part: str  # "numerator", "denominator", "supplied rows", or "<part> not in lookup <name>"
     codes: list[str]
     items: int
+
+    @property
+    def is_lookup_gap(self) -> bool:
+        return " not in lookup " in self.part
+
+    @property
+    def is_draft_gap(self) -> bool:
+        return "(draft) matches no BNF code" in self.part
 
 
 @dataclass
@@ -45,6 +59,13 @@ class CheckReport:
             if row.part == "supplied rows":
                 lines.append(f"  {row.indicator_id} supplied: {row.items:,} rows")
                 continue
+            if row.is_draft_gap:
+                lines.append(f"  NOTE {row.indicator_id} {row.part}")
+                continue
+            if row.is_lookup_gap:
+                lines.append(f"  NOTE {row.indicator_id} {row.part}: {len(row.codes)} BNF codes, {row.items:,} items "
+                             f"not counted ({shown})")
+                continue
             lines.append(f"  {row.indicator_id} {row.part}: {len(row.codes)} BNF codes, "
                          f"{row.items:,} items ({shown or 'none'})")
         if self.errors:
@@ -62,16 +83,35 @@ def coverage(backend: ibis.BaseBackend, indicator: Indicator) -> tuple[list[Cove
     parts = [("numerator", indicator.numerator)]
     if indicator.denominator.type == "prescribing":
         parts.append(("denominator", indicator.denominator))
+    lookups = sorted({comp.lookup.table for _, comp in parts if comp.lookup is not None})
+    if lookups:
+        rx = with_lookups(rx, lookups)
     predicates = {}
     for name, comp in parts:
         pred = code_set_predicate(rx, comp.code_set)
+        if comp.lookup is not None:
+            gap = rx.filter(pred & ~lookup_match(rx, comp.lookup)).group_by("bnf_code").aggregate(
+                items=rx.items.sum()).to_pandas()
+            if len(gap):
+                rows.append(CoverageRow(indicator.id, f"{name} not in lookup {comp.lookup.table}",
+                                        sorted(gap["bnf_code"].tolist()), int(gap["items"].sum())))
+            matched_before_lookup = int(rx.filter(pred).count().execute())
+            pred = pred & lookup_where(rx, comp.lookup)
         predicates[name] = pred
         hit = rx.filter(pred).group_by("bnf_code").aggregate(items=rx.items.sum()).to_pandas()
         codes = sorted(hit["bnf_code"].tolist())
         rows.append(CoverageRow(indicator.id, name, codes, int(hit["items"].sum()) if len(hit) else 0))
         if not codes:
-            errors.append(f"{indicator.id}: the {name} code set {list(comp.code_set.codes)} matches no BNF "
-                          "code in the data.")
+            if comp.lookup is not None and matched_before_lookup:
+                errors.append(f"{indicator.id}: the {name} code set {list(comp.code_set.codes)} matches "
+                              f"{matched_before_lookup:,} prescribing rows, but none is counted by its lookup "
+                              f"{comp.lookup.table!r} (see the NOTE lines).")
+            elif indicator.status == "draft":
+                # A draft may name presentations the data do not hold yet; it is said, not failed.
+                rows.append(CoverageRow(indicator.id, f"{name} (draft) matches no BNF code in the data", [], 0))
+            else:
+                errors.append(f"{indicator.id}: the {name} code set {list(comp.code_set.codes)} matches no BNF "
+                              "code in the data.")
     if indicator.value_kind == "proportion":
         outside = rx.filter(predicates["numerator"] & ~predicates["denominator"])
         n = int(outside.count().execute())

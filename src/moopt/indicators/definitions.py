@@ -21,6 +21,7 @@ import fastjsonschema
 import yaml
 
 from moopt.indicators.denominators import star_pu_groups
+from moopt.indicators.lookups import LookupFileError, get_lookup
 
 DEFINITIONS_DIR = Path(__file__).with_name("definitions")
 THEMES_FILE = Path(__file__).with_name("themes.yml")
@@ -68,6 +69,31 @@ class CodeSet:
 
 
 @dataclass(frozen=True)
+class LookupUse:
+    """How a prescribing component uses a packaged lookup (see :mod:`moopt.indicators.lookups`).
+
+    Only rows whose BNF code the lookup has (in that month, for a dated lookup) count; the
+    measure is multiplied by the ``multiply_by`` columns and divided by the ``divide_by``
+    columns; ``where`` keeps rows whose lookup column has one of the listed values.
+    """
+
+    table: str
+    multiply_by: tuple[str, ...] = ()
+    divide_by: tuple[str, ...] = ()
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def scales(self) -> bool:
+        """Whether the measure is converted (so it is no longer a count of items or quantity)."""
+        return bool(self.multiply_by or self.divide_by)
+
+    def formula(self, measure: str) -> str:
+        """The sum in words, e.g. ``quantity x strength_mg_per_unit / ddd_mg``."""
+        text = " x ".join([measure, *self.multiply_by])
+        return text + "".join(f" / {c}" for c in self.divide_by)
+
+
+@dataclass(frozen=True)
 class Component:
     """A numerator or denominator."""
 
@@ -78,6 +104,7 @@ class Component:
     star_pu_group: str | None = None
     age_from: int | None = None
     age_to: int | None = None
+    lookup: LookupUse | None = None
 
     @property
     def is_population(self) -> bool:
@@ -111,6 +138,8 @@ class Indicator:
     national_expectation: str | None = None
     references: tuple[str, ...] = ()
     supplied: dict | None = None
+    reference_line: dict | None = None  # value, label, source
+    national_priority: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -124,6 +153,8 @@ class Indicator:
         if self.supplied is not None:
             return self.supplied["value_kind"]
         num = self.numerator.measure
+        if any(c.lookup is not None and c.lookup.scales for c in (self.numerator, self.denominator)):
+            return "none"  # OMEs, DDDs, kg CO2e: not counts
         if self.denominator.type == "prescribing":
             return "proportion" if num == self.denominator.measure else "none"
         if num != "items":
@@ -172,6 +203,29 @@ def _code_set(spec: dict) -> CodeSet:
     )
 
 
+def _lookup_use(spec: dict | None, ident: str, part: str) -> LookupUse | None:
+    """The component's lookup, checked against the lookup file (columns exist, numbers are numbers)."""
+    if spec is None:
+        return None
+    use = LookupUse(table=spec["table"], multiply_by=tuple(spec.get("multiply_by", [])),
+                    divide_by=tuple(spec.get("divide_by", [])),
+                    where=tuple(sorted((k, tuple(v)) for k, v in spec.get("where", {}).items())))
+    try:
+        lookup = get_lookup(use.table)
+        for column in (*use.multiply_by, *use.divide_by):
+            lookup.numeric(column)
+        for column, wanted in use.where:
+            if column not in lookup.columns:
+                raise LookupFileError(f"{lookup.path.name} has no column {column!r} "
+                                      f"(value columns: {', '.join(lookup.columns)}).")
+            absent = sorted(set(wanted) - set(lookup.frame[column]))
+            if absent:
+                raise LookupFileError(f"{lookup.path.name} column {column} never has the value(s) {absent}.")
+    except LookupFileError as exc:
+        raise DefinitionError(f"{ident}: the {part} lookup {use.table!r}: {exc}") from exc
+    return use
+
+
 def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
     """Validate one definition (already parsed from YAML) and return an Indicator."""
     if not isinstance(data, dict):
@@ -212,10 +266,12 @@ def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
         numerator = Component("supplied", num_spec["description"])
         denominator = Component("supplied", den_spec["description"])
     else:
-        numerator = Component("prescribing", num_spec["description"], num_spec["measure"], _code_set(num_spec))
+        numerator = Component("prescribing", num_spec["description"], num_spec["measure"], _code_set(num_spec),
+                              lookup=_lookup_use(num_spec.get("lookup"), ident, "numerator"))
         if den_spec["type"] == "prescribing":
             denominator = Component("prescribing", den_spec["description"], den_spec["measure"],
-                                    _code_set(den_spec))
+                                    _code_set(den_spec),
+                                    lookup=_lookup_use(den_spec.get("lookup"), ident, "denominator"))
         elif den_spec["type"] == "list_size":
             denominator = Component("list_size", den_spec["description"],
                                     age_from=den_spec.get("age_from"), age_to=den_spec.get("age_to"))
@@ -231,7 +287,8 @@ def parse_definition(data: Any, source: str = "<definition>") -> Indicator:
         date_reviewed=data["date_reviewed"], next_review=data["next_review"],
         seasonal=bool(data.get("seasonal", False)), value_decimals=int(data.get("value_decimals", 2)),
         national_expectation=data.get("national_expectation"),
-        references=tuple(data.get("references", [])), supplied=supplied, raw=data,
+        references=tuple(data.get("references", [])), supplied=supplied,
+        reference_line=data.get("reference_line"), national_priority=data.get("national_priority"), raw=data,
     )
     if indicator.value_kind == "proportion" and indicator.multiplier != 100:
         raise DefinitionError(f"{ident}: a proportion must use multiplier 100 (a percentage).")

@@ -15,7 +15,13 @@ Method (see also the methodology pages):
 1. One pass over prescribing sums, per practice and month, every numerator and
    prescribing denominator: the chosen measure over rows whose BNF code matches
    the code set (prefix, optional strength suffix, exclusions, optional
-   quantity-per-item threshold).
+   quantity-per-item threshold). A component that uses a packaged lookup
+   (:mod:`moopt.indicators.lookups`) is left-joined to it in the same pass: only
+   rows the lookup has (and, with ``where``, whose lookup class is one of those
+   asked for) count, and the measure is multiplied and divided by the lookup's
+   factors (e.g. quantity x strength / DDD). Rows that match the code set but
+   are missing from the lookup are not counted; their items are summed per
+   indicator and reported (:attr:`EngineReport.lookup_unmatched_items`).
 2. Population denominators per practice and month from list sizes: all
    patients, patients in an age range, and STAR-PU (patients in each age/sex band
    times the 2013 weight of the therapeutic group).
@@ -39,12 +45,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 
 import ibis
 import ibis.expr.types as ir
 
-from moopt.indicators.definitions import CodeSet, Component, Indicator
+from moopt.indicators.definitions import CodeSet, Component, Indicator, LookupUse
+from moopt.indicators.lookups import Lookup, get_lookup, month_start
 from moopt.indicators.denominators import quinary_weights
 from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, ORG_LEVEL_COLUMNS, ORG_LEVELS
 
@@ -66,6 +74,14 @@ class EngineReport:
     seconds: float
     practice_months_without_list_size: int
     months: list[str]
+    # Items matched by a component's code set but missing from its lookup (so not counted):
+    # indicator id -> {"numerator": items, "denominator": items}; only non-zero entries.
+    lookup_unmatched_items: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def lookup_lines(self) -> list[str]:
+        """One line per indicator part with prescribing its lookup lacks."""
+        return [f"{ind}: {items:,.0f} {part} items have BNF codes its lookup lacks and are not counted"
+                for ind, parts in sorted(self.lookup_unmatched_items.items()) for part, items in parts.items()]
 
 
 def _matches(code: ir.StringColumn, pattern: str) -> ir.BooleanColumn:
@@ -97,8 +113,79 @@ def code_set_predicate(table: ir.Table, code_set: CodeSet, thresholds: bool = Tr
     return predicate
 
 
+def lookup_key_column(lookup: Lookup) -> str:
+    return f"_lk_{lookup.name}__key"
+
+
+def lookup_column(lookup: Lookup, column: str) -> str:
+    return f"_lk_{lookup.name}__{column}"
+
+
+def with_lookups(rx: ir.Table, names: list[str]) -> ir.Table:
+    """``rx`` left-joined to each named lookup on the key the lookup is matched on.
+
+    Adds ``_lk_<name>__key`` (null where the lookup lacks the row's code) and one column per
+    lookup value column. A lookup's keys are unique (per month for a dated lookup), so the join
+    never duplicates a prescribing row.
+    """
+    for name in names:
+        lookup = get_lookup(name)
+        frame = lookup.frame
+        if lookup.key == "presentation":
+            row_key = rx.bnf_code
+            keys = frame["bnf_code"]
+        elif lookup.key == "chemical":
+            row_key = rx.bnf_code.substr(0, 9)
+            keys = frame["bnf_code"]
+        else:  # generic: chemical + the last two characters (the generic equivalent's strength and form)
+            row_key = rx.bnf_code.substr(0, 9) + rx.bnf_code.right(2)
+            keys = frame["bnf_code"].str[:9] + frame["bnf_code"].str[-2:]
+        table = {lookup_key_column(lookup): keys.tolist()}
+        for column in lookup.columns:
+            try:
+                table[lookup_column(lookup, column)] = lookup.numeric(column).tolist()
+            except ValueError:  # a text column (a class); only the numeric ones can be factors
+                table[lookup_column(lookup, column)] = frame[column].tolist()
+        if lookup.dated:
+            table["_lk_from"] = [month_start(date.fromisoformat(v)) for v in frame["valid_from"]]
+            table["_lk_to"] = [month_start(date.fromisoformat(v)) if v else date.max for v in frame["valid_to"]]
+        right = ibis.memtable(table)
+        condition = [row_key == right[lookup_key_column(lookup)]]
+        if lookup.dated:
+            condition += [rx.month >= right["_lk_from"], rx.month <= right["_lk_to"]]
+        joined = rx.left_join(right, condition)
+        rx = joined.select(rx, *[joined[c] for c in table if not c.startswith("_lk_from")
+                                 and not c.startswith("_lk_to")])
+    return rx
+
+
+def lookup_match(rx: ir.Table, use: LookupUse) -> ir.BooleanColumn:
+    """Does the row's code appear in the lookup (this month, for a dated lookup)?"""
+    return rx[lookup_key_column(get_lookup(use.table))].notnull()
+
+
+def lookup_where(rx: ir.Table, use: LookupUse) -> ir.BooleanColumn:
+    """The lookup's class filter (true where there is none)."""
+    lookup = get_lookup(use.table)
+    predicate = lookup_match(rx, use)
+    for column, values in use.where:
+        predicate = predicate & rx[lookup_column(lookup, column)].isin(list(values))
+    return predicate
+
+
+def lookup_value(rx: ir.Table, use: LookupUse, value: ir.FloatingColumn) -> ir.FloatingColumn:
+    lookup = get_lookup(use.table)
+    for column in use.multiply_by:
+        value = value * rx[lookup_column(lookup, column)]
+    for column in use.divide_by:
+        value = value / rx[lookup_column(lookup, column)]
+    return value
+
+
 def _component_key(component: Component) -> tuple:
     if component.type == "prescribing":
+        if component.lookup is not None:
+            return ("prescribing", component.measure, component.code_set, component.lookup)
         return ("prescribing", component.measure, component.code_set)
     if component.type == "list_size":
         return ("list_size", component.age_from, component.age_to)
@@ -118,6 +205,7 @@ class IndicatorEngine:
         for ind in self.indicators:
             for comp in (ind.numerator, ind.denominator):
                 self._columns.setdefault(_component_key(comp), f"c{len(self._columns)}")
+        self._lookups = sorted({key[3].table for key in self._columns if len(key) > 3})
 
     # -- step 1 and 2: practice x month sums ----------------------------------------------------------
 
@@ -125,19 +213,30 @@ class IndicatorEngine:
         rx = self.backend.table("prescribing")
         if end_month is not None:
             rx = rx.filter(rx.month <= end_month)
+        if self._lookups:
+            rx = with_lookups(rx, self._lookups)
         sums = {}
         for key, name in self._columns.items():
             if key[0] != "prescribing":
                 continue
-            _, measure, code_set = key
+            measure, code_set = key[1], key[2]
+            use = key[3] if len(key) > 3 else None
             value = rx[MEASURE_COLUMNS[measure]].cast("float64")
-            total = ibis.ifelse(code_set_predicate(rx, code_set), value, 0.0).sum()
+            counts = code_set_predicate(rx, code_set)
+            could_count = code_set_predicate(rx, code_set, thresholds=False)
+            if use is not None:
+                # Rows the lookup lacks are not counted here; their items are summed below for the report.
+                sums[f"u{name}"] = ibis.ifelse(counts & ~lookup_match(rx, use),
+                                               rx["items"].cast("float64"), 0.0).sum()
+                counts = counts & lookup_where(rx, use)
+                could_count = could_count & lookup_where(rx, use)
+            total = ibis.ifelse(counts, value if use is None else lookup_value(rx, use, value), 0.0).sum()
             # A row that could count but lacks what is summed or tested (legacy files have no ADQ
             # usage and may lack quantities) makes the sum unknown, not smaller.
             unknown = value.isnull()
             if code_set.quantity_per_item_above:
                 unknown = unknown | rx.quantity.isnull()
-            unknown_rows = ibis.ifelse(code_set_predicate(rx, code_set, thresholds=False) & unknown, 1, 0).sum()
+            unknown_rows = ibis.ifelse(could_count & unknown, 1, 0).sum()
             sums[name] = ibis.ifelse(unknown_rows > 0, ibis.null("float64"), total)
         return rx.group_by(["practice_code", "month"]).aggregate(**sums)
 
@@ -205,6 +304,11 @@ class IndicatorEngine:
         for ind in self.indicators:
             num = self._columns[_component_key(ind.numerator)]
             den = self._columns[_component_key(ind.denominator)]
+            unmatched = {}
+            if self._lookups:  # only then: the long table of an engine without lookups is as before
+                for part, column in (("numerator", num), ("denominator", den)):
+                    unmatched[f"unmatched_{part}_items"] = (
+                        base[f"u{column}"] if f"u{column}" in base.columns else ibis.literal(0.0, "float64"))
             parts.append(base.select(
                 indicator_id=ibis.literal(ind.id, "string"),
                 practice_code=base.practice_code,
@@ -213,8 +317,24 @@ class IndicatorEngine:
                 denominator=base[den].cast("float64"),
                 multiplier=ibis.literal(ind.multiplier, "float64"),
                 population_denominator=ibis.literal(ind.denominator.is_population, "boolean"),
+                **unmatched,
             ))
         return ibis.union(*parts)
+
+    @staticmethod
+    def unmatched_items(long: ir.Table) -> dict[str, dict[str, float]]:
+        """Per indicator, items its code sets match but its lookups lack (non-zero parts only)."""
+        if "unmatched_numerator_items" not in long.columns:
+            return {}
+        totals = long.group_by("indicator_id").aggregate(
+            numerator=long.unmatched_numerator_items.sum(),
+            denominator=long.unmatched_denominator_items.sum()).to_pandas()
+        found = {}
+        for row in totals.itertuples(index=False):
+            parts = {p: float(getattr(row, p)) for p in ("numerator", "denominator") if getattr(row, p) > 0}
+            if parts:
+                found[row.indicator_id] = parts
+        return found
 
     # -- step 3: every organisation level --------------------------------------------------------------
 
@@ -383,7 +503,7 @@ class IndicatorEngine:
         """Compute every indicator and write ``table_name`` to the backend; return a report."""
         say = progress or (lambda msg: None)
         started = time.perf_counter()
-        values, missing_count = None, 0
+        values, missing_count, unmatched = None, 0, {}
         if self.indicators:
             long = self.backend.create_table("_practice_month_long", self.practice_month_long(end_month),
                                              overwrite=True)
@@ -391,6 +511,9 @@ class IndicatorEngine:
                 f"[{time.perf_counter() - started:.1f}s]")
             missing = long.filter(long.population_denominator & long.denominator.isnull())
             missing_count = int(missing.select("practice_code", "month").distinct().count().execute())
+            unmatched = self.unmatched_items(long)
+            for line in EngineReport(0, 0, 0.0, 0, [], unmatched).lookup_lines():
+                say(f"note: {line}")
             monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
             say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
             values = self.with_rolling(monthly)
@@ -414,7 +537,8 @@ class IndicatorEngine:
         months = sorted({str(p)[:7] for p in final.select("period").distinct().to_pandas()["period"]})
         rows = int(final.count().execute())
         say(f"{rows:,} indicator values written to {table_name} [{time.perf_counter() - started:.1f}s]")
-        return EngineReport(len(self.indicators) + len(self.supplied), rows, time.perf_counter() - started, missing_count, months)
+        return EngineReport(len(self.indicators) + len(self.supplied), rows, time.perf_counter() - started,
+                            missing_count, months, unmatched)
 
 
 def proportion_overflow(backend: ibis.BaseBackend, indicators: list[Indicator],

@@ -96,8 +96,10 @@ def _wilson_limits_at(
             centre = twice_x + z2
             lower = (centre - spread) / scale
             upper = (centre + spread) / scale
-        lower = np.where(usable, np.clip(lower, 0.0, 1.0, out=lower), np.nan)
-        upper = np.where(usable, np.clip(upper, 0.0, 1.0, out=upper), np.nan)
+        # At x == 0 (x == n) the lower (upper) limit is exactly 0 (1); rounding can miss it by 1e-16,
+        # which would put a 100% value above its own upper limit.
+        lower = np.where(usable, np.where(x == 0, 0.0, np.clip(lower, 0.0, 1.0, out=lower)), np.nan)
+        upper = np.where(usable, np.where(x == n, 1.0, np.clip(upper, 0.0, 1.0, out=upper)), np.nan)
         out.append((lower, upper))
     return out
 
