@@ -11,7 +11,7 @@ second of the build's death, however the build died. A worker killed under a
 notebook (by the out-of-memory killer, say) is replaced, and that notebook is
 retried once on its own; the other notebooks carry on.
 
-A job may carry a cache key (see ``moopt.pipeline.page_cache_keys``). A notebook that ran
+A job may carry a cache key (see ``moopt.pipeline.assign_cache_keys``). A notebook that ran
 successfully under a key is reused, not run, while its executed notebook and CSV downloads
 are still there and the key is unchanged; the key is kept in a small record beside the
 notebook (``<theme>.cache.json``), removed before the notebook is re-run and written only
@@ -52,7 +52,7 @@ class NotebookJob:
     template: str  # path of the notebook under notebooks/
     output: str  # path of the executed notebook
     parameters: dict = field(default_factory=dict)
-    # Everything the page depends on, hashed; None: always run (see page_cache_keys in moopt.pipeline).
+    # Everything the page depends on, hashed; None: always run (see assign_cache_keys in moopt.pipeline).
     cache_key: str | None = None
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ def _notebook_stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def write_cache_record(job: NotebookJob, result: NotebookResult, outputs_dir: Path) -> None:
+def write_cache_record(job: NotebookJob, result: NotebookResult) -> None:
     """Record that ``job`` ran successfully under its key (only then: a failure is never reused)."""
     if job.cache_key is None or result.status != "ok":
         return
@@ -448,7 +448,7 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
         reused = None if force else reusable_result(job, Path(out))
         if reused is not None:
             results[index] = reused
-    say(reuse_line(len(results), len(jobs)) + (" (--force: every notebook is run)" if force else ""))
+    say(reuse_line(len(results), len(jobs)) + (" (forced: every notebook is run)" if force else ""))
     for index, job in enumerate(jobs):
         if index not in results:
             cache_record_path(job).unlink(missing_ok=True)  # written again only if it succeeds
@@ -460,7 +460,7 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
 
     def record(index: int, result: NotebookResult) -> None:
         results[index] = result
-        write_cache_record(jobs[index], result, Path(out))
+        write_cache_record(jobs[index], result)
         done = len(results) - n_reused
         remaining = (time.perf_counter() - started_at) / done * (total - done)
         flag = "ok" if result.status == "ok" else f"FAILED ({result.error})"
