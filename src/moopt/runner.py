@@ -448,7 +448,8 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
         reused = None if force else reusable_result(job, Path(out))
         if reused is not None:
             results[index] = reused
-    say(reuse_line(len(results), len(jobs)) + (" (forced: every notebook is run)" if force else ""))
+    if force or any(job.cache_key is not None for job in jobs):  # no line for callers without the cache
+        say(reuse_line(len(results), len(jobs)) + (" (forced: every notebook is run)" if force else ""))
     for index, job in enumerate(jobs):
         if index not in results:
             cache_record_path(job).unlink(missing_ok=True)  # written again only if it succeeds
