@@ -2,6 +2,8 @@
 
     moopt synth [--scale small|national]     write the synthetic national data set
     moopt build [--params FILE] [overrides]  data -> store -> indicators -> notebooks -> site
+                                             (notebooks whose inputs are unchanged are reused; --force
+                                             runs them all)
     moopt ingest [--params FILE]             validate and load the run's files into the store
     moopt fetch [--months A:B] [--icb ...]    download EPD months (NHSBSA open data portal) or a file
     moopt indicators list | check            the indicator library
@@ -99,14 +101,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from moopt.pipeline import build
+    from moopt.runner import reuse_line
 
     config = load_config(args.params, overrides=_overrides(args))
     _say(f"moopt {__version__} build: level {config.org_level}, "
          f"organisations {'all' if config.org_codes is None else ','.join(config.org_codes)}, "
          f"themes {'all' if config.themes is None else ','.join(config.themes)}, outputs {config.outputs_dir}")
-    result = build(config, progress=_say, render_site=not args.no_site)
+    result = build(config, progress=_say, render_site=not args.no_site, force=args.force)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     _say(f"finished: {times}")
+    if result.notebooks:
+        _say(f"notebooks: {reuse_line(len(result.reused), len(result.notebooks))}, "
+             f"{len(result.notebooks) - len(result.reused)} run")
     if result.site:
         _say(f"site: {result.site.get('index')} ({result.site.get('pages')} pages, "
              f"{result.site.get('renderer')} renderer)")
@@ -191,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--synthetic-scale", choices=["national", "small"],
                     help="regenerate synthetic data at this scale if the current set differs")
     sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")
+    sp.add_argument("--force", action="store_true",
+                    help="run every notebook, even those whose inputs are unchanged since the last build")
     sp.set_defaults(func=cmd_build)
 
     sp = sub.add_parser("ingest", help="validate and load the run's files into the store")

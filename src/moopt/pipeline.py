@@ -48,6 +48,11 @@ class BuildResult:
     def failures(self) -> list[NotebookResult]:
         return [r for r in self.notebooks if r.status != "ok"]
 
+    @property
+    def reused(self) -> list[NotebookResult]:
+        """Notebooks taken unchanged from the last build (the build cache)."""
+        return [r for r in self.notebooks if r.reused]
+
 
 def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str))
@@ -256,12 +261,16 @@ CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", 
 RESULT_LIBRARIES = ("duckdb", "ibis", "pandas", "numpy", "scipy")
 
 
-def package_source_digest(package_dir: Path | None = None) -> str:
-    """SHA-256 over every source file of moopt (path and content), so new modules count too."""
+def package_source_digest(package_dir: Path | None = None, exclude: Path | None = None) -> str:
+    """SHA-256 over every source file of moopt (path and content), so new modules count too.
+
+    Files under ``exclude`` are left out (the page cache hashes each definition on its own).
+    """
     root = Path(package_dir or PACKAGE_DIR)
     h = hashlib.sha256()
     files = sorted(p for p in root.rglob("*")
-                   if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts)
+                   if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+                   and not (exclude is not None and p.is_relative_to(exclude)))
     for path in files:
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
@@ -276,11 +285,11 @@ def _table_digest(con, table: str) -> str:
     return f"{table}:{rows}:{total}"
 
 
-def _library_versions() -> str:
+def _library_versions(names: tuple[str, ...] = RESULT_LIBRARIES) -> str:
     import importlib.metadata
 
     versions = []
-    for name in RESULT_LIBRARIES:
+    for name in names:
         try:
             versions.append(f"{name}={importlib.metadata.version(name if name != 'ibis' else 'ibis-framework')}")
         except importlib.metadata.PackageNotFoundError:
@@ -297,6 +306,12 @@ def _engine_key(store: Store, config: RunConfig) -> str:
     definitions among them), the libraries that compute, the store's schema version and
     the run's period.
     """
+    return _engine_inputs_digest(store, config, with_definitions=True)
+
+
+def _engine_inputs_digest(store: Store, config: RunConfig, with_definitions: bool) -> str:
+    """The engine key (see :func:`_engine_key`), or, without ``with_definitions``, the same
+    key with every indicator definition left out (the page cache hashes each on its own)."""
     h = hashlib.sha256(f"{__version__}|{SCHEMA_VERSION}".encode())
     for row in store.con.execute(
             "SELECT file, table_name, file_size, file_mtime, coalesce(run_window, '') FROM ingest_log "
@@ -304,10 +319,14 @@ def _engine_key(store: Store, config: RunConfig) -> str:
         h.update(repr(row).encode())
     for table in CONTENT_KEYED_TABLES:
         h.update(_table_digest(store.con, table).encode())
-    h.update(package_source_digest().encode())
-    if not DEFINITIONS_DIR.is_relative_to(PACKAGE_DIR):  # covered above when inside the package
-        for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
-            h.update(path.read_bytes())
+    if with_definitions:
+        h.update(package_source_digest().encode())
+        if not DEFINITIONS_DIR.is_relative_to(PACKAGE_DIR):  # covered above when inside the package
+            for path in sorted(DEFINITIONS_DIR.glob("*.yml")):
+                h.update(path.read_bytes())
+    else:
+        inside = DEFINITIONS_DIR if DEFINITIONS_DIR.is_relative_to(PACKAGE_DIR) else None
+        h.update(b"without definitions" + package_source_digest(exclude=inside).encode())
     h.update(_library_versions().encode())
     h.update(f"{config.period_end}|{config.period_months}".encode())
     return h.hexdigest()
@@ -506,6 +525,92 @@ def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> l
     return jobs
 
 
+# -- the build cache: which pages must be re-run --------------------------------------------------------
+
+# Libraries whose upgrade can change a page (its tables, charts and text) besides its results.
+PAGE_LIBRARIES = (*RESULT_LIBRARIES, "matplotlib")
+# run_facts columns that are not facts a page shows: keys of other caches, the engine's timings.
+_NOT_PAGE_FACTS = ("engine_key", "results_key", "engine_report")
+
+
+@dataclass(frozen=True)
+class PageCacheInputs:
+    """What every page key is made of, read once per build while the store is open.
+
+    Attributes
+    ----------
+    shared : str
+        Hash of what every page depends on: the inputs of the indicator and results stages
+        except the definitions (the files ingested, the content of the input tables, moopt's
+        source without the definitions, the libraries, the period, level and organisations),
+        the libraries that draw, and the run facts pages show.
+    indicators : dict
+        Per indicator id: hash of its definition file's bytes.
+
+    Notes
+    -----
+    A page's results are keyed by what they are computed from, not by the stored values:
+    rerunning the engine on unchanged inputs changes some values in their last bits (DuckDB
+    sums in parallel, in no fixed order), so a hash of the values (``results_digests``)
+    would re-run pages whose figures did not change.
+    """
+
+    shared: str
+    indicators: dict[str, str]
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def read_page_cache_inputs(store: Store, config: RunConfig) -> PageCacheInputs:
+    """Read, from the store and the package, what page keys are made of (see :func:`assign_cache_keys`).
+
+    The definitions are hashed one by one rather than through the package digest, so that
+    editing one changes only the keys of the pages that show it.
+    """
+    facts = {k: v for k, v in _stored_facts(store.con).items() if k not in _NOT_PAGE_FACTS}
+    shared = hashlib.sha256(_canonical({
+        "results_inputs": _results_key(_engine_inputs_digest(store, config, with_definitions=False), config),
+        "libraries": _library_versions(PAGE_LIBRARIES),
+        "run_facts": facts,
+    }).encode()).hexdigest()
+    indicators = {}
+    for indicator in load_indicators():
+        definition = DEFINITIONS_DIR / f"{indicator.id}.yml"
+        text = definition.read_bytes() if definition.is_file() else _canonical(vars(indicator)).encode()
+        indicators[indicator.id] = hashlib.sha256(text).hexdigest()
+    return PageCacheInputs(shared, indicators)
+
+
+def assign_cache_keys(jobs: list[NotebookJob], inputs: PageCacheInputs, orgs: list[dict]) -> None:
+    """Give each job its cache key: what its page shows and how it is made, hashed.
+
+    A key covers the notebook template's bytes, the job's parameters, ``inputs.shared``
+    (the data, source, libraries and run facts), the organisation as the data name it, and
+    the definitions of the indicators the page shows: a theme page its theme's, the summary
+    and the England overview every one. The runner reuses a notebook whose key is unchanged.
+    """
+    by_code = {org["code"]: org for org in orgs}
+    every = sorted(inputs.indicators)
+    by_theme: dict[str, list[str]] = {}
+    for indicator in load_indicators():
+        by_theme.setdefault(indicator.theme, []).append(indicator.id)
+    templates: dict[str, str] = {}
+    for job in jobs:
+        if job.template not in templates:
+            templates[job.template] = hashlib.sha256(Path(job.template).read_bytes()).hexdigest()
+        shown = by_theme.get(job.theme, []) if job.theme not in ("summary", "overview") else every
+        organisation = by_code.get(job.org_code, {"code": job.org_code, "level": job.org_level})
+        job.cache_key = hashlib.sha256(_canonical({
+            "template": templates[job.template],
+            "parameters": job.parameters,
+            "shared": inputs.shared,
+            "organisation": organisation,
+            "indicators": {i: inputs.indicators[i] for i in shown},
+        }).encode()).hexdigest()
+
+
 # -- the build -------------------------------------------------------------------------------------------
 
 def check_run_request(config: RunConfig) -> list[Theme]:
@@ -525,7 +630,7 @@ def check_period_end(store: Store, config: RunConfig) -> None:
     resolve_period(config, store.months())
 
 
-def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildResult:
+def build(config: RunConfig, progress=None, render_site: bool = True, force: bool = False) -> BuildResult:
     """Run everything; return what happened. Notebook failures are collected, not raised.
 
     Parameters
@@ -536,6 +641,8 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         Called with one-line progress messages.
     render_site : bool
         Publish the site (``outputs/site``) at the end.
+    force : bool
+        Run every notebook, even those the build cache would reuse.
 
     Returns
     -------
@@ -557,6 +664,9 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
     and in which at least one notebook succeeded. A build stopped part-way (killed,
     interrupted, a crash) leaves the previous site, and marks the outputs folder
     unfinished so that ``moopt site`` will not publish its mix of notebooks either.
+
+    A notebook is re-run only when something its page depends on changed (see
+    :func:`assign_cache_keys`); the others are reused from the last build.
     """
     say = progress or (lambda msg: None)
     themes = check_run_request(config)
@@ -565,10 +675,11 @@ def build(config: RunConfig, progress=None, render_site: bool = True) -> BuildRe
         if removed:
             say(f"removed {removed} unfinished notebook(s) left by an interrupted run")
         remove_interrupted_site_folders(config.outputs_dir, say)
-        return _build_locked(config, themes, say, render_site)
+        return _build_locked(config, themes, say, render_site, force)
 
 
-def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool) -> BuildResult:
+def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool,
+                  force: bool = False) -> BuildResult:
     result = BuildResult()
     t0 = time.perf_counter()
 
@@ -596,16 +707,18 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
         t = time.perf_counter()
         engine_info = compute_indicators(config, store, files.synthetic, say)
         result.seconds["indicators"] = time.perf_counter() - t
+        cache_inputs = read_page_cache_inputs(store, config)
     jobs = notebook_jobs(config, orgs, themes)
+    assign_cache_keys(jobs, cache_inputs, orgs)
 
     workers = min(config.workers, len(jobs))
-    say(f"4/5 notebooks: {len(jobs)} to run ({len(orgs)} organisations x ({len(themes)} themes + summary) "
-        f"+ England overview) on {workers} workers, {config.runner} kernels")
+    say(f"4/5 notebooks: {len(jobs)} in all ({len(orgs)} organisations x ({len(themes)} themes + summary) "
+        f"+ England overview), those not reusable run on {workers} workers, {config.runner} kernels")
     t = time.perf_counter()
     # From here the notebooks on disk stop matching the last manifest until the new one is written.
     mark_unfinished(config.outputs_dir)
     result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
-                                     mode=config.runner)
+                                     mode=config.runner, force=force)
     result.seconds["notebooks"] = time.perf_counter() - t
 
     manifest = {

@@ -10,11 +10,18 @@ Workers never outlive the build: each dies (with its kernels) within about a
 second of the build's death, however the build died. A worker killed under a
 notebook (by the out-of-memory killer, say) is replaced, and that notebook is
 retried once on its own; the other notebooks carry on.
+
+A job may carry a cache key (see ``moopt.pipeline.assign_cache_keys``). A notebook that ran
+successfully under a key is reused, not run, while its executed notebook and CSV downloads
+are still there and the key is unchanged; the key is kept in a small record beside the
+notebook (``<theme>.cache.json``), removed before the notebook is re-run and written only
+after it succeeded, so a failed or interrupted notebook is never reused.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from moopt.atomic import write_text_atomic
 from moopt.orgs import check_safe_code
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,8 @@ class NotebookJob:
     template: str  # path of the notebook under notebooks/
     output: str  # path of the executed notebook
     parameters: dict = field(default_factory=dict)
+    # Everything the page depends on, hashed; None: always run (see assign_cache_keys in moopt.pipeline).
+    cache_key: str | None = None
 
     def __post_init__(self) -> None:
         check_safe_code(self.org_code)
@@ -59,9 +69,69 @@ class NotebookResult:
     error: str | None
     seconds: float
     csv: list[str] = field(default_factory=list)
+    reused: bool = False  # True: the notebook of an earlier build, unchanged inputs, not run again
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# -- the build cache ---------------------------------------------------------------------------------
+
+CACHE_RECORD_SUFFIX = ".cache.json"
+
+
+def cache_record_path(job: NotebookJob) -> Path:
+    """The record of the key a job's executed notebook was made under: ``<theme>.cache.json`` beside it."""
+    output = Path(job.output)
+    return output.with_name(output.stem + CACHE_RECORD_SUFFIX)
+
+
+def _notebook_stamp(path: Path) -> list[int]:
+    """Size and modification time: a notebook replaced since its record was written is not reused."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def write_cache_record(job: NotebookJob, result: NotebookResult) -> None:
+    """Record that ``job`` ran successfully under its key (only then: a failure is never reused)."""
+    if job.cache_key is None or result.status != "ok":
+        return
+    output = Path(job.output)
+    if not output.is_file():
+        return
+    record = {"key": job.cache_key, "status": result.status, "notebook": _notebook_stamp(output),
+              "csv": list(result.csv), "seconds": result.seconds}
+    write_text_atomic(cache_record_path(job), json.dumps(record))
+
+
+def reusable_result(job: NotebookJob, outputs_dir: Path) -> NotebookResult | None:
+    """The result of ``job``'s earlier run when it can be reused as it is, else None.
+
+    Reusable: the job has a key; its record says the notebook ran ok under that same key;
+    the executed notebook is the one recorded (size and modification time); and every CSV
+    download listed exists.
+    """
+    if job.cache_key is None:
+        return None
+    try:
+        record = json.loads(cache_record_path(job).read_text())
+        output = Path(job.output)
+        if (not isinstance(record, dict) or record.get("key") != job.cache_key or record.get("status") != "ok"
+                or record.get("notebook") != _notebook_stamp(output)):
+            return None
+        csv = [str(c) for c in record.get("csv") or []]
+    except (OSError, ValueError, TypeError):  # no record, no notebook, or an unreadable record
+        return None
+    out = Path(outputs_dir)
+    if not all((out / c).is_file() for c in csv):
+        return None
+    rel = str(output.relative_to(out)) if output.is_relative_to(out) else str(output)
+    return NotebookResult(job.org_level, job.org_code, job.theme, rel, "ok", None, 0.0, csv, reused=True)
+
+
+def reuse_line(reused: int, total: int) -> str:
+    """The progress and summary line about the build cache."""
+    return f"{reused} of {total} notebooks reused (unchanged)"
 
 
 def _short_error(exc: BaseException) -> str:
@@ -322,8 +392,8 @@ WORKER_DIED = ("its worker process died twice while running it (killed by the sy
 
 
 def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, cwd: Path | None = None,
-                  progress=None, mode: str = "warm", execute=None) -> list[NotebookResult]:
-    """Execute every job, ``workers`` at a time, reporting progress as each finishes.
+                  progress=None, mode: str = "warm", execute=None, force: bool = False) -> list[NotebookResult]:
+    """Execute every job whose notebook cannot be reused, ``workers`` at a time, reporting progress.
 
     Parameters
     ----------
@@ -343,11 +413,14 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
     execute : callable, optional
         Replaces the executor chosen by ``mode`` (a module-level function taking the job,
         the outputs folder and the working folder, returning a :class:`NotebookResult`).
+    force : bool
+        Run every job, even one whose notebook could be reused.
 
     Returns
     -------
     list of NotebookResult
-        One per job, in the order of ``jobs``; a failed notebook is a result, not an error.
+        One per job, in the order of ``jobs``; a failed notebook is a result, not an error;
+        a reused notebook's result has ``reused`` True.
 
     Notes
     -----
@@ -357,6 +430,10 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
     failed, so a notebook that always exhausts memory cannot stop the others. An
     interruption (Ctrl-C, or SIGTERM turned into one by the command line) stops every
     worker and kernel before it propagates.
+
+    A job with a ``cache_key`` is reused, not run, when :func:`reusable_result` finds its
+    earlier run still valid (never with ``force``). Before a job runs its cache record is
+    removed; it is written again only when the job succeeded.
     """
     if execute is None:
         if mode not in EXECUTORS:
@@ -365,16 +442,27 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
     say = progress or (lambda msg: None)
     if not jobs:
         return []
-    started_at = time.perf_counter()
-    total = len(jobs)
     out = str(Path(outputs_dir).resolve())
+    results: dict[int, NotebookResult] = {}
+    for index, job in enumerate(jobs):
+        reused = None if force else reusable_result(job, Path(out))
+        if reused is not None:
+            results[index] = reused
+    if force or any(job.cache_key is not None for job in jobs):  # no line for callers without the cache
+        say(reuse_line(len(results), len(jobs)) + (" (forced: every notebook is run)" if force else ""))
+    for index, job in enumerate(jobs):
+        if index not in results:
+            cache_record_path(job).unlink(missing_ok=True)  # written again only if it succeeds
+    started_at = time.perf_counter()
+    n_reused = len(results)
+    total = len(jobs) - n_reused
     cwd_text = str(cwd) if cwd else None
     context = multiprocessing.get_context()
-    results: dict[int, NotebookResult] = {}
 
     def record(index: int, result: NotebookResult) -> None:
         results[index] = result
-        done = len(results)
+        write_cache_record(jobs[index], result)
+        done = len(results) - n_reused
         remaining = (time.perf_counter() - started_at) / done * (total - done)
         flag = "ok" if result.status == "ok" else f"FAILED ({result.error})"
         say(f"[{done}/{total}] {result.org_level} {result.org_code} {result.theme}: {flag} "
@@ -414,7 +502,7 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
     # When a worker dies, the pool stops every worker, so the notebooks then in flight are only
     # suspects. Suspects are rerun one at a time, where a death names its notebook exactly: a
     # notebook that kills its worker there too has failed twice and is given up.
-    pending = list(range(total))
+    pending = [i for i in range(len(jobs)) if i not in results]
     suspects: list[int] = []
     while pending or suspects:
         solo = bool(suspects)
@@ -440,16 +528,20 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
             pending = [i for i in pending if i not in results and i not in in_flight]
             say(f"a worker process died while running {names}; starting new workers: each of these "
                 "is retried once, on its own, and the other notebooks continue")
-    return [results[i] for i in range(total)]
+    return [results[i] for i in range(len(jobs))]
 
 
 def remove_interrupted_notebooks(notebooks_dir: Path) -> int:
     """Delete the temporary notebooks (``.<theme>.tmp-<pid>.ipynb``) of killed runs; return how many.
 
+    Half-written cache records (``.<theme>.cache.json.<id>.tmp``) go too, uncounted.
     Call it only while holding the outputs lock, when no worker of another build is writing.
     """
     removed = 0
-    for path in Path(notebooks_dir).rglob(".*.tmp-*.ipynb") if Path(notebooks_dir).is_dir() else []:
+    folder = Path(notebooks_dir)
+    for path in folder.rglob(".*.tmp-*.ipynb") if folder.is_dir() else []:
         path.unlink(missing_ok=True)
         removed += 1
+    for path in folder.rglob(f".*{CACHE_RECORD_SUFFIX}.*.tmp") if folder.is_dir() else []:
+        path.unlink(missing_ok=True)
     return removed
