@@ -8,8 +8,8 @@ The store must hold a built ``indicator_values`` (run ``moopt build`` first;
 the default national build gives the figures in the README). Each contender
 runs in a fresh subprocess, so its peak resident memory is its own:
 
-* ``results stage``: :func:`moopt.results.compute_results`, one indicator at a
-  time, every statistic (intervals, funnels and verdicts, peers, savings, SPC
+* ``results stage``: :func:`moopt.results.compute_results` with DuckDB held to
+  2GB as in a build (``data.ingest_memory_limit``), one indicator at a time, every statistic (intervals, funnels and verdicts, peers, savings, SPC
   and trends of the run's level), written to the store's result tables;
 * ``whole table`` (``--whole-table``): what the statistics step did before,
   reading all of ``indicator_values`` into pandas and adding intervals and the
@@ -37,6 +37,8 @@ import duckdb
 from moopt.indicators.definitions import load_indicators
 from moopt.results import SeriesScope, compute_results
 con = duckdb.connect(sys.argv[1])
+# as in a build: DuckDB held to data.ingest_memory_limit (default 2GB), spilling beside the store
+con.execute("SET memory_limit = '2GB'")
 level = (con.execute("SELECT org_level FROM run_facts").fetchone() or ["sub_icb"])[0]
 started = time.perf_counter()
 report = compute_results(con, load_indicators(), SeriesScope(level))
