@@ -1045,3 +1045,19 @@ def test_regression_rejects_csv_line_numbers_are_whole(templates):
         store.ingest_prescribing(path, max_reject_share=1.0)
         (written,) = store.rejects_dir.glob("*.rejects.csv")
         assert pd.read_csv(written, dtype=str)["line"].tolist() == ["3"]
+
+
+def test_regression_ods_zip_with_non_utf8_first_byte_names_the_zip(tmp_path):
+    """Found by the byte-mutation fuzz test: the error named the CSV extracted beside the store."""
+    import zipfile
+
+    from moopt.store import Store
+
+    row = '"A00001","Name A00001","Y01","QA1"' + ',""' * 6 + ',"20130401","","A","B","S1A"' + ',""' * 10 + ',"4",""\n'
+    archive = tmp_path / "epraccur.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("epraccur.csv", b"\x80" + row.encode())
+    with Store(tmp_path / "store" / "moopt.duckdb") as store:
+        with pytest.raises(ValueError) as caught:
+            store.ingest_ods_organisations(archive)
+    assert str(archive) in str(caught.value) and "UTF-8" in str(caught.value)

@@ -723,8 +723,14 @@ class Store:
         """
         path = Path(epraccur)
         read = self._plain_file(path)
-        _refuse_if_cut(path, read, read_header(read))
-        _refuse_if_not_utf8(path, read)
+        try:
+            _refuse_if_cut(path, read, read_header(read))
+            _refuse_if_not_utf8(path, read)
+        except ValueError as exc:
+            if read == path:
+                raise
+            # name the file the user gave, not the copy extracted from the zip beside the store
+            raise IngestError(str(exc).replace(str(read), f"{path} (its CSV member)")) from exc
         eccg = self._plain_file(Path(eccg)) if eccg else None
         eauth = self._plain_file(Path(eauth)) if eauth else None
         tag = "ods_" + uuid.uuid4().hex[:8]
