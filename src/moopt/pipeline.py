@@ -31,7 +31,7 @@ from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
 from moopt.site.build import remove_interrupted_site_folders
-from moopt.tables import TABLES, check_columns
+from moopt.tables import TABLES, check_columns, table_exists
 from moopt.store import SCHEMA_VERSION, IngestReport, RunWindow, Store, ingest_files
 
 log = logging.getLogger(__name__)
@@ -235,8 +235,7 @@ def reset_store_if_data_changed(store_path: Path, files: DataFiles, progress=Non
     con = duckdb.connect(str(store_path), read_only=True)
     try:
         rows = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchall() \
-            if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_info'").fetchall()[0][0] \
-            else []
+            if table_exists(con, "store_info") else []
     finally:
         con.close()
     if not rows or rows[0][0] != str(SCHEMA_VERSION):
@@ -278,8 +277,7 @@ def package_source_digest(package_dir: Path | None = None, exclude: Path | None 
 
 
 def _table_digest(con, table: str) -> str:
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0]
-    if not exists:
+    if not table_exists(con, table):
         return f"{table}:absent"
     rows, total = con.execute(f"SELECT count(*), sum(hash(t)) FROM {table} t").fetchall()[0]
     return f"{table}:{rows}:{total}"
@@ -343,8 +341,7 @@ def _results_key(engine_key: str, config: RunConfig) -> str:
 
 
 def _stored_facts(con) -> dict:
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'run_facts'").fetchall()[0][0]
-    if not has:
+    if not table_exists(con, "run_facts"):
         return {}
     frame = con.execute("SELECT * FROM run_facts").fetchdf()
     return frame.iloc[0].to_dict() if len(frame) else {}

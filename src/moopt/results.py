@@ -28,7 +28,6 @@ results in place. Table contracts: :mod:`moopt.tables`.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import pandas as pd
 from moopt import stats
 from moopt.indicators.definitions import Indicator
 from moopt.orgs import ORG_LEVEL_COLUMNS, ORG_LEVEL_PLURALS
-from moopt.tables import TABLES, check_columns
+from moopt.tables import TABLES, check_columns, table_exists
 
 PEER_ATTRIBUTES = ("list_size", "percent_aged_65_plus", "deprivation_score")
 PEER_GROUP_SIZE = 10
@@ -339,9 +338,7 @@ def write_digests(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _breakdowns(con: duckdb.DuckDBPyConnection, indicators: list[Indicator]) -> pd.DataFrame:
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'supplied_breakdowns'"
-                      ).fetchall()[0][0]
-    if not has:
+    if not table_exists(con, "supplied_breakdowns"):
         return pd.DataFrame()
     rows = con.execute("SELECT indicator_id, org_level, org_code, org_name, period, period_type, breakdown, "
                        "numerator, denominator FROM supplied_breakdowns").fetchdf()
@@ -395,7 +392,3 @@ def compute_results(con: duckdb.DuckDBPyConnection, indicators: list[Indicator],
     return {"rows": counts, "peer_attributes": usable, "peer_group_size": PEER_GROUP_SIZE,
             "series_level": scope.org_level, "seconds": round(seconds, 1),
             "phase_seconds": {k: round(v, 2) for k, v in times.items()}}
-
-
-def report_json(report: dict) -> str:
-    return json.dumps(report, default=str)

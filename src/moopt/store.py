@@ -49,6 +49,7 @@ import pandas as pd
 
 from moopt.atomic import write_atomic, write_csv_atomic, write_text_atomic
 from moopt.config import MEMORY_SIZE
+from moopt.tables import table_exists
 from moopt.sources.layouts import (NHSBSA_BANDS, REFERENCE_TABLES, Layout, csv_members, detect_layout,
                                    read_header)
 
@@ -587,7 +588,7 @@ class Store:
         every line so swallowed is counted as a reject of its own, so rows read still counts
         the file's lines. A line that is not UTF-8 refuses the file (see :class:`IngestError`).
         """
-        if not _table_exists(self.con, f"{tag}_rej"):
+        if not table_exists(self.con, f"{tag}_rej"):
             return []
         rows = self.con.execute(
             # DuckDB records one error per missing column; a line is one reject.
@@ -1603,11 +1604,6 @@ def _cut_last_record(path: Path, expected_fields: int) -> tuple[int, int] | None
     with open(path, "rb") as handle:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b"")) + 1
     return lines, len(records[-1])
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
 def _record_start_lines(path: Path, n_records: int) -> np.ndarray | None:

@@ -249,7 +249,8 @@ class RunFacts:
     has_rolling: bool
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store (or any DuckDB connection) holds a table of this name."""
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
@@ -258,7 +259,7 @@ class ResultsReader:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
-        if not _has_table(con, "run_facts") or not _has_table(con, "indicator_results"):
+        if not table_exists(con, "run_facts") or not table_exists(con, "indicator_results"):
             raise FileNotFoundError("The store holds no results of a build: run `moopt build` first.")
 
     def frame(self, sql: str, params: list) -> pd.DataFrame:
@@ -280,7 +281,7 @@ class ResultsReader:
                                 "AND org_code = ?", [org_level, org_code]).fetchall()[0][0]
 
     def n_peers(self, org_level: str, org_code: str) -> int:
-        if not _has_table(self.con, "peer_groups"):
+        if not table_exists(self.con, "peer_groups"):
             return 0
         return self.con.execute("SELECT count(*) FROM peer_groups WHERE org_level = ? AND org_code = ?",
                                 [org_level, org_code]).fetchall()[0][0]
