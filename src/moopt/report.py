@@ -650,7 +650,7 @@ class SummaryPage:
                 "value": own["value"], "england_value": own["england_value"],
                 "minimum": own["lowest"], "p25": own["quartile_25"], "p75": own["quartile_75"],
                 "maximum": own["highest"], "assessment": own["assessment_99_8"],
-                "not_compared_reason": own["not_compared_reason"],
+                "verdict": verdict_label(own),
                 "decimals": ind.value_decimals,
             })
         frame = pd.DataFrame(rows)
@@ -679,8 +679,7 @@ class SummaryPage:
         rows = []
         for _, r in frame[frame["theme"].isin(themes)].iterrows():
             d = int(r["decimals"])
-            label = verdict_label(pd.Series({"assessment_99_8": r["assessment"],
-                                             "not_compared_reason": r["not_compared_reason"]}))
+            label = r["verdict"]
             rows.append(
                 f'<tr><td><a href="{html.escape(r["theme"])}.html#{html.escape(r["indicator_id"])}">'
                 f'{html.escape(r["indicator_id"])} {html.escape(r["short_title"])}</a></td>'
