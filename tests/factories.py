@@ -107,3 +107,38 @@ def copy_project(folder: Path) -> Path:
         shutil.copytree(root / name, folder / name)
     shutil.copy(root / "_quarto.yml", folder / "_quarto.yml")
     return folder
+
+
+def write_notebook(path: Path, body: str) -> str:
+    """A two-cell notebook: a ``parameters`` cell setting ``value = 1``, then ``body``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("value = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return str(path)
+
+
+def run_engine(folder: Path, indicators=None):
+    """Ingest ``folder``'s map.csv, epd.csv and ls.csv into a new store there and run the engine.
+
+    Returns the ``indicator_values`` table, the ingest reports and the engine's report.
+    """
+    import ibis
+
+    from moopt.indicators import load_indicators
+    from moopt.indicators.engine import IndicatorEngine
+    from moopt.store import Store, ingest_files
+
+    with Store(folder / "store.duckdb") as store:
+        reports = ingest_files(store, folder / "map.csv", [folder / "epd.csv"], [folder / "ls.csv"])
+    backend = ibis.duckdb.connect(str(folder / "store.duckdb"))
+    try:
+        report = IndicatorEngine(backend, indicators if indicators is not None else load_indicators()).run()
+        table = backend.table("indicator_values").to_pandas()
+    finally:
+        backend.disconnect()
+    return table, reports, report

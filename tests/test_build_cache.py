@@ -17,9 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
+from factories import write_notebook
 
 from moopt.pipeline import PageCacheInputs, assign_cache_keys
 from moopt.runner import NotebookJob, cache_record_path, run_notebooks
@@ -32,24 +32,14 @@ THEMES = "safety,antimicrobials"
 
 # -- the runner on its own: tiny notebooks ---------------------------------------------------------------
 
-def _notebook(path: Path, body: str) -> str:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("value = 1")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return str(path)
-
-
 def _job(out: Path, template: str, code: str, key: str | None) -> NotebookJob:
     return NotebookJob("sub_icb", code, "t", template, str(out / f"notebooks/sub_icb/{code}/t.ipynb"),
                        {"value": 2}, cache_key=key)
 
 
 def test_runner_reuses_only_ok_notebooks_with_the_same_key(tmp_path):
-    good = _notebook(tmp_path / "good.ipynb", "print(value)")
-    bad = _notebook(tmp_path / "bad.ipynb", "raise RuntimeError('broken')")
+    good = write_notebook(tmp_path / "good.ipynb", "print(value)")
+    bad = write_notebook(tmp_path / "bad.ipynb", "raise RuntimeError('broken')")
     out = tmp_path / "outputs"
     jobs = [_job(out, good, "A1", "k1"), _job(out, bad, "B2", "k1"), _job(out, good, "C3", None)]
     first = run_notebooks(jobs, out, workers=1, mode="papermill")
@@ -69,7 +59,7 @@ def test_runner_reuses_only_ok_notebooks_with_the_same_key(tmp_path):
 
 
 def test_runner_does_not_reuse_a_notebook_replaced_since_it_ran(tmp_path):
-    template = _notebook(tmp_path / "page.ipynb", "print(value)")
+    template = write_notebook(tmp_path / "page.ipynb", "print(value)")
     out = tmp_path / "outputs"
     job = _job(out, template, "A1", "k1")
     run_notebooks([job], out, workers=1, mode="papermill")

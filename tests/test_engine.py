@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import math
 
-import ibis
 import numpy as np
 import pandas as pd
 import pytest
 
 import factories as f
-from moopt.indicators import load_indicators
 from moopt.indicators.denominators import WEIGHTS_FILE
-from moopt.indicators.engine import IndicatorEngine
-from moopt.store import Store, ingest_files
 
 MONTHS = f.months_between("2025-01", 13)
 # Practice list sizes: (male 25-29, female 70-74). A00004 has no list size in the last month.
@@ -58,13 +54,8 @@ def values(tmp_path_factory) -> pd.DataFrame:
                 ls += f.list_size_rows(month, p, {("MALE", "25_29"): male, ("FEMALE", "70_74"): female})
     f.write_epd(d / "epd.csv", rx)
     f.write_list_sizes(d / "ls.csv", ls)
-    with Store(d / "store.duckdb") as store:
-        ingest_files(store, d / "map.csv", [d / "epd.csv"], [d / "ls.csv"])
-    backend = ibis.duckdb.connect(str(d / "store.duckdb"))
-    report = IndicatorEngine(backend, load_indicators()).run()
+    table, _, report = f.run_engine(d)
     assert report.practice_months_without_list_size == 1
-    table = backend.table("indicator_values").to_pandas()
-    backend.disconnect()
     return table
 
 

@@ -16,7 +16,6 @@ import pytest
 import factories as f
 from moopt.indicators import load_indicators
 from moopt.indicators.engine import DECILES, PARENT_COLUMNS, SPREAD_COLUMNS, IndicatorEngine
-from moopt.store import Store, ingest_files
 from oracles.ranking import assign_deciles, assign_percentiles_and_deciles
 from oracles.rolling import calculate_rolling_values
 
@@ -280,13 +279,7 @@ def built(tmp_path_factory) -> pd.DataFrame:
                 ls += f.list_size_rows(month, p, {("MALE", "25_29"): male, ("FEMALE", "70_74"): female})
     f.write_epd(d / "epd.csv", rx)
     f.write_list_sizes(d / "ls.csv", ls)
-    with Store(d / "store.duckdb") as store:
-        ingest_files(store, d / "map.csv", [d / "epd.csv"], [d / "ls.csv"])
-    backend = ibis.duckdb.connect(str(d / "store.duckdb"))
-    IndicatorEngine(backend, load_indicators()).run()
-    table = backend.table("indicator_values").to_pandas()
-    backend.disconnect()
-    return table
+    return f.run_engine(d)[0]
 
 
 def test_built_table_spread_agrees_with_the_oracle(built):

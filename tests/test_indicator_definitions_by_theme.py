@@ -19,14 +19,11 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import ibis
 import pandas as pd
 import pytest
 
 import factories as f
 from moopt.indicators import load_indicators
-from moopt.indicators.engine import IndicatorEngine
-from moopt.store import Store, ingest_files
 
 MONTH = "2025-03"
 PRACTICE = "A00001"  # every indicator is checked at this practice
@@ -201,13 +198,8 @@ def values(tmp_path_factory) -> pd.DataFrame:
     for practice, bands in LISTS.items():
         ls += f.list_size_rows(MONTH, practice, bands)
     f.write_list_sizes(d / "ls.csv", ls)
-    with Store(d / "store.duckdb") as store:
-        reports = ingest_files(store, d / "map.csv", [d / "epd.csv"], [d / "ls.csv"])
+    table, reports, _ = f.run_engine(d)
     assert all(r.rows_rejected == 0 for r in reports), [r.line() for r in reports]
-    backend = ibis.duckdb.connect(str(d / "store.duckdb"))
-    IndicatorEngine(backend, load_indicators()).run()
-    table = backend.table("indicator_values").to_pandas()
-    backend.disconnect()
     return table
 
 

@@ -2,26 +2,16 @@
 
 import json
 
-import nbformat
 import pytest
+from factories import write_notebook
 
 from moopt.runner import NotebookJob, run_notebooks
 
 
-def make_notebook(path, body: str):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("value = 1")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return str(path)
-
-
 @pytest.mark.parametrize("mode", ["warm", "papermill"])
 def test_failures_are_collected_and_others_finish(tmp_path, mode):
-    good = make_notebook(tmp_path / "good.ipynb", "print(value * 2)")
-    bad = make_notebook(tmp_path / "bad.ipynb", "raise RuntimeError(f'broken for {value}')")
+    good = write_notebook(tmp_path / "good.ipynb", "print(value * 2)")
+    bad = write_notebook(tmp_path / "bad.ipynb", "raise RuntimeError(f'broken for {value}')")
     out = tmp_path / "outputs"
     jobs = [NotebookJob("sub_icb", "A1", "theme", good, str(out / "notebooks/sub_icb/A1/theme.ipynb"), {"value": 21}),
             NotebookJob("sub_icb", "B2", "theme", bad, str(out / "notebooks/sub_icb/B2/theme.ipynb"), {"value": 5})]
@@ -39,8 +29,8 @@ def test_failures_are_collected_and_others_finish(tmp_path, mode):
 
 def test_warm_kernel_resets_between_notebooks(tmp_path):
     """A reused kernel must not leak one notebook's variables into the next."""
-    first = make_notebook(tmp_path / "first.ipynb", "leak = 'from the first notebook'")
-    second = make_notebook(tmp_path / "second.ipynb", "print('leak' in dir())")
+    first = write_notebook(tmp_path / "first.ipynb", "leak = 'from the first notebook'")
+    second = write_notebook(tmp_path / "second.ipynb", "print('leak' in dir())")
     out = tmp_path / "outputs"
     jobs = [NotebookJob("sub_icb", f"N{i}", "t", nb, str(out / f"notebooks/sub_icb/N{i}/t.ipynb"))
             for i, nb in enumerate([first, second, first, second])]
