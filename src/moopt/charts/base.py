@@ -1,44 +1,42 @@
-"""The chart object, the NHS palette and the shared drawing conventions.
+"""The chart object, the NHS palette and the shared conventions of every moopt chart.
 
 Every chart function in :mod:`moopt.charts` works in two steps:
 
-1. *calculate*: select and shape the rows to show into one tidy DataFrame
-   (``Chart.data``), which is exactly what is drawn and what users download;
-2. *draw*: build the matplotlib figure from that DataFrame and nothing else.
+1. *calculate*: select and shape the rows to show into tidy DataFrames, one per
+   :class:`ChartData`; these are exactly what is drawn and exactly what readers
+   download;
+2. *specify*: describe the drawing as a Vega-Lite specification (built with
+   Altair) that reads those datasets by name and nothing else.
 
-Figures are created with :class:`matplotlib.figure.Figure` and rendered with
-the non-interactive Agg canvas, so they never enter pyplot's registry of open
-figures: a build that draws thousands of charts does not accumulate them, and
-importing this module does not change the backend of a notebook user.
+The specification is drawn in the reader's browser by vega-embed, which the
+site ships itself (:mod:`moopt.charts.web`), so charts can be hovered and
+resize with the page; the same specification gives a static SVG or PNG through
+vl-convert (:meth:`Chart.to_svg`, :meth:`Chart.to_png`) for pages that must
+work without JavaScript and for print.
 
-Text is always drawn literally: :func:`chart_style` turns matplotlib's mathtext
-off, so organisation names, titles and labels taken from data can hold "$",
-"\\", "_" or "%" safely.
+Specifications are templates: whatever differs between organisations (the
+organisation's code, its name) is a top-level Vega-Lite parameter filled in by
+:attr:`Chart.params`, so a builder can cache one specification per indicator,
+level and period and reuse it for every organisation's page. Datasets that are
+the same on every organisation's page (all organisations' values, national
+deciles, funnel limits) carry a :attr:`ChartData.shared_key`; a site stores
+them once and pages load them by script, which also works from ``file://``.
 """
 
 from __future__ import annotations
 
-import base64
+import copy
 import html
-import io
+import json
 import math
-import os
 import re
-import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 
 from moopt.atomic import write_csv_atomic
-from matplotlib import font_manager
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from moopt.orgs import check_org_level
 
 # --- NHS identity colours (NHS England brand guidelines) -----------------------------------
@@ -71,183 +69,413 @@ NHS_PALETTE: dict[str, str] = {
     "nhs_black": NHS_BLACK,
 }
 
-FIGURE_WIDTH_INCHES = 8.0
-FIGURE_HEIGHT_INCHES = 4.5
-FIGURE_DPI = 100
-
 NO_DATA_MESSAGE = "No data for this selection"
 
 IMPROVEMENT_DIRECTIONS = ("increase", "decrease", "neutral")
 
 # Arial is the NHS typeface; the others are metric-compatible or close stand-ins.
-PREFERRED_FONTS = ("Arial", "Liberation Sans", "Helvetica", "Arimo", "DejaVu Sans")
+FONT_STACK = "Arial, 'Liberation Sans', Helvetica, Arimo, sans-serif"
+
+# Plot heights in pixels; widths follow the page column ("container").
+CHART_HEIGHT = 300
+STATIC_WIDTH = 720  # static copies have no container to fill
+
+# Significant figures kept in every chart dataset (CSV and JSON alike, so the two agree).
+SIGNIFICANT_FIGURES = 6
+
+# One look for every chart, applied by the page script (moopt.charts.web) and by the static
+# renderer, so it is not repeated in each page's specifications. Text is at least 12 px.
+VEGA_CONFIG: dict = {
+    "font": FONT_STACK,
+    "background": NHS_WHITE,
+    "padding": 8,
+    "autosize": {"type": "fit-x", "contains": "padding", "resize": True},
+    "view": {"stroke": None, "continuousHeight": CHART_HEIGHT},
+    "axis": {
+        "labelFontSize": 12,
+        "titleFontSize": 13,
+        "titleFontWeight": "normal",
+        "labelColor": NHS_DARK_GREY,
+        "titleColor": NHS_BLACK,
+        "domainColor": NHS_MID_GREY,
+        "tickColor": NHS_MID_GREY,
+        "gridColor": NHS_PALE_GREY,
+        "labelLimit": 240,
+        "labelOverlap": True,
+    },
+    "axisX": {"grid": False, "labelAngle": 0},
+    "legend": {
+        "orient": "bottom",
+        "direction": "horizontal",
+        "columns": 2,
+        "labelFontSize": 12,
+        "titleFontSize": 12,
+        "labelLimit": 320,
+        "symbolStrokeWidth": 2,
+        "symbolSize": 120,
+    },
+    "text": {"fontSize": 12, "font": FONT_STACK},
+    "title": {"fontSize": 14, "anchor": "start", "font": FONT_STACK},
+    "line": {"strokeWidth": 2},
+    "point": {"size": 50, "filled": True},
+}
 
 
-@lru_cache(maxsize=1)
-def chart_font_family() -> str:
-    """Return the first installed font of :data:`PREFERRED_FONTS`.
+# --- datasets ---------------------------------------------------------------------------------
+def output_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows as readers get them: dates as ``YYYY-MM-DD``, numbers to 6 significant figures.
 
-    Naming only an installed font stops matplotlib logging a "font not found"
-    warning for every piece of text when Arial is absent (as on most Linux hosts).
+    Both the CSV download and the chart's JSON are made from this frame, so a
+    chart draws exactly the values a reader downloads.
     """
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    for name in PREFERRED_FONTS:
-        if name in installed:
-            return name
-    return "sans-serif"
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            out[column] = values.dt.strftime("%Y-%m-%d")
+        elif pd.api.types.is_float_dtype(values):
+            out[column] = _round_significant(values.to_numpy(dtype=float))
+    return out
 
 
-def chart_style() -> dict[str, object]:
-    """Matplotlib settings for moopt charts: no chart junk, readable text sizes."""
-    return {
-        "font.family": [chart_font_family()],
-        "font.size": 10,
-        "axes.titlesize": 12,
-        "axes.titleweight": "bold",
-        "axes.titlelocation": "left",
-        "axes.labelsize": 10,
-        "axes.labelcolor": NHS_BLACK,
-        "axes.edgecolor": NHS_MID_GREY,
-        "axes.linewidth": 0.8,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "axes.grid.axis": "y",
-        "grid.color": NHS_PALE_GREY,
-        "grid.linewidth": 0.8,
-        "xtick.color": NHS_DARK_GREY,
-        "ytick.color": NHS_DARK_GREY,
-        "xtick.labelsize": 9,
-        "ytick.labelsize": 9,
-        "legend.frameon": False,
-        "legend.fontsize": 9,
-        "text.color": NHS_BLACK,
-        # Names and titles come from data: a "$" (as in "$x^$"), a backslash or "_" must be drawn
-        # as it is, not parsed as mathtext (which fails on unbalanced formulas). Every text
-        # artist created or drawn inside styled() reads this; no chart uses mathtext.
-        "text.parse_math": False,
-        "figure.facecolor": NHS_WHITE,
-        "axes.facecolor": NHS_WHITE,
-        "savefig.facecolor": NHS_WHITE,
-    }
+def _round_significant(values: np.ndarray, figures: int = SIGNIFICANT_FIGURES) -> np.ndarray:
+    finite = np.isfinite(values) & (values != 0)
+    magnitude = np.zeros_like(values)
+    magnitude[finite] = np.floor(np.log10(np.abs(values[finite])))
+    decimals = (figures - 1 - magnitude).astype(int)
+    rounded = values.copy()
+    for places in np.unique(decimals[finite]):  # np.round takes one number of places at a time
+        chosen = finite & (decimals == places)
+        rounded[chosen] = np.round(values[chosen], int(places))
+    return rounded
 
 
-def new_figure(height_inches: float = FIGURE_HEIGHT_INCHES) -> tuple[Figure, Axes]:
-    """Create a figure and one axes in the moopt style (call inside :func:`styled`)."""
-    # Constrained layout keeps titles, legends and direct labels inside a fixed-size image.
-    figure = Figure(
-        figsize=(FIGURE_WIDTH_INCHES, height_inches), dpi=FIGURE_DPI, layout="constrained"
-    )
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    return figure, axes
+def json_records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of :func:`output_frame` as JSON-ready records (missing values become null)."""
+    out = output_frame(frame)
+    return json.loads(out.to_json(orient="records", date_format="iso", double_precision=15))
 
 
-def styled():
-    """Context manager applying :func:`chart_style` while a figure is built."""
-    return matplotlib.rc_context(chart_style())
+def script_json(value: object) -> str:
+    """JSON safe to place inside an HTML ``<script>`` element or a script file.
+
+    ``<`` is escaped so that text from data ("</script>", "<!--") cannot end the element.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+@dataclass
+class ChartData:
+    """One named dataset of a chart: exactly the rows its specification reads by that name.
+
+    Attributes
+    ----------
+    name : str
+        The name the specification uses (``{"data": {"name": name}}``).
+    frame : pandas.DataFrame
+        The rows drawn, which are also the CSV download.
+    label : str
+        What the rows are, for the download link ("this organisation's values").
+    shared_key : str or None
+        Set when the rows are the same on every organisation's page (for example
+        every sub-ICB location's value of one indicator in one period). A site
+        stores such a dataset once under this key (see :mod:`moopt.charts.web`).
+    """
+
+    name: str
+    frame: pd.DataFrame
+    label: str
+    shared_key: str | None = None
+
+    def __post_init__(self) -> None:
+        check_chart_id(self.name)
+        check_text(self.label, "dataset label")
+        if not isinstance(self.frame, pd.DataFrame):
+            raise ValueError(f"Dataset {self.name!r} must be a pandas DataFrame.")
+        if self.shared_key is not None:
+            check_chart_id(self.shared_key)
+
+    def records(self) -> list[dict]:
+        return json_records(self.frame)
 
 
 @dataclass
 class Chart:
-    """A drawn chart together with the words and the data that go with it.
+    """A chart: its Vega-Lite specification, its datasets and the words that go with them.
 
     Attributes
     ----------
     chart_id : str
         Identifier safe for a file name, e.g. ``"AMR01_trend"``.
     title : str
-        Chart title.
+        Chart title (shown above the chart as text, not drawn inside it).
     caption : str
         One or two sentences explaining how to read the chart.
     alt_text : str
-        Text alternative describing what the chart shows, with its key numbers.
-    data : pandas.DataFrame
-        Exactly the plotted data, one row per plotted point or line vertex.
-    figure : matplotlib.figure.Figure
-        The drawing. Released (cleared) by :meth:`close`, which :meth:`to_html`
-        calls once the image has been rendered.
+        Text alternative with the key numbers; it becomes the drawing's ARIA description.
+    datasets : list of ChartData
+        Every dataset the specification reads, the first being the chart's main data.
+    spec : dict or None
+        The Vega-Lite specification, without data values (datasets are referred to by
+        name) and without the shared look (:data:`VEGA_CONFIG`). Treat it as read-only:
+        builders may return the same cached object for many charts. ``None`` for a
+        chart with nothing to draw (see :func:`empty_chart`).
+    params : dict
+        Values of the specification's top-level parameters, e.g. ``{"org_code": "00L"}``.
     """
 
     chart_id: str
     title: str
     caption: str
     alt_text: str
-    data: pd.DataFrame
-    figure: Figure
-    _png_bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    datasets: list[ChartData]
+    spec: dict | None
+    params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_chart_id(self.chart_id)
         for name in ("title", "caption", "alt_text"):
             check_text(getattr(self, name), name)
-        if not isinstance(self.data, pd.DataFrame):
-            raise ValueError("Chart data must be a pandas DataFrame.")
-        if not isinstance(self.figure, Figure):
-            raise ValueError("Chart figure must be a matplotlib Figure.")
-
-    # --- outputs -------------------------------------------------------------------------
-    def to_png_bytes(self) -> bytes:
-        """Render the figure to PNG once and keep the bytes for later calls."""
-        if self._png_bytes is None:
-            if not self.figure.axes:
+        if isinstance(self.datasets, ChartData):
+            self.datasets = [self.datasets]
+        if not self.datasets or not all(isinstance(d, ChartData) for d in self.datasets):
+            raise ValueError("A chart needs at least one ChartData dataset.")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Dataset names must be unique in a chart, not {names}.")
+        if self.spec is not None:
+            if not isinstance(self.spec, dict):
+                raise ValueError("A chart specification must be a dict (Vega-Lite JSON).")
+            missing = sorted(spec_data_names(self.spec) - set(names))
+            if missing:
                 raise ValueError(
-                    f"The figure of chart {self.chart_id!r} was released before it was rendered."
-                )
-            buffer = io.BytesIO()
-            with styled():
-                self.figure.savefig(buffer, format="png", dpi=FIGURE_DPI)
-            self._png_bytes = buffer.getvalue()
-        return self._png_bytes
+                    f"The specification of chart {self.chart_id!r} reads dataset(s) "
+                    f"{', '.join(missing)} that the chart does not carry.")
+        for name in self.params:
+            check_chart_id(name)
 
-    def to_png_base64(self) -> str:
-        """Return the PNG image as a base64 ASCII string."""
-        return base64.b64encode(self.to_png_bytes()).decode("ascii")
+    # --- data -------------------------------------------------------------------------------
+    @property
+    def data(self) -> pd.DataFrame:
+        """The chart's main dataset (the first)."""
+        return self.datasets[0].frame
 
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write :attr:`data` as CSV atomically and return the path written.
+    def dataset(self, name: str) -> ChartData:
+        for item in self.datasets:
+            if item.name == name:
+                return item
+        raise KeyError(f"Chart {self.chart_id!r} has no dataset {name!r}.")
 
-        The file is written to a temporary file in the same folder and moved into
-        place with :func:`os.replace`, so a reader never sees a half-written file.
-        Dates are written as ``YYYY-MM-DD``.
+    def to_csv(self, path, dataset: str | None = None):
+        """Write one dataset (the main one by default) as CSV atomically; return the path."""
+        chosen = self.datasets[0] if dataset is None else self.dataset(dataset)
+        return write_csv_atomic(output_frame(chosen.frame), path)
+
+    # --- specifications -----------------------------------------------------------------------
+    def page_spec(self, inline: bool) -> dict:
+        """The specification as a page embeds it: parameters set, description = alt text.
+
+        With ``inline`` every dataset's rows are included; otherwise only those
+        without a ``shared_key`` (the page's script supplies the shared ones).
         """
-        return write_csv_atomic(self.data, path)
+        if self.spec is None:
+            raise ValueError(f"Chart {self.chart_id!r} has nothing to draw.")
+        spec = dict(self.spec)  # shallow: the cached template itself is never changed
+        spec["description"] = self.alt_text
+        if self.params:
+            declared = {p.get("name"): p for p in self.spec.get("params", [])}
+            params = [p for name, p in declared.items() if name not in self.params]
+            params += [{"name": name, "value": value} for name, value in self.params.items()]
+            spec["params"] = params
+        spec["datasets"] = {d.name: d.records() for d in self.datasets
+                            if inline or d.shared_key is None}
+        return spec
 
-    def to_html(self, csv_href: str | None = None) -> str:
-        """Return a ``<figure>`` with the embedded image, title, caption and CSV link.
+    def full_spec(self, width: int | None = None) -> dict:
+        """A self-contained specification: every dataset inline, the moopt look included.
 
-        All text is HTML-escaped. The figure is released after rendering
-        (see :meth:`close`); the rendered image is kept, so calling again is cheap.
+        ``width`` replaces a "container" width (needed where there is no page, as in
+        vl-convert's static rendering).
         """
-        if csv_href is not None:
-            check_href(csv_href)
-        image = self.to_png_base64()
-        self.close()
-        width, height = _png_size(self.to_png_bytes())
-        parts = [
-            f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">',
-            f'<img src="data:image/png;base64,{image}" alt="{_escape(self.alt_text)}"'
-            f' width="{width}" height="{height}">',
-            "<figcaption>",
-            f'<span class="moopt-chart-title">{_escape(self.title)}</span>',
-            f'<span class="moopt-chart-caption">{_escape(self.caption)}</span>',
-        ]
-        if csv_href is not None:
-            parts.append(
-                f'<a class="moopt-chart-csv" href="{_escape(csv_href)}" download>'
-                "Download the data (CSV)</a>"
-            )
+        spec = copy.deepcopy(self.page_spec(inline=True))
+        spec.setdefault("$schema", vega_lite_schema_url())
+        spec["config"] = _merge(copy.deepcopy(VEGA_CONFIG), spec.get("config", {}))
+        if width is not None:
+            _replace_container_width(spec, width)
+        spec.setdefault("title", {"text": self.title})
+        return spec
+
+    def to_svg(self, width: int = STATIC_WIDTH) -> str:
+        """A static SVG of the same specification, through vl-convert."""
+        import vl_convert
+
+        return vl_convert.vegalite_to_svg(self.full_spec(width), vl_version=vega_lite_version())
+
+    def to_png(self, width: int = STATIC_WIDTH, scale: float = 2.0) -> bytes:
+        """A static PNG (``scale`` times the pixel size, for sharp print) through vl-convert."""
+        import vl_convert
+
+        return vl_convert.vegalite_to_png(self.full_spec(width), scale=scale,
+                                          vl_version=vega_lite_version())
+
+    def to_altair(self):
+        """The chart as an Altair object, for analysts who want to change it in a notebook."""
+        import altair as alt
+
+        spec = self.full_spec()
+        kinds = {"layer": alt.LayerChart, "vconcat": alt.VConcatChart, "hconcat": alt.HConcatChart,
+                 "concat": alt.ConcatChart, "facet": alt.FacetChart}
+        kind = next((cls for key, cls in kinds.items() if key in spec), alt.Chart)
+        return kind.from_dict(spec, validate=False)
+
+    # --- HTML ---------------------------------------------------------------------------------
+    def to_html(self, downloads: list[tuple[str, str]] = (), shared_scripts: dict[str, str] | None = None,
+                static_image: str | None = None, inline: bool = False) -> str:
+        """A ``<figure>``: the chart's holder and specification, title, caption and data links.
+
+        Parameters
+        ----------
+        downloads : list of (href, label)
+            Links to the CSV files of the chart's datasets.
+        shared_scripts : dict, optional
+            ``shared_key -> href`` of the script file holding each shared dataset; a
+            ``<script src>`` is written before the figure for each.
+        static_image : str, optional
+            Link to a static copy (SVG or PNG), shown where JavaScript is off.
+        inline : bool
+            Put every dataset in the page (for notebooks, where there is no site).
+
+        All text is HTML-escaped; the specification is JSON safe inside ``<script>``.
+        """
+        for href, _ in downloads:
+            check_href(href)
+        shared_scripts = dict(shared_scripts or {})
+        parts: list[str] = []
+        if self.spec is None:
+            parts += [f'<figure class="moopt-chart moopt-chart-empty" id="{_escape(self.chart_id)}">',
+                      f'<p class="moopt-chart-nodata">{_escape(self.caption)}</p>']
+        else:
+            shared = {} if inline else {d.name: d.shared_key for d in self.datasets if d.shared_key}
+            for key in dict.fromkeys(shared.values()):
+                if key not in shared_scripts:
+                    raise ValueError(f"No script file given for the shared dataset {key!r}.")
+                href = check_href(shared_scripts[key])
+                parts.append(f'<script src="{_escape(href)}"></script>')
+            parts.append(f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">')
+            parts.append(f'<div class="moopt-vega" data-moopt-shared="{_escape(json.dumps(shared))}">')
+            parts.append(f'<script type="application/json" class="moopt-vega-spec">'
+                         f"{script_json(self.page_spec(inline=inline))}</script>")
+            parts.append('<div class="moopt-vega-view"></div>')
+            if static_image is not None:
+                parts.append(f'<noscript><img class="moopt-chart-static" src="{_escape(check_href(static_image))}"'
+                             f' alt="{_escape(self.alt_text)}"></noscript>')
+            else:
+                parts.append('<p class="moopt-vega-fallback">This chart is drawn by JavaScript in '
+                             f'the browser. {_escape(self.alt_text)}</p>')
+            parts.append("</div>")
+        parts += ["<figcaption>",
+                  f'<span class="moopt-chart-title">{_escape(self.title)}</span>',
+                  f'<span class="moopt-chart-caption">{_escape(self.caption)}</span>']
+        for href, label in downloads:
+            parts.append(f'<a class="moopt-chart-csv" href="{_escape(href)}" download>'
+                         f"Download {_escape(label)} (CSV)</a>")
         parts += ["</figcaption>", "</figure>"]
         return "\n".join(parts)
 
-    def close(self) -> None:
-        """Release the figure's drawing objects (the rendered PNG, if any, is kept)."""
-        if self._png_bytes is None and self.figure.axes:
-            self.to_png_bytes()
-        self.figure.clear()
+    def _repr_html_(self) -> str:  # shown by Jupyter: data inline, scripts loaded once per kernel
+        from moopt.charts.web import notebook_scripts
 
-    def _repr_html_(self) -> str:  # shown by Jupyter
-        return self.to_html(None)
+        return notebook_scripts() + self.to_html(inline=True) + \
+            "<script>window.MooptCharts && window.MooptCharts.drawAll();</script>"
+
+
+def spec_data_names(spec: dict) -> set[str]:
+    """Every dataset name a specification reads (``{"data": {"name": ...}}``, at any depth)."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and isinstance(data.get("name"), str):
+                found.add(data["name"])
+            for key, value in node.items():
+                if key not in ("datasets", "config"):
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return found
+
+
+def spec_from_altair(chart) -> dict:
+    """The Vega-Lite dict of an Altair chart, without the schema and the shared look.
+
+    The look is :data:`VEGA_CONFIG`, applied once per page; Altair's default view size
+    is dropped with it.
+    """
+    spec = chart.to_dict()
+    spec.pop("$schema", None)
+    spec.pop("config", None)
+    return spec
+
+
+@lru_cache(maxsize=1)
+def vega_lite_version() -> str:
+    """The Vega-Lite version Altair writes (e.g. "6.4"), used for the bundle and static copies."""
+    import altair as alt
+
+    return ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+
+
+def vega_lite_schema_url() -> str:
+    import altair as alt
+
+    return alt.SCHEMA_URL
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _replace_container_width(node: object, width: int) -> None:
+    if isinstance(node, dict):
+        if node.get("width") == "container":
+            node["width"] = width
+        for key, value in node.items():
+            if key != "datasets":
+                _replace_container_width(value, width)
+    elif isinstance(node, list):
+        for value in node:
+            _replace_container_width(value, width)
+
+
+def empty_chart(chart_id: str, title: str, reason: str, data: pd.DataFrame) -> Chart:
+    """A chart saying there is nothing to show, carrying the (empty) data frame ``data``.
+
+    Used for legitimately empty selections (for example an organisation with no
+    member practices in the period), so callers never have to special-case them.
+    """
+    sentence = reason.rstrip(".") + "."
+    return Chart(
+        chart_id=chart_id,
+        title=title,
+        caption=f"{NO_DATA_MESSAGE}: {sentence}",
+        alt_text=f"{NO_DATA_MESSAGE}. {sentence[:1].upper()}{sentence[1:]}",
+        datasets=[ChartData("data", data.iloc[0:0].copy(), "the (empty) data")],
+        spec=None,
+    )
+
+
+def _escape(text: str) -> str:
+    return html.escape(str(text), quote=True)
 
 
 # --- validation and text helpers ----------------------------------------------------------
@@ -464,84 +692,3 @@ def shorten(text: str, limit: int = 28) -> str:
     """Shorten a label for drawing, with an ellipsis when cut."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def set_title(figure: Figure, title: str) -> None:
-    """Write the title at the top left of the figure, wrapped onto two lines if long."""
-    figure.suptitle(
-        textwrap.fill(shorten(title, 150), 80),
-        x=0.01,
-        ha="left",
-        fontsize=12,
-        fontweight="bold",
-        color=NHS_BLACK,
-    )
-
-
-def finish_axes(axes: Axes, title: str, x_label: str, y_label: str) -> None:
-    """Set the title and axis labels."""
-    set_title(axes.figure, title)
-    axes.set_xlabel(x_label)
-    axes.set_ylabel(y_label)
-
-
-def add_legend(figure: Figure, handles: list, columns: int = 4) -> None:
-    """A frameless legend below the plot, outside it, so it never covers data."""
-    if handles:
-        figure.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncol=max(1, min(columns, len(handles))),
-            handlelength=3,
-            frameon=False,
-        )
-
-
-def empty_chart(chart_id: str, title: str, reason: str, data: pd.DataFrame) -> Chart:
-    """A chart saying there is nothing to show, carrying the (empty) data frame ``data``.
-
-    Used for legitimately empty selections (for example an organisation with no
-    member practices in the period), so callers never have to special-case them.
-    """
-    with styled():
-        figure, axes = new_figure()
-        axes.set_axis_off()
-        axes.text(
-            0.5,
-            0.55,
-            NO_DATA_MESSAGE,
-            ha="center",
-            va="center",
-            fontsize=14,
-            color=NHS_DARK_GREY,
-            transform=axes.transAxes,
-        )
-        axes.text(
-            0.5,
-            0.42,
-            shorten(reason[:1].upper() + reason[1:], 110),
-            ha="center",
-            va="center",
-            fontsize=10,
-            color=NHS_DARK_GREY,
-            transform=axes.transAxes,
-        )
-        set_title(figure, title)
-    sentence = reason.rstrip(".") + "."
-    return Chart(
-        chart_id=chart_id,
-        title=title,
-        caption=f"{NO_DATA_MESSAGE}: {sentence}",
-        alt_text=f"{NO_DATA_MESSAGE}. {sentence[:1].upper()}{sentence[1:]}",
-        data=data.iloc[0:0].copy(),
-        figure=figure,
-    )
-
-
-def _escape(text: str) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """Width and height in pixels from a PNG header (IHDR chunk)."""
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
