@@ -39,6 +39,6 @@ def test_pip_and_conda_dependencies_agree():
 def test_environment_lists_what_the_issue_requires():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     names = {_split(d)[0] for d in env["dependencies"] if isinstance(d, str)}
-    for required in ["python", "jupyterlab", "papermill", "pandas", "seaborn", "statsmodels",
+    for required in ["python", "jupyterlab", "papermill", "pandas", "altair", "vl-convert-python", "statsmodels",
                      "nbconvert", "quarto", "pytest"]:
         assert required in names

@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "workers": 2,
     "renderer": "auto",
     "runner": "warm",
+    # also write a static SVG of every chart (through vl-convert), shown where JavaScript is off
+    "static_charts": False,
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -94,6 +96,7 @@ class RunConfig:
     reference_files: list[str] = field(default_factory=list)
     ingest_memory_limit: str | None = "2GB"
     month_drop_warning_share: float = 0.5
+    static_charts: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -270,6 +273,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
              f"try {cores}.")
     if p["runner"] not in ("warm", "papermill"):
         fail(f"runner must be warm (one kernel per worker, reused) or papermill, not {p['runner']!r}.")
+    if not isinstance(p["static_charts"], bool):
+        fail(f"static_charts must be true or false, not {p['static_charts']!r}.")
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
@@ -325,6 +330,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         workers=workers,
         renderer=p["renderer"],
         runner=p["runner"],
+        static_charts=p["static_charts"],
         raw=p,
         params_file=params_file,
     )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -525,7 +526,7 @@ def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> l
 # -- the build cache: which pages must be re-run --------------------------------------------------------
 
 # Libraries whose upgrade can change a page (its tables, charts and text) besides its results.
-PAGE_LIBRARIES = (*RESULT_LIBRARIES, "matplotlib")
+PAGE_LIBRARIES = (*RESULT_LIBRARIES, "altair", "vl-convert-python")
 # run_facts columns that are not facts a page shows: keys of other caches, the engine's timings.
 _NOT_PAGE_FACTS = ("engine_key", "results_key", "engine_report")
 
@@ -560,6 +561,26 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
+def page_chart_mode(config: RunConfig) -> str:
+    """How pages publish charts in this run (see :func:`moopt.report.chart_mode`)."""
+    return "site+svg" if config.static_charts else "site"
+
+
+@contextmanager
+def _kernel_environment(**variables: str):
+    """Set environment variables for the notebook kernels started inside the block, then restore."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def read_page_cache_inputs(store: Store, config: RunConfig) -> PageCacheInputs:
     """Read, from the store and the package, what page keys are made of (see :func:`assign_cache_keys`).
 
@@ -571,6 +592,7 @@ def read_page_cache_inputs(store: Store, config: RunConfig) -> PageCacheInputs:
         "results_inputs": _results_key(_engine_inputs_digest(store, config, with_definitions=False), config),
         "libraries": _library_versions(PAGE_LIBRARIES),
         "run_facts": facts,
+        "chart_mode": page_chart_mode(config),
     }).encode()).hexdigest()
     indicators = {}
     for indicator in load_indicators():
@@ -714,8 +736,9 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     t = time.perf_counter()
     # From here the notebooks on disk stop matching the last manifest until the new one is written.
     mark_unfinished(config.outputs_dir)
-    result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
-                                     mode=config.runner, force=force)
+    with _kernel_environment(MOOPT_CHART_MODE=page_chart_mode(config)):
+        result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
+                                         mode=config.runner, force=force)
     result.seconds["notebooks"] = time.perf_counter() - t
 
     manifest = {

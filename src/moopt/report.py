@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,9 @@ import duckdb
 import pandas as pd
 
 from moopt import charts
-from moopt.atomic import write_csv_atomic
+from moopt.atomic import write_csv_atomic, write_text_atomic
+from moopt.charts.base import output_frame
+from moopt.charts.web import DRAW_CHARTS_SCRIPT, notebook_scripts, write_shared_dataset
 from moopt.indicators.definitions import Indicator, get_indicator, load_indicators, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
@@ -165,6 +168,56 @@ class PageContext:
         """File to write a chart's data to, and its link relative to the outputs folder."""
         rel = f"csv/{self.org_level}/{self.org_code}/{self.theme}/{chart_id}.csv"
         return self.outputs_dir / rel, rel
+
+
+# How charts reach the reader. The notebook runner sets MOOPT_CHART_MODE for a site build:
+# "site" (shared datasets in script files loaded once per site) or "site+svg" (also a static SVG
+# of every chart, shown where JavaScript is off). Unset, as in JupyterLab, every chart carries its
+# data inline and the drawing scripts are sent into the notebook once per kernel.
+CHART_MODE_VARIABLE = "MOOPT_CHART_MODE"
+CHART_MODES = ("notebook", "site", "site+svg")
+
+
+def chart_mode() -> str:
+    mode = os.environ.get(CHART_MODE_VARIABLE, "notebook") or "notebook"
+    if mode not in CHART_MODES:
+        raise ValueError(f"{CHART_MODE_VARIABLE}={mode!r} is not a chart mode: use one of "
+                         f"{', '.join(CHART_MODES)}.")
+    return mode
+
+
+def publish_chart(ctx: PageContext, chart: charts.Chart) -> list[str]:
+    """Write a chart's data downloads (and static copy) and show the chart; return the files written.
+
+    Each dataset gets a CSV: the organisation's own rows under this page's folder
+    (``csv/<level>/<code>/<theme>/<chart>.csv``), shared rows once per site under
+    ``csv/shared/`` (with the script file charts read them from).
+    """
+    mode = chart_mode()
+    downloads, shared_scripts, written = [], {}, []
+    for position, dataset in enumerate(chart.datasets):
+        if dataset.shared_key is not None:
+            js_rel, csv_rel = write_shared_dataset(ctx.outputs_dir, dataset)
+            shared_scripts[dataset.shared_key] = js_rel
+            written += [csv_rel, js_rel]
+        else:
+            stem = chart.chart_id if position == 0 else f"{chart.chart_id}.{dataset.name}"
+            path, csv_rel = ctx.csv_path(stem)
+            write_csv_atomic(output_frame(dataset.frame), path)
+            written.append(csv_rel)
+        downloads.append((csv_rel, dataset.label))
+    static = None
+    if mode == "site+svg" and chart.spec is not None:
+        path, _ = ctx.csv_path(chart.chart_id)
+        static_path = path.with_suffix(".svg")
+        write_text_atomic(static_path, chart.to_svg())
+        static = str(static_path.relative_to(ctx.outputs_dir))
+        written.append(static)
+    if mode == "notebook":
+        _display(notebook_scripts() + chart.to_html(downloads, inline=True) + DRAW_CHARTS_SCRIPT)
+    else:
+        _display(chart.to_html(downloads, shared_scripts, static_image=static))
+    return written
 
 
 class IndicatorData:
@@ -506,10 +559,7 @@ class ThemePage:
         notes = {f"{ind.id}_funnel": describe_overdispersion(
             reader.funnel_parameters(ind.id, ctx.org_level, period, period_type), ctx.org_level)}
         for chart in drawn:
-            path, rel = ctx.csv_path(chart.chart_id)
-            chart.to_csv(path)
-            self.charts_written.append(rel)
-            _display(chart.to_html(csv_href=rel))
+            self.charts_written += publish_chart(ctx, chart)
             if notes.get(chart.chart_id):
                 _display(f'<p class="moopt-chart-note">{html.escape(notes[chart.chart_id])}</p>')
         if ind.caveats:
@@ -533,9 +583,7 @@ class ThemePage:
         chart = charts.plot_group_comparison(
             rows, title=f"{ind.short_title} by follow-up, {period_label(data.period, data.period_type)[4:]}",
             unit=ind.unit, group_label="Community pharmacy follow-up", chart_id=f"{ind.id}_by_group")
-        path, rel = self.ctx.csv_path(chart.chart_id)
-        chart.to_csv(path)
-        _display(chart.to_html(csv_href=rel))
+        publish_chart(self.ctx, chart)
 
 
 class OverviewPage:
@@ -607,9 +655,7 @@ class OverviewPage:
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
             unit=ind.unit, improvement_direction=ind.improvement_direction, period_type=period_type,
             chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind))
-        path, rel = self.ctx.csv_path(chart.chart_id)
-        chart.to_csv(path)
-        _display(chart.to_html(csv_href=rel))
+        publish_chart(self.ctx, chart)
 
 
 class SummaryPage:
@@ -667,9 +713,7 @@ class SummaryPage:
         chart = charts.plot_spine(
             frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
             period_label=f"latest periods to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
-        path, rel = ctx.csv_path(chart.chart_id)
-        chart.to_csv(path)
-        _display(chart.to_html(csv_href=rel))
+        publish_chart(ctx, chart)
 
     def theme_links(self, themes: list[str]) -> None:
         """A table of every indicator with its comparison in words, linking to the theme pages."""

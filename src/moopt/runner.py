@@ -193,7 +193,7 @@ _WARM_CLIENT = None
 # The kernels talk to this process over local TCP; their start-up and shutdown warnings about it
 # are noise in a build log (cell errors still arrive as messages and fail the notebook).
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
-_RESET_SOURCE = "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt"
+_RESET_SOURCE = "%reset -f"
 
 
 def _warm_client(cwd: str | None):

@@ -352,9 +352,11 @@ class Chart:
             check_href(href)
         shared_scripts = dict(shared_scripts or {})
         parts: list[str] = []
+        caption = ["<figcaption>", f'<span class="moopt-chart-title">{_escape(self.title)}</span>',
+                   f'<span class="moopt-chart-caption">{_escape(self.caption)}</span>', "</figcaption>"]
         if self.spec is None:
             parts += [f'<figure class="moopt-chart moopt-chart-empty" id="{_escape(self.chart_id)}">',
-                      f'<p class="moopt-chart-nodata">{_escape(self.caption)}</p>']
+                      *caption]
         else:
             shared = {} if inline else {d.name: d.shared_key for d in self.datasets if d.shared_key}
             for key in dict.fromkeys(shared.values()):
@@ -362,7 +364,7 @@ class Chart:
                     raise ValueError(f"No script file given for the shared dataset {key!r}.")
                 href = check_href(shared_scripts[key])
                 parts.append(f'<script src="{_escape(href)}"></script>')
-            parts.append(f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">')
+            parts += [f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">', *caption]
             parts.append(f'<div class="moopt-vega" data-moopt-shared="{_escape(json.dumps(shared))}">')
             parts.append(f'<script type="application/json" class="moopt-vega-spec">'
                          f"{script_json(self.page_spec(inline=inline))}</script>")
@@ -374,20 +376,17 @@ class Chart:
                 parts.append('<p class="moopt-vega-fallback">This chart is drawn by JavaScript in '
                              f'the browser. {_escape(self.alt_text)}</p>')
             parts.append("</div>")
-        parts += ["<figcaption>",
-                  f'<span class="moopt-chart-title">{_escape(self.title)}</span>',
-                  f'<span class="moopt-chart-caption">{_escape(self.caption)}</span>']
-        for href, label in downloads:
-            parts.append(f'<a class="moopt-chart-csv" href="{_escape(href)}" download>'
-                         f"Download {_escape(label)} (CSV)</a>")
-        parts += ["</figcaption>", "</figure>"]
+        if downloads:
+            parts.append('<p class="moopt-chart-downloads">' + "".join(
+                f'<a class="moopt-chart-csv" href="{_escape(href)}" download>'
+                f"Download {_escape(label)} (CSV)</a>" for href, label in downloads) + "</p>")
+        parts.append("</figure>")
         return "\n".join(parts)
 
     def _repr_html_(self) -> str:  # shown by Jupyter: data inline, scripts loaded once per kernel
-        from moopt.charts.web import notebook_scripts
+        from moopt.charts.web import DRAW_CHARTS_SCRIPT, notebook_scripts
 
-        return notebook_scripts() + self.to_html(inline=True) + \
-            "<script>window.MooptCharts && window.MooptCharts.drawAll();</script>"
+        return notebook_scripts() + self.to_html(inline=True) + DRAW_CHARTS_SCRIPT
 
 
 def spec_data_names(spec: dict) -> set[str]:

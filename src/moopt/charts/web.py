@@ -98,6 +98,8 @@ def write_shared_dataset(outputs_dir: Path, dataset: ChartData) -> tuple[str, st
 
 
 _NOTEBOOK_SCRIPTS_SENT = False
+# Sent after each chart in a notebook: draws the charts not yet drawn.
+DRAW_CHARTS_SCRIPT = "<script>window.MooptCharts && window.MooptCharts.drawAll();</script>"
 
 
 def notebook_scripts() -> str:

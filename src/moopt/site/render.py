@@ -18,11 +18,15 @@ from pathlib import Path, PurePosixPath
 import nbformat
 from markupsafe import Markup
 
+from moopt.charts.web import write_chart_assets
 from moopt.site.files import copy_tree
 from moopt.site.markdown import render_markdown, split_front_matter
 from moopt.site.notebooks import notebook_fragment
 from moopt.site.project import SITE_INFO_FILE
 from moopt.site.style import environment, render_template
+
+# Pages holding a chart load the chart scripts; the others do not.
+CHART_MARKER = 'class="moopt-vega"'
 
 # moopt's progress convention: a callable taking one plain-English message.
 Progress = Callable[[str], None]
@@ -76,7 +80,8 @@ def render_builtin(
     for done, page in enumerate(info["pages"], start=1):
         body = page_body(project_dir, page)
         depth = len(PurePosixPath(page["output"]).parts) - 1
-        html = template.render(site=info["site"], page=page, root="../" * depth, body=Markup(body))
+        html = template.render(site=info["site"], page=page, root="../" * depth, body=Markup(body),
+                               has_charts=CHART_MARKER in body)
         target = site_dir / page["output"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(html, encoding="utf-8")
@@ -87,4 +92,5 @@ def render_builtin(
     assets = site_dir / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "moopt.css").write_text(render_template("moopt.css.j2"), encoding="utf-8")
+    write_chart_assets(assets, cache_dir=project_dir.parent / "cache" / "assets")
     return written
