@@ -40,13 +40,51 @@ PACKAGE = ROOT / "src" / "moopt"
 EDITED = "SAF02"
 
 
+PEAK_MEMORY: dict[str, float] = {}
+
+
+def _tree_rss(root: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants, read from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
 def moopt(project: Path, *args: str) -> tuple[float, str]:
-    """Run ``moopt *args`` in ``project``; a build whose notebooks partly failed (exit 1) is timed too."""
+    """Run ``moopt *args`` in ``project``; a build whose notebooks partly failed (exit 1) is timed too.
+
+    The peak memory of the command's whole process tree (build, workers, kernels), sampled
+    every half second, is kept in ``PEAK_MEMORY`` under the command line.
+    """
     env = {**os.environ, "PYTHONPATH": str(project / "package")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "moopt.cli", *args], cwd=project, env=env,
-                          capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "moopt.cli", *args], cwd=project, env=env,
+                                   stdout=out, stderr=err, text=True)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.5)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
     seconds = time.perf_counter() - started
+    PEAK_MEMORY[" ".join(args)] = peak / 1e9
     if done.returncode not in ((0, 1) if args[0] == "build" else (0,)):
         sys.exit(f"moopt {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return seconds, done.stdout
@@ -58,6 +96,29 @@ def notebook_counts(project: Path) -> tuple[int, int, int]:
     reused = sum(1 for nb in notebooks if nb.get("reused"))
     failed = sum(1 for nb in notebooks if nb.get("status") != "ok")
     return len(notebooks) - reused, reused, failed
+
+
+def site_figures(outputs: Path) -> str:
+    """Site size, theme page sizes and notebook times of the last build, as printable lines."""
+    site = outputs / "site"
+    files = [p for p in site.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    shared = sum(p.stat().st_size for p in (site / "csv" / "shared").rglob("*") if p.is_file()) \
+        if (site / "csv" / "shared").is_dir() else 0
+    assets = sum(p.stat().st_size for p in (site / "assets").rglob("*") if p.is_file())
+    themes = [p for p in (site / "orgs").rglob("*.html") if p.name != "index.html"]
+    sizes = sorted(p.stat().st_size for p in themes) or [0]
+    notebooks = json.loads((outputs / "run_manifest.json").read_text())["notebooks"]
+    seconds = sorted(nb["seconds"] for nb in notebooks if not nb.get("reused") and nb.get("seconds"))
+    median = seconds[len(seconds) // 2] if seconds else float("nan")
+    return "\n".join([
+        f"site: {total / 1e6:.1f} MB in {len(files):,} files (shared chart data {shared / 1e6:.1f} MB, "
+        f"scripts and styles {assets / 1e6:.2f} MB)",
+        f"organisation pages: {len(themes):,}; HTML median {sizes[len(sizes) // 2] / 1e3:.0f} KB, "
+        f"largest {sizes[-1] / 1e3:.0f} KB",
+        f"notebook seconds in the first build (warm kernels): median {median:.2f}, "
+        f"slowest {seconds[-1] if seconds else float('nan'):.2f}",
+    ])
 
 
 def stage_times(stdout: str) -> str:
@@ -96,6 +157,7 @@ def main() -> None:
         rows = []
         seconds, out = moopt(project, *build)
         rows.append(("full build", seconds, *notebook_counts(project), stage_times(out)))
+        first_build = site_figures(project / "outputs")
         seconds, out = moopt(project, *build)
         rows.append(("nothing changed", seconds, *notebook_counts(project), stage_times(out)))
         definition = project / "package" / "moopt" / "indicators" / "definitions" / f"{EDITED}.yml"
@@ -105,6 +167,8 @@ def main() -> None:
         rows.append((f"one definition edited ({EDITED})", seconds, *notebook_counts(project), stage_times(out)))
 
         full = rows[0][1]
+        print(first_build)
+        print(f"peak memory of the first build's process tree: {next(iter(PEAK_MEMORY.values())):.2f} GB")
         print(f"\nbuild cache, {args.scale} synthetic set ({sys.executable})")
         print(f"{'build':34} {'seconds':>8} {'ratio':>6} {'run':>5} {'reused':>6} {'failed':>6}  stages")
         for name, seconds, run, reused, failed, stages in rows:

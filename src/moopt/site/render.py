@@ -11,6 +11,7 @@ escaped by Jinja2's autoescape.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -18,12 +19,13 @@ from pathlib import Path, PurePosixPath
 import nbformat
 from markupsafe import Markup
 
+from moopt.atomic import write_text_atomic
 from moopt.charts.web import write_chart_assets
 from moopt.site.files import copy_tree
 from moopt.site.markdown import render_markdown, split_front_matter
 from moopt.site.notebooks import notebook_fragment
 from moopt.site.project import SITE_INFO_FILE
-from moopt.site.style import environment, render_template
+from moopt.site.style import TEMPLATE_DIR, environment, render_template
 
 # Pages holding a chart load the chart scripts; the others do not.
 CHART_MARKER = 'class="moopt-vega"'
@@ -42,13 +44,63 @@ def read_site_info(project_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def page_body(project_dir: Path, page: dict) -> str:
-    """HTML of one page's content (no shell)."""
+def page_body(project_dir: Path, page: dict, cache: "BodyCache | None" = None) -> str:
+    """HTML of one page's content (no shell); notebook pages come from ``cache`` when unchanged."""
     source = Path(project_dir) / page["source"]
     if page["kind"] == "notebook":
-        return notebook_fragment(nbformat.read(str(source), as_version=4))
+        if cache is None:
+            return notebook_fragment(nbformat.read(str(source), as_version=4))
+        data = source.read_bytes()
+        return cache.get_or_make(data, lambda: notebook_fragment(nbformat.reads(data.decode("utf-8"),
+                                                                                 as_version=4)))
     _, body = split_front_matter(source.read_text(encoding="utf-8"))
     return render_markdown(body)
+
+
+class BodyCache:
+    """Rendered notebook bodies kept between builds, keyed by the prepared notebook's bytes.
+
+    Turning a notebook into HTML (nbconvert) is most of the site's rendering time; a
+    rebuild in which a page's notebook did not change reuses its body. The key also
+    covers the renderer's own templates and the nbconvert version, so a change there
+    renders everything again. Entries not used by a build are removed at its end.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.salt = _renderer_digest()
+        self.used: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_make(self, source: bytes, make: Callable[[], str]) -> str:
+        key = hashlib.sha256(self.salt.encode() + source).hexdigest()
+        self.used.add(key)
+        path = self.folder / f"{key}.html"
+        if path.is_file():
+            self.hits += 1
+            return path.read_text(encoding="utf-8")
+        self.misses += 1
+        body = make()
+        write_text_atomic(path, body)
+        return body
+
+    def prune(self) -> None:
+        for path in self.folder.glob("*.html"):
+            if path.stem not in self.used:
+                path.unlink(missing_ok=True)
+
+
+def _renderer_digest() -> str:
+    import nbconvert
+
+    digest = hashlib.sha256(nbconvert.__version__.encode())
+    for path in sorted((TEMPLATE_DIR / "nbconvert").rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    digest.update(Path(__file__).with_name("notebooks.py").read_bytes())
+    return digest.hexdigest()
 
 
 def render_builtin(
@@ -74,11 +126,12 @@ def render_builtin(
     project_dir, site_dir = Path(project_dir), Path(site_dir)
     info = read_site_info(project_dir)
     template = environment().get_template("page.html.j2")
+    cache = BodyCache(project_dir.parent / "cache" / "site-bodies")
     written = []
     total = len(info["pages"])
     report_every = max(1, total // 10)
     for done, page in enumerate(info["pages"], start=1):
-        body = page_body(project_dir, page)
+        body = page_body(project_dir, page, cache)
         depth = len(PurePosixPath(page["output"]).parts) - 1
         html = template.render(site=info["site"], page=page, root="../" * depth, body=Markup(body),
                                has_charts=CHART_MARKER in body)
@@ -88,6 +141,9 @@ def render_builtin(
         written.append(page["output"])
         if progress is not None and (done % report_every == 0 or done == total):
             progress(f"site: {done}/{total} pages rendered")
+    cache.prune()
+    if progress is not None and cache.hits:
+        progress(f"site: {cache.hits} notebook page(s) reused unchanged, {cache.misses} rendered")
     copy_tree(project_dir / "csv", site_dir / "csv")
     assets = site_dir / "assets"
     assets.mkdir(parents=True, exist_ok=True)
