@@ -1,45 +1,54 @@
 """Trend of one organisation against the national deciles (OpenPrescribing's decile chart).
 
 The grammar follows OpenPrescribing in NHS colours: the organisation is an NHS-blue
-solid line with dots and a direct label; the national deciles are grey dotted
-lines; the national median is a black long-dashed line; the England value (the
-ratio of national sums, not the median) is a thin dark dash-dot line. The four
-line patterns stay distinct when printed in greyscale.
+solid line with dots and a direct label at its latest point; the national deciles
+are grey dotted lines; the national median is a black long-dashed line; the
+England value (the ratio of national sums, not the median) is a dark dash-dot
+line; a national reference, when the indicator has one, is a purple rule with its
+label. The line patterns stay distinct without colour, and the legend shows them.
+
+The chart reads two datasets: the organisation's own series (``organisation``,
+on this page only) and the national series (``national``: deciles, median and
+England), which is the same on every page of the level and so is stored once per
+indicator, level, period type and latest period (its ``shared_key`` ends in
+``.deciles``). The specification is a template cached per unit, decimals, period
+type and which national lines exist; the organisation's name in the legend comes
+from the ``org_label`` parameter.
 """
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
+import altair as alt
 import numpy as np
 import pandas as pd
-from matplotlib import dates as mdates
-from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator
 
 from moopt.charts.base import (
-    add_legend,
+    CHART_HEIGHT,
     NHS_BLACK,
     NHS_BLUE,
     NHS_DARK_GREY,
     NHS_MID_GREY,
     NHS_PURPLE,
     Chart,
+    ChartData,
     check_direction,
     check_level,
     check_period_type,
     check_text,
     direction_sentence,
     empty_chart,
-    finish_axes,
     format_period,
     format_value,
     level_name,
     make_chart_id,
-    new_figure,
     ordinal,
     require_columns,
     shorten,
     single_value,
-    styled,
+    spec_from_altair,
     unit_axis_label,
 )
 
@@ -56,11 +65,26 @@ TREND_COLUMNS: tuple[str, ...] = (
     *DECILE_COLUMNS,
 )
 
-# Line patterns: (offset, (on, off, ...)) in points; each one distinct in greyscale.
-DECILE_DASHES = (0, (1, 2))
-MEDIAN_DASHES = (0, (8, 4))
-ENGLAND_DASHES = (0, (6, 2, 1, 2))
-REFERENCE_DASHES = (0, (3, 1.5))  # short, dense dashes in purple: unlike the median's long black dashes
+# Vega-Lite stroke dash patterns (pixels on, off, ...); each one distinct in greyscale.
+SOLID = [1, 0]
+DECILE_DASHES = [1, 3]
+MEDIAN_DASHES = [8, 4]
+ENGLAND_DASHES = [6, 2, 1, 2]
+REFERENCE_DASHES = [3, 2]  # short, dense dashes in purple: unlike the median's long black dashes
+
+# Legend entries and their look. The organisation's entry is renamed on each page by the
+# "org_label" parameter, so that the specification stays the same for every organisation.
+ORGANISATION_ENTRY = "Organisation"
+LINE_STYLES: dict[str, tuple[str, list[int]]] = {
+    ORGANISATION_ENTRY: (NHS_BLUE, SOLID),
+    "National decile": (NHS_MID_GREY, DECILE_DASHES),
+    "National median": (NHS_BLACK, MEDIAN_DASHES),
+    "England": (NHS_DARK_GREY, ENGLAND_DASHES),
+    "National reference": (NHS_PURPLE, REFERENCE_DASHES),
+}
+
+ORGANISATION_DATASET = "organisation"
+NATIONAL_DATASET = "national"
 
 
 def calculate_trend_data(
@@ -95,11 +119,7 @@ def calculate_trend_data(
     check_level(org_level)
     check_period_type(period_type)
     check_text(org_code, "organisation code")
-    rows = table.loc[
-        (table["org_level"] == org_level)
-        & (table["org_code"] == org_code)
-        & (table["period_type"] == period_type)
-    ]
+    rows = _selection(table, org_code, org_level, period_type)
     if "indicator_id" in rows.columns:
         single_value(rows["indicator_id"], "indicator")
     if rows["period"].duplicated().any():
@@ -116,7 +136,7 @@ def calculate_trend_data(
     )
     long = wide.melt(id_vars="period", var_name="series", value_name="value")
     long["value"] = long["value"].astype("float64")
-    has_values = long.groupby("series", sort=False)["value"].transform(lambda v: v.notna().any())
+    has_values = long["value"].notna().groupby(long["series"], sort=False).transform("any")
     long = long.loc[has_values | (long["series"] == "organisation")].reset_index(drop=True)
     labels = {
         "organisation": f"{org_name} ({org_code})",
@@ -143,6 +163,8 @@ def plot_trend_with_deciles(
     *,
     chart_id: str | None = None,
     reference_line: tuple[float, str] | None = None,
+    decimals: int = 1,
+    decile_level: str | None = None,
 ) -> Chart:
     """Draw an organisation's trend against national deciles, the median and England.
 
@@ -164,12 +186,24 @@ def plot_trend_with_deciles(
         File-safe identifier; by default ``"<indicator_id>_trend"``.
     reference_line : (float, str), optional
         A national target or expectation and its label: drawn as a horizontal dashed
-        line with the label, and included in ``data`` as the series ``"reference"``.
+        rule with the label, and included in the organisation's dataset as the series
+        ``"reference"`` (one row per period, so the download shows it beside the values).
+    decimals : int, default 1
+        Decimal places of values in tooltips and the direct label.
+    decile_level : str, optional
+        The level whose deciles the ``decile_*`` columns hold, when it is not
+        ``org_level`` (England's page compares England with the deciles of another
+        level). It names the level in the caption and in the national dataset's key.
 
     Returns
     -------
     Chart
-        ``data`` has the columns of :func:`calculate_trend_data` plus ``unit``.
+        Two datasets: ``organisation`` (the organisation's series, plus the
+        reference rows; the chart's main data) and ``national`` (deciles, median
+        and England, shared by every page of the level). Together their rows are
+        those of :func:`calculate_trend_data` (plus the reference), with the
+        identifying columns ``indicator_id``, ``org_level``, ``period_type`` and
+        ``unit``, and ``org_code``/``org_name`` on the organisation's rows.
 
     Notes
     -----
@@ -180,33 +214,72 @@ def plot_trend_with_deciles(
     check_text(indicator_title, "indicator title")
     check_text(unit, "unit")
     check_direction(improvement_direction)
+    _check_decimals(decimals)
+    decile_level = check_level(decile_level) if decile_level is not None else org_level
     data = calculate_trend_data(table, org_code, org_level, period_type)
     if reference_line is not None:
         data = _with_reference(data, reference_line)
-    selection = table.loc[
-        (table["org_level"] == org_level)
-        & (table["org_code"] == org_code)
-        & (table["period_type"] == period_type)
-    ]
-    indicator_id = _indicator_id(selection)
+    indicator_id = _indicator_id(_selection(table, org_code, org_level, period_type))
     chart_id = chart_id or make_chart_id(indicator_id, "trend")
-    org_rows = data.loc[data["series"] == "organisation"]
     org_name = _org_name(table, org_code, org_level)
     title = f"{indicator_title}: {org_name}"
-    data = data.assign(unit=unit)
-    if org_rows.empty:
+    if (data["series"] == "organisation").sum() == 0:
         return empty_chart(
             chart_id,
             title,
             f"there are no {_period_words(period_type)} values for {org_name} ({org_code})",
-            data,
+            data.assign(unit=unit),
         )
 
-    levels = level_name(org_level, plural=True)
-    figure = _draw_trend(data, org_code, title, unit, period_type)
+    organisation, national = _split_datasets(
+        data, indicator_id, org_code, org_name, org_level, decile_level, period_type, unit)
+    national_series = set(national["series"])
+    spec = _trend_spec(
+        unit,
+        int(decimals),
+        period_type,
+        has_deciles=any(series.startswith("decile_") for series in national_series),
+        has_england="england" in national_series,
+        has_reference=reference_line is not None,
+    )
+    last_period = data["period"].max()
+    shared_key = (  # the same key as the national series of every other page of the level
+        f"{make_chart_id(indicator_id)}.{decile_level}.{period_type}.{last_period:%Y-%m}.deciles"
+        if indicator_id is not None
+        else None  # rows that cannot be named by their indicator travel with the page
+    )
+    levels = level_name(decile_level, plural=True)
     caption = _trend_caption(data, org_name, levels, improvement_direction, period_type)
     alt_text = _trend_alt_text(data, org_name, org_code, levels, indicator_title, unit, period_type)
-    return Chart(chart_id, title, caption, alt_text, data, figure)
+    return Chart(
+        chart_id,
+        title,
+        caption,
+        alt_text,
+        datasets=[
+            ChartData(ORGANISATION_DATASET, organisation, f"{shorten(org_name, 60)}'s values"),
+            ChartData(NATIONAL_DATASET, national, "national deciles, median and England",
+                      shared_key=shared_key),
+        ],
+        spec=spec,
+        params={"org_code": org_code, "org_label": f"{org_code}: {org_name}"},
+    )
+
+
+def _selection(table: pd.DataFrame, org_code: str, org_level: str,
+               period_type: str) -> pd.DataFrame:
+    return table.loc[
+        (table["org_level"] == org_level)
+        & (table["org_code"] == org_code)
+        & (table["period_type"] == period_type)
+    ]
+
+
+def _check_decimals(decimals: int) -> None:
+    whole = isinstance(decimals, (int, np.integer)) and not isinstance(decimals, bool)
+    if not whole or not 0 <= decimals <= 6:
+        raise ValueError(
+            f"The number of decimals must be a whole number from 0 to 6, not {decimals!r}.")
 
 
 def _with_reference(data: pd.DataFrame, reference_line: tuple[float, str]) -> pd.DataFrame:
@@ -221,91 +294,136 @@ def _with_reference(data: pd.DataFrame, reference_line: tuple[float, str]) -> pd
     return pd.concat([data, rows], ignore_index=True)
 
 
-# --- drawing ------------------------------------------------------------------------------
-def _draw_trend(data: pd.DataFrame, org_code: str, title: str, unit: str, period_type: str):
-    with styled():
-        figure, axes = new_figure()
-        legend_handles: list[Line2D] = []
-        for series, rows in data.groupby("series", sort=False):
-            x, y = rows["period"].to_numpy(), rows["value"].to_numpy()
-            if series == "organisation":
-                continue  # drawn last, on top
-            if series == "reference":
-                level = float(y[0])
-                line = axes.axhline(level, color=NHS_PURPLE, linestyle=REFERENCE_DASHES, linewidth=1.8, zorder=4)
-                line.set_label("National reference")
-                axes.annotate(
-                    rows["series_label"].iloc[0], xy=(0, level), xycoords=("axes fraction", "data"),
-                    xytext=(4, 3), textcoords="offset points", ha="left", va="bottom", fontsize=8,
-                    color=NHS_PURPLE)
-            elif series == "decile_50":
-                (line,) = axes.plot(
-                    x, y, color=NHS_BLACK, linestyle=MEDIAN_DASHES, linewidth=1.4, zorder=3
-                )
-                line.set_label("National median")
-            elif series == "england":
-                (line,) = axes.plot(
-                    x, y, color=NHS_DARK_GREY, linestyle=ENGLAND_DASHES, linewidth=1.1, zorder=3
-                )
-                line.set_label("England")
-            else:
-                (line,) = axes.plot(
-                    x, y, color=NHS_MID_GREY, linestyle=DECILE_DASHES, linewidth=1.1, zorder=2
-                )
-                line.set_label("National decile")
-            line.set_gid(series)
-            if line.get_label() not in [handle.get_label() for handle in legend_handles]:
-                legend_handles.append(line)
+def _split_datasets(
+    data: pd.DataFrame,
+    indicator_id: str | None,
+    org_code: str,
+    org_name: str,
+    org_level: str,
+    decile_level: str,
+    period_type: str,
+    unit: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The organisation's rows (with the reference) and the national rows, with identifying columns.
 
-        org = data.loc[data["series"] == "organisation"]
-        (org_line,) = axes.plot(
-            org["period"].to_numpy(),
-            org["value"].to_numpy(),
-            color=NHS_BLUE,
-            linestyle="-",
-            linewidth=2.2,
-            marker="o",
-            markersize=4,
-            zorder=5,
+    The national rows carry nothing about the organisation, so every page of the
+    level gets the same rows.
+    """
+    is_own = data["series"].isin(["organisation", "reference"])
+    own_rows = data["series"] == "organisation"  # reference rows are not the org's values
+    organisation = data.loc[is_own].assign(
+        indicator_id=indicator_id,
+        org_level=org_level,
+        org_code=np.where(own_rows[is_own], org_code, None),
+        org_name=np.where(own_rows[is_own], org_name, None),
+        period_type=period_type,
+        unit=unit,
+    )
+    organisation = organisation[[
+        "indicator_id", "org_level", "org_code", "org_name", "period", "period_type",
+        "series", "series_label", "value", "unit"]].reset_index(drop=True)
+    national = data.loc[~is_own].assign(
+        indicator_id=indicator_id, org_level=decile_level, period_type=period_type, unit=unit)
+    national = national[[
+        "indicator_id", "org_level", "period", "period_type", "series", "series_label",
+        "value", "unit"]].reset_index(drop=True)
+    return organisation, national
+
+
+# --- specification --------------------------------------------------------------------------
+def _js(text: str) -> str:
+    """``text`` as a string literal in a Vega expression."""
+    return json.dumps(text)
+
+
+@lru_cache(maxsize=512)
+def _trend_spec(
+    unit: str,
+    decimals: int,
+    period_type: str,
+    has_deciles: bool,
+    has_england: bool,
+    has_reference: bool,
+) -> dict:
+    """The trend chart's Vega-Lite template; nothing in it depends on the organisation."""
+    number = f",.{decimals}f"
+    period_title = "12 months ending" if period_type == "rolling_12m" else "Month"
+    x_title = "12 months ending (month)" if period_type == "rolling_12m" else "Month"
+    value_title = unit_axis_label(unit)
+    percent = unit.strip() in ("%", "per cent", "percent")
+
+    entries = [ORGANISATION_ENTRY]
+    entries += ["National decile", "National median"] if has_deciles else []
+    entries += ["England"] if has_england else []
+    entries += ["National reference"] if has_reference else []
+    legend = alt.Legend(
+        title=None,
+        symbolType="stroke",
+        # Two columns where they fit, one on a phone; long names are cut, but the code leads.
+        columns=alt.ExprRef(expr="width < 420 ? 1 : 2"),
+        labelLimit=180,
+        labelExpr=f"datum.label === {_js(ORGANISATION_ENTRY)} ? org_label : datum.label",
+    )
+    colour = alt.Color("line:N", legend=legend, scale=alt.Scale(
+        domain=entries, range=[LINE_STYLES[entry][0] for entry in entries]))
+    dashes = alt.StrokeDash("line:N", legend=legend, scale=alt.Scale(
+        domain=entries, range=[LINE_STYLES[entry][1] for entry in entries]))
+    x = alt.X("period:T", timeUnit="utcyearmonth", title=x_title,
+              axis=alt.Axis(format="%b %Y", labelLimit=120))
+    y = alt.Y("value:Q", title=value_title, scale=alt.Scale(zero=False))
+    period_tip = alt.Tooltip("period:T", timeUnit="utcyearmonth", format="%b %Y",
+                             title=period_title)
+    value_tip = alt.Tooltip("value:Q", format=number, title=value_title)
+
+    national = alt.Chart(alt.NamedData(name=NATIONAL_DATASET)).transform_calculate(
+        line="datum.series === 'decile_50' ? 'National median' : "
+             "datum.series === 'england' ? 'England' : 'National decile'")
+    national_tips = [alt.Tooltip("series_label:N", title="Line"), period_tip, value_tip]
+    national_lines = national.mark_line(strokeWidth=1.3).encode(
+        x=x, y=y, color=colour, strokeDash=dashes, detail="series:N", tooltip=national_tips)
+    # Invisible points give every vertex of the national lines its own tooltip.
+    national_vertices = national.mark_point(opacity=0, size=60).encode(
+        x=x, y=y, tooltip=national_tips)
+
+    own = alt.Chart(alt.NamedData(name=ORGANISATION_DATASET))
+    organisation = own.transform_filter("datum.series === 'organisation'").transform_calculate(
+        line=_js(ORGANISATION_ENTRY))
+    org_tips = [alt.Tooltip("org_name:N", title="Organisation"),
+                alt.Tooltip("org_code:N", title="Code"), period_tip, value_tip]
+    org_line = organisation.mark_line(strokeWidth=2.5, point=alt.OverlayMarkDef(
+        filled=True, size=36, color=NHS_BLUE)).encode(
+        x=x, y=y, color=colour, strokeDash=dashes, tooltip=org_tips)
+    # Direct label at the latest point with a value, so the line needs no legend lookup.
+    suffix = "%" if percent else ""
+    org_label = (
+        organisation.transform_filter("isValid(datum.value) && isFinite(datum.value)")
+        .transform_window(recency="row_number()",
+                          sort=[alt.SortField("period", order="descending")])
+        .transform_filter("datum.recency === 1")
+        .transform_calculate(
+            label=f"datum.org_code + ' ' + format(datum.value, {_js(number)}) + {_js(suffix)}")
+        .mark_text(align="left", baseline="middle", dx=8, fontWeight="bold", color=NHS_BLUE)
+        .encode(x=x, y=y, text="label:N")
+    )
+    layers = [national_lines, national_vertices, org_line, org_label]
+
+    if has_reference:
+        reference = (
+            own.transform_filter("datum.series === 'reference'")
+            .transform_aggregate(value="min(value)", groupby=["series_label"])
+            .transform_calculate(line=_js("National reference"))
         )
-        org_line.set_gid("organisation")
-        org_line.set_label(org["series_label"].iloc[0])
+        layers.append(reference.mark_rule(strokeWidth=1.8).encode(
+            y=y, color=colour, strokeDash=dashes,
+            tooltip=[alt.Tooltip("series_label:N", title="National reference"), value_tip]))
+        layers.append(reference.mark_text(align="left", baseline="bottom", dx=4, dy=-4,
+                                          color=NHS_PURPLE).encode(
+            x=alt.value(0), y=y, text="series_label:N"))
 
-        # Direct label at the last point with a value, so the reader needs no legend.
-        last = org.dropna(subset=["value"]).tail(1)
-        if not last.empty:
-            axes.annotate(
-                f"{org_code}\n{format_value(last['value'].iloc[0], unit)}",
-                xy=(last["period"].iloc[0], last["value"].iloc[0]),
-                xytext=(8, 0),
-                textcoords="offset points",
-                va="center",
-                ha="left",
-                color=NHS_BLUE,
-                fontweight="bold",
-                fontsize=9,
-                annotation_clip=False,
-            )
-        # Room on the right for the direct label.
-        periods = data["period"]
-        span = (periods.max() - periods.min()) or pd.Timedelta(days=60)
-        axes.set_xlim(periods.min() - span * 0.02, periods.max() + span * 0.16)
-        values = data["value"].to_numpy(dtype=float, na_value=np.nan)
-        if np.isfinite(values).any() and np.nanmin(values) >= 0:
-            axes.set_ylim(bottom=0)
-        # Ticks only under the data, not in the room left for the direct label.
-        auto = mdates.AutoDateLocator(minticks=4, maxticks=9)
-        ticks = auto.tick_values(periods.min(), periods.max())
-        last = mdates.date2num(periods.max())
-        locator = FixedLocator([tick for tick in ticks if tick <= last + 1e-9])
-        axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(auto))
-        x_label = "12 months ending (month)" if period_type == "rolling_12m" else "Month"
-        finish_axes(axes, title, x_label, unit_axis_label(unit))
-        legend_order = ["National decile", "National median", "England", "National reference"]
-        legend_handles.sort(key=lambda handle: legend_order.index(handle.get_label()))
-        add_legend(figure, legend_handles)
-    return figure
+    chart = alt.layer(*layers).properties(width="container", height=CHART_HEIGHT).add_params(
+        alt.param(name="org_code", value=""),
+        alt.param(name="org_label", value="This organisation"))
+    return spec_from_altair(chart)
 
 
 # --- words --------------------------------------------------------------------------------
