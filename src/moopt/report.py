@@ -396,7 +396,7 @@ def spc_chart(indicator: Indicator, points: pd.DataFrame, org_code: str, org_nam
         "point_type": points["spc_point_type"].astype(str)})
     return charts.plot_spc(table, indicator_title=title, unit=indicator.unit, org_name=org_name,
                            improvement_direction=indicator.improvement_direction, org_code=org_code,
-                           chart_id=f"{indicator.id}_spc")
+                           chart_id=f"{indicator.id}_spc", decimals=indicator.value_decimals)
 
 
 def describe_trend(indicator: Indicator, trend: pd.Series | None) -> str:
@@ -526,7 +526,8 @@ class ThemePage:
                 data.org_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 indicator_title=ind.short_title, unit=ind.unit,
                 improvement_direction=ind.improvement_direction, period_type=period_type,
-                chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind)),
+                chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind),
+                decimals=ind.value_decimals),
             charts.plot_peer_position(
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=period, period_type=period_type,
@@ -654,7 +655,8 @@ class OverviewPage:
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,
             unit=ind.unit, improvement_direction=ind.improvement_direction, period_type=period_type,
-            chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind))
+            chart_id=f"{ind.id}_trend", reference_line=_reference_tuple(ind),
+            decimals=ind.value_decimals, decile_level=self.level)
         publish_chart(self.ctx, chart)
 
 

@@ -303,7 +303,8 @@ class Chart:
         spec["config"] = _merge(copy.deepcopy(VEGA_CONFIG), spec.get("config", {}))
         if width is not None:
             _replace_container_width(spec, width)
-        spec.setdefault("title", {"text": self.title})
+        # A title may be long: limited, it wraps into the width instead of squashing the plot.
+        spec.setdefault("title", {"text": self.title, "limit": max(120, (width or STATIC_WIDTH) - 40)})
         return spec
 
     def to_svg(self, width: int = STATIC_WIDTH) -> str:
