@@ -377,8 +377,11 @@ def funnel_chart(indicator: Indicator, level_rows: pd.DataFrame, lines: pd.DataF
                         & level_rows["funnel_target"].notna()]
     if points.empty:  # no funnel for this level and period (no England value, or too few organisations)
         return None
+    # Every row of the level, not only the funnel's points: the funnel and peer charts then
+    # share one dataset of the level's values (rows outside the funnel are not placed on it).
     return charts.plot_funnel(
-        points, lines, org_code, indicator_title=indicator.short_title, unit=indicator.unit,
+        level_rows, lines, org_code, indicator_title=indicator.short_title, unit=indicator.unit,
+        decimals=indicator.value_decimals,
         org_level=org_level, denominator_label=indicator.denominator.description,
         centre_value=float(points["funnel_target"].iloc[0]),
         improvement_direction=indicator.improvement_direction,
@@ -532,7 +535,8 @@ class ThemePage:
                 data.peer_rows, org_code=ctx.org_code, org_level=ctx.org_level,
                 period=period, period_type=period_type,
                 indicator_title=ind.short_title, unit=ind.unit,
-                improvement_direction=ind.improvement_direction, chart_id=f"{ind.id}_peers"),
+                improvement_direction=ind.improvement_direction, chart_id=f"{ind.id}_peers",
+                decimals=ind.value_decimals),
         ]
         # Practices only where the data go down to practices (supplied data may start higher).
         if ctx.org_level not in ("practice", "england") and len(data.practice_rows) \
@@ -545,7 +549,7 @@ class ThemePage:
                 indicator_title=ind.short_title, unit=ind.unit,
                 denominator_label=ind.denominator.description,
                 improvement_direction=ind.improvement_direction, org_name=ctx.org_name,
-                chart_id=f"{ind.id}_practices"))
+                chart_id=f"{ind.id}_practices", decimals=ind.value_decimals))
         lines = reader.funnel_lines(ind.id, ctx.org_level, period, period_type)
         funnel = funnel_chart(ind, data.peer_rows, lines, ctx.org_code, ctx.org_level, period, period_type)
         if funnel is None:

@@ -1,17 +1,23 @@
 """The spread of an organisation's member practices for one period.
 
 With funnel limits (from :mod:`moopt.stats`) the practices are drawn as a funnel
-plot: value against denominator with England's value and the limit lines.
-Without limits they are drawn as a ranked dot plot against England's value. In
-both, the three practices furthest from England are labelled with their codes.
+plot: value against denominator with England's value and the national practice
+funnel's limit lines, drawn over the range of the members' sizes. Without
+limits they are drawn as a ranked dot plot against England's value. In both,
+the three practices furthest from England are labelled with their codes.
+
+The member practices are this page's own dataset; the national limit lines are
+the same for every page and shared under the key of the practice level.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from moopt.charts.base import (
     Chart,
+    ChartData,
     count_words,
     check_direction,
     check_level,
@@ -19,31 +25,30 @@ from moopt.charts.base import (
     check_text,
     direction_sentence,
     empty_chart,
-    finish_axes,
     format_number,
     format_period,
     format_value,
     level_name,
     make_chart_id,
-    new_figure,
     require_columns,
     single_value,
-    styled,
     to_timestamp,
-    unit_axis_label,
 )
 from moopt.charts.funnel import (
     ABOVE_95,
     ABOVE_99_8,
     BELOW_95,
     BELOW_99_8,
-    calculate_funnel_data,
-    draw_funnel,
+    clean_limits,
     funnel_caption,
+    funnel_line_frame,
+    funnel_spec,
+    furthest_from_centre,
+    organisation_values,
+    values_key,
 )
-from moopt.charts.peers import draw_ranked_dots, rank_points
+from moopt.charts.peers import ranked_spec
 from moopt.orgs import ORG_LEVEL_COLUMNS
-
 PRACTICE_COLUMNS: tuple[str, ...] = (
     "org_level",
     "org_code",
@@ -118,8 +123,9 @@ def plot_practice_spread(
     improvement_direction: str | None = None,
     org_name: str | None = None,
     chart_id: str | None = None,
+    decimals: int = 2,
 ) -> Chart:
-    """Draw the member practices of one organisation for one period.
+    """The member practices of one organisation for one period.
 
     Parameters
     ----------
@@ -131,14 +137,14 @@ def plot_practice_spread(
         The parent organisation and its level (pcn, sub_icb, icb, region, england).
     period : date-like
         Period to show (first day of its last month).
-    period_type : {"rolling_12m", "month"}
+    period_type : {"rolling_12m", "month", "quarter"}
         Kind of period.
     indicator_title, unit : str
         Indicator name and the unit of its value.
     limits : pandas.DataFrame, optional
-        Funnel limit lines (denominator, lower_95, upper_95, lower_99_8,
-        upper_99_8). With them the chart is a funnel plot; without, a ranked
-        dot plot.
+        The national practice funnel's limit lines (denominator, lower_95,
+        upper_95, lower_99_8, upper_99_8). With them the chart is a funnel
+        plot; without (or with none), a ranked dot plot.
     denominator_label : str
         Axis label for the denominator with its unit (funnel plot only).
     improvement_direction : {"increase", "decrease", "neutral"}, optional
@@ -147,16 +153,20 @@ def plot_practice_spread(
         Name of the parent organisation for the title; defaults to its code.
     chart_id : str, optional
         By default ``"<indicator_id>_practices"``.
+    decimals : int
+        Decimal places of values in tooltips and labels.
 
     Returns
     -------
     Chart
-        Funnel: ``data`` as :func:`moopt.charts.funnel.calculate_funnel_data`;
-        dot plot: as :func:`moopt.charts.peers.rank_points`; plus ``unit``.
-        The three practices furthest from England have ``is_labelled`` true.
+        Dataset ``practices`` (the members with a value, as
+        :func:`moopt.charts.funnel.organisation_values`) and, for a funnel
+        plot, ``practice_funnel_lines`` (shared); parameter ``labelled_codes``
+        holds the three practices furthest from England.
     """
     check_text(indicator_title, "indicator title")
     check_text(unit, "unit")
+    check_text(denominator_label, "denominator label")
     check_direction(improvement_direction, allow_none=True)
     rows = select_member_practices(practice_table, org_code, org_level, period, period_type)
     england_value = single_value(rows["england_value"], "England value")
@@ -167,65 +177,67 @@ def plot_practice_spread(
         else None
     )
     chart_id = chart_id or make_chart_id(indicator_id, "practices")
-    period_words = format_period(to_timestamp(period), period_type)
+    stamp = to_timestamp(period)
+    period_words = format_period(stamp, period_type)
     parent_name = org_name or org_code
     title = f"{indicator_title}: practices in {parent_name}, {period_words}"
-    practices = level_name("practice", plural=True)
-    without_value = int(rows["value"].isna().sum())
+    practices_words = level_name("practice", plural=True)
+    limits = None if limits is None else clean_limits(limits)
+    funnel = limits is not None and not limits.empty and np.isfinite(england_value)
 
-    if limits is not None:
-        data = calculate_funnel_data(
-            rows, limits, england_value, label_extremes=LABELLED_PRACTICES
-        ) if pd.notna(england_value) else _empty_funnel_frame()
-    else:
-        data = rank_points(rows, england_value, label_extremes=LABELLED_PRACTICES)
-    data = data.assign(unit=unit)
-    points = data.loc[data["series"] == "organisation"]
-    if points.empty:
+    data = organisation_values(rows, limits if funnel else None)
+    drawn = data.loc[data["denominator"] > 0] if funnel else data
+    if drawn.empty:
         return empty_chart(
-            chart_id,
-            title,
-            f"no {practices} in {parent_name} ({level_name(org_level)}) have a value for "
+            chart_id, title,
+            f"no {practices_words} in {parent_name} ({level_name(org_level)}) have a value for "
             f"{period_words}",
             data,
         )
-
-    with styled():
-        figure, axes = new_figure()
-        if limits is not None:
-            draw_funnel(axes, data, unit, "England")
-            finish_axes(axes, title, denominator_label, unit_axis_label(unit))
-        else:
-            draw_ranked_dots(axes, data, unit, practices, has_intervals=False)
-            finish_axes(
-                axes, title, "Practices ranked from lowest to highest value (rank)",
-                unit_axis_label(unit),
-            )
-    if limits is not None:
-        caption = funnel_caption(practices, "England", improvement_direction)
+    has_intervals = bool(data[["lower_95", "upper_95"]].notna().all(axis=1).any())
+    practices = ChartData("practices", data, f"the practices in {parent_name}")
+    if funnel:
+        lines = ChartData("practice_funnel_lines", funnel_line_frame(limits, england_value),
+                          "the national practice funnel's lines",
+                          values_key(indicator_id, "practice", period_type, stamp, "funnel_lines"))
+        labelled = furthest_from_centre(drawn, england_value, LABELLED_PRACTICES, limits)
+        spec = funnel_spec(unit, int(decimals), denominator_label, "England", "Practice",
+                           has_intervals, period_type, "practices", "practice_funnel_lines",
+                           False, True)
+        datasets = [practices, lines]
+        caption = funnel_caption(practices_words, "England", improvement_direction) + (
+            " The limits are those of every practice in England, drawn over the range of these "
+            "practices' sizes; the three practices furthest from England are labelled with "
+            "their codes.")
     else:
-        caption = (
-            f"Each grey dot is one of the {practices} in {parent_name}, ordered from the "
+        labelled = furthest_from_centre(drawn, england_value, LABELLED_PRACTICES)
+        spec = ranked_spec(unit, int(decimals), "Practice", has_intervals, period_type,
+                           "practices", False)
+        datasets = [practices]
+        caption = " ".join(part for part in (
+            f"Each grey dot is one of the {practices_words} in {parent_name}, ordered from the "
             "lowest value on the left to the highest on the right; the dash-dot line is "
-            "England. The three practices furthest from England are labelled with their "
-            "codes. " + direction_sentence(improvement_direction)
-        ).strip()
+            "England. The three practices furthest from England are labelled with their codes.",
+            "Vertical lines are 95% confidence intervals." if has_intervals else "",
+            direction_sentence(improvement_direction)) if part)
     alt_text = _practice_alt_text(
-        points, data, parent_name, org_code, indicator_title, unit, period_words,
-        without_value, funnel=limits is not None,
+        drawn, labelled, england_value, parent_name, org_code, indicator_title, unit,
+        period_words, int(rows["value"].isna().sum()) + len(data) - len(drawn), funnel=funnel,
     )
-    return Chart(chart_id, title, caption, alt_text, data, figure)
+    return Chart(chart_id, title, caption, alt_text, datasets, spec,
+                 params={"labelled_codes": list(labelled)})
 
 
 def _practice_alt_text(
     points: pd.DataFrame,
-    data: pd.DataFrame,
+    labelled: list[str],
+    england_value: float,
     parent_name: str,
     org_code: str,
     indicator_title: str,
     unit: str,
     period_words: str,
-    without_value: int,
+    not_shown: int,
     funnel: bool,
 ) -> str:
     kind = "Funnel plot" if funnel else "Ranked dot plot"
@@ -234,15 +246,13 @@ def _practice_alt_text(
     median = points["value"].median()
     sentences = [
         f"{kind} of {indicator_title} for {count_words(len(points), 'GP practice')} in "
-        f"{parent_name} "
-        f"({org_code}), {period_words}.",
+        f"{parent_name} ({org_code}), {period_words}.",
         f"Practice values range from {format_value(lowest['value'], unit)} "
         f"({lowest['org_code']}) to {format_value(highest['value'], unit)} "
         f"({highest['org_code']}), with a median of {format_value(median, unit)}.",
     ]
-    england = data.loc[data["series"].isin(["england", "centre"]), "value"]
-    if len(england):
-        sentences.append(f"England is {format_value(england.iloc[0], unit)}.")
+    if np.isfinite(england_value):
+        sentences.append(f"England is {format_value(england_value, unit)}.")
     if funnel:
         counts = points["position"].value_counts()
         beyond_99_8 = int(counts.reindex([ABOVE_99_8, BELOW_99_8]).fillna(0).sum())
@@ -251,22 +261,18 @@ def _practice_alt_text(
             f"Outside the 95% limits: {count_words(beyond_95, 'practice')}; outside the "
             f"99.8% limits: {count_words(beyond_99_8, 'practice')}."
         )
-    labelled = points.loc[points["is_labelled"]]
-    if len(labelled):
+    chosen = points.set_index("org_code").loc[labelled] if labelled else points.iloc[0:0]
+    if len(chosen):
         described = ", ".join(
-            f"{row.org_code} ({format_value(row.value, unit)}"
+            f"{code} ({format_value(row.value, unit)}"
             + (f", denominator {format_number(row.denominator)}" if funnel else "")
             + ")"
-            for row in labelled.itertuples(index=False)
+            for code, row in chosen.iterrows()
         )
         sentences.append(f"Furthest from England: {described}.")
-    if without_value:
+    if not_shown:
         sentences.append(
-            f"Not shown for want of a value: {count_words(without_value, 'practice')}."
+            f"Not shown for want of a value{' or a denominator' if funnel else ''}: "
+            f"{count_words(not_shown, 'practice')}."
         )
     return " ".join(sentences)
-
-
-def _empty_funnel_frame() -> pd.DataFrame:
-    columns = ["series", "org_code", "org_name", "denominator", "value", "position", "is_labelled"]
-    return pd.DataFrame({column: pd.Series(dtype="object") for column in columns})
