@@ -150,10 +150,13 @@ def test_summary_theme_page_and_funnel_agree_for_every_organisation_and_indicato
                 else:
                     assert "Not compared with England" in page, (code, ind)
                 # 2. the funnel chart: the highlighted point's position
-                funnel_csv = built / "csv" / "sub_icb" / code / theme / f"{ind}_funnel.csv"
+                # (all organisations' values: one shared download per indicator, level and period,
+                # which the page's funnel chart loads; the page highlights its own row)
                 if isinstance(verdict, str):
-                    funnel = pd.read_csv(funnel_csv)
-                    own = funnel[funnel["series"] == "highlighted_organisation"]["position"].iloc[0]
+                    shared = re.search(rf'src="(csv/shared/{ind}\.sub_icb\.[^"]*\.values\.[0-9a-f]+)\.js"', page)
+                    assert shared, (code, ind)
+                    funnel = pd.read_csv(built / f"{shared.group(1)}.csv", dtype={"org_code": str})
+                    own = funnel.loc[funnel["org_code"] == code, "position"].iloc[0]
                     assert FUNNEL_WORDS.get(own, "similar") == verdict, (code, ind, own, verdict)
                     compared.add(verdict)
                 # 3. the at-a-glance table and 4. the summary spine
