@@ -597,11 +597,11 @@ def test_failure_midway_leaves_no_partial_site(tmp_path, monkeypatch):
     real_body = render_module.page_body
     calls = []
 
-    def failing_body(project_dir, page):
+    def failing_body(project_dir, page, cache=None):
         calls.append(page["output"])
         if len(calls) == 4:
             raise RuntimeError("renderer crashed")
-        return real_body(project_dir, page)
+        return real_body(project_dir, page, cache)
 
     monkeypatch.setattr(render_module, "page_body", failing_body)
     with pytest.raises(RuntimeError, match="renderer crashed"):

@@ -703,6 +703,7 @@ class SummaryPage:
                 "minimum": own["lowest"], "p25": own["quartile_25"], "p75": own["quartile_75"],
                 "maximum": own["highest"], "assessment": own["assessment_99_8"],
                 "verdict": verdict_label(own),
+                "not_compared_reason": own["not_compared_reason"],
                 "decimals": ind.value_decimals,
             })
         frame = pd.DataFrame(rows)
