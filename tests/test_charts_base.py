@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from moopt.charts import web
-from moopt.charts.base import (Chart, ChartData, empty_chart, json_records, output_frame, script_json,
-                               spec_data_names, spec_from_altair)
+from moopt.charts.base import (Chart, ChartData, compact_rows, empty_chart, expand_rows, json_records,
+                               output_frame, script_json, spec_data_names, spec_from_altair)
 from moopt.report import CHART_MODE_VARIABLE, chart_mode
 
 
@@ -111,6 +111,7 @@ def test_html_of_a_site_chart_loads_its_shared_data_and_escapes_text():
     spec_text = re.search(r'<script type="application/json" class="moopt-vega-spec">(.*?)</script>',
                           page, re.S).group(1)
     assert json.loads(spec_text)["params"] == [{"name": "org_code", "value": "A1B"}]
+    assert expand_rows(json.loads(spec_text)["datasets"]["own"]) == json_records(own_rows())
     shared = re.search(r'data-moopt-shared="([^"]*)"', page).group(1)
     assert json.loads(shared.replace("&quot;", '"')) == {"every": "X01.sub_icb.values"}
     assert 'href="csv/x/own.csv" download' in page
@@ -135,7 +136,7 @@ def test_shared_datasets_are_written_once_under_a_name_carrying_their_digest(tmp
     assert web.write_shared_dataset(tmp_path, shared) == (js_rel, csv_rel)
     text = (tmp_path / js_rel).read_text(encoding="utf-8")
     payload = text[text.index("]=") + 2:].rstrip().rstrip(";")
-    assert json.loads(payload) == json_records(all_rows())
+    assert expand_rows(json.loads(payload)) == json_records(all_rows())
     assert "</script" not in text
     assert pd.read_csv(tmp_path / csv_rel)["org_name"].tolist() == all_rows()["org_name"].tolist()
     changed = ChartData("every", all_rows().assign(value=[9.0, 8.0, 7.0]), "rows", shared_key="X01.sub_icb.values")
@@ -159,7 +160,7 @@ def test_a_notebook_gets_the_scripts_once_per_kernel(monkeypatch):
     monkeypatch.setattr(web, "_NOTEBOOK_SCRIPTS_SENT", False)
     first, second = make_chart()._repr_html_(), make_chart()._repr_html_()
     assert "vegaEmbed" in first and "vegaEmbed" not in second
-    assert '"every":[' in second.replace(" ", "")  # in a notebook the shared rows travel inline
+    assert '"every":{"columns"' in second.replace(" ", "")  # in a notebook the shared rows travel inline
 
 
 def test_chart_mode_comes_from_the_runner_and_rejects_unknown_values(monkeypatch):
@@ -176,3 +177,29 @@ def test_the_static_copy_is_an_svg_of_the_same_specification():
     svg = make_chart().to_svg(width=480)
     assert svg.lstrip().startswith("<svg") and "Gamma" not in svg  # axis shows codes, not names
     assert "E3F" in svg
+
+
+def test_compact_rows_give_the_records_back_and_state_constant_columns_once():
+    records = json_records(own_rows())
+    compact = compact_rows(records)
+    assert compact["constants"] == {"org_code": "A1B"} and "org_code" not in compact["columns"]
+    assert expand_rows(compact) == records
+    assert expand_rows(compact_rows([])) == [] and expand_rows(compact_rows(records[:1])) == records[:1]
+    assert len(script_json(compact)) < len(script_json(records))
+
+
+def test_a_site_page_carries_only_its_part_when_the_template_is_shared(tmp_path):
+    spec = template()
+    digest, rel = web.write_shared_template(tmp_path, spec)
+    assert web.write_shared_template(tmp_path, spec) == (digest, rel)  # written once
+    assert web.write_shared_template(tmp_path, template())[0] == digest  # same content, same file
+    text = (tmp_path / rel).read_text(encoding="utf-8")
+    assert json.loads(text[text.index("]=") + 2:].rstrip().rstrip(";")) == spec
+    chart = make_chart("A1B", spec)
+    page = chart.to_html([], {"X01.sub_icb.values": "a.js"}, template=(digest, rel))
+    part = json.loads(re.search(r'class="moopt-vega-spec">(.*?)</script>', page, re.S).group(1))
+    assert set(part) == {"description", "params", "datasets"}  # no marks or encodings repeated per page
+    assert f'data-moopt-template="{digest}"' in page and f'<script src="{rel}"></script>' in page
+    merged = {**spec, **part, "datasets": {k: expand_rows(v) for k, v in part["datasets"].items()}}
+    merged["datasets"]["every"] = json_records(all_rows())
+    assert web.validate_spec(merged) == []

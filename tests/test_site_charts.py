@@ -18,17 +18,24 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-from moopt.charts.base import VEGA_CONFIG, spec_data_names
+from moopt.charts.base import VEGA_CONFIG, expand_rows, spec_data_names
 from moopt.charts.web import validate_spec
 from tests.factories import copy_project
 
 pytestmark = pytest.mark.slow
 
-HOLDER = re.compile(r'<div class="moopt-vega" data-moopt-shared="([^"]*)">\s*'
-                    r'<script type="application/json" class="moopt-vega-spec">(.*?)</script>', re.S)
-SCRIPT_SRC = re.compile(r'<script src="([^"]+)"></script>')
-FIGURE = re.compile(r'<figure class="moopt-chart[^"]*" id="([^"]+)">(.*?)</figure>', re.S)
-DOWNLOAD = re.compile(r'<a class="moopt-chart-csv" href="([^"]+)" download>')
+# Pages pass through nbconvert, which may reorder attributes and change their quotes.
+ATTRIBUTE = re.compile(r"""([\w-]+)=("[^"]*"|'[^']*')""")
+FIGURE = re.compile(r"<figure ([^>]*)>(.*?)</figure>", re.S)
+HOLDER = re.compile(r"<div ([^>]*\bclass=[\"']moopt-vega[\"'][^>]*)>")
+SPEC = re.compile(r"<script [^>]*class=[\"']moopt-vega-spec[\"'][^>]*>(.*?)</script>", re.S)
+SCRIPT_SRC = re.compile(r"<script [^>]*\bsrc=[\"']([^\"']+)[\"']")
+DOWNLOAD = re.compile(r"<a ([^>]*\bclass=[\"']moopt-chart-csv[\"'][^>]*)>")
+DATA_SCRIPT = re.compile(r'\(window\.(MOOPT_DATA|MOOPT_SPECS)=window\.\1\|\|\{\}\)\[("[^"]+")\]=(.*);\s*', re.S)
+
+
+def attributes(text: str) -> dict[str, str]:
+    return {name: html.unescape(value[1:-1]) for name, value in ATTRIBUTE.findall(text)}
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +60,18 @@ def _first_two_codes(folder: Path) -> str:
     return ",".join(sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[:2])
 
 
-def _shared_store(page: Path, text: str) -> dict[str, list]:
-    """What the page's data scripts put in window.MOOPT_DATA."""
-    store = {}
+def _page_scripts(page: Path, text: str) -> tuple[dict, dict]:
+    """What the page's shared scripts put in window.MOOPT_DATA and window.MOOPT_SPECS."""
+    found = {"MOOPT_DATA": {}, "MOOPT_SPECS": {}}
     for src in SCRIPT_SRC.findall(text):
         path = (page.parent / unquote(html.unescape(src))).resolve()
         assert path.is_file(), f"{page.name}: script {src} does not exist"
         if "/csv/shared/" not in path.as_posix():
             continue
-        body = path.read_text(encoding="utf-8")
-        match = re.fullmatch(r'\(window\.MOOPT_DATA=window\.MOOPT_DATA\|\|\{\}\)\[("[^"]+")\]=(.*);\s*', body, re.S)
-        assert match, f"{src} is not a moopt data script"
-        store[json.loads(match.group(1))] = json.loads(match.group(2))
-    return store
+        match = DATA_SCRIPT.fullmatch(path.read_text(encoding="utf-8"))
+        assert match, f"{src} is not a moopt data or specification script"
+        found[match.group(1)][json.loads(match.group(2))] = json.loads(match.group(3))
+    return found["MOOPT_DATA"], found["MOOPT_SPECS"]
 
 
 def test_every_chart_has_a_valid_specification_whose_data_files_exist(site):
@@ -74,23 +80,31 @@ def test_every_chart_has_a_valid_specification_whose_data_files_exist(site):
     shared_files = set()
     for page in pages:
         text = page.read_text(encoding="utf-8")
-        if 'class="moopt-vega"' not in text:
+        if "moopt-vega-spec" not in text:
             continue
-        assert 'src="' in text and "assets/vega.js" in text and "assets/moopt-charts.js" in text
-        store = _shared_store(page, text)
-        for chart_id, figure in FIGURE.findall(text):
-            holder = HOLDER.search(figure)
-            downloads = [(page.parent / unquote(html.unescape(h))).resolve() for h in DOWNLOAD.findall(figure)]
+        assert "assets/vega.js" in text and "assets/moopt-charts.js" in text
+        data, templates = _page_scripts(page, text)
+        for figure_attributes, figure in FIGURE.findall(text):
+            chart_id = attributes(figure_attributes)["id"]
+            downloads = [(page.parent / unquote(attributes(a)["href"])).resolve() for a in DOWNLOAD.findall(figure)]
             for path in downloads:
                 assert path.is_file(), f"{page.name} {chart_id}: download {path} missing"
+            holder = HOLDER.search(figure)
             if holder is None:  # a chart with nothing to draw says so and offers its (empty) data
-                assert "moopt-chart-empty" in figure
+                assert "moopt-chart-empty" in figure_attributes
                 continue
-            shared = json.loads(html.unescape(holder.group(1)))
-            spec = json.loads(holder.group(2))
-            for name, key in shared.items():
-                assert key in store, f"{page.name} {chart_id}: shared dataset {key} not loaded by the page"
-                spec.setdefault("datasets", {})[name] = store[key]
+            holder = attributes(holder.group(1))
+            part = json.loads(SPEC.search(figure).group(1))
+            template = holder.get("data-moopt-template")
+            if template:
+                assert template in templates, f"{page.name} {chart_id}: template {template} not loaded"
+                spec = {**templates[template], **part}
+            else:
+                spec = part
+            spec["datasets"] = {name: expand_rows(rows) for name, rows in spec.get("datasets", {}).items()}
+            for name, key in json.loads(holder.get("data-moopt-shared", "{}")).items():
+                assert key in data, f"{page.name} {chart_id}: shared dataset {key} not loaded by the page"
+                spec["datasets"][name] = expand_rows(data[key])
                 shared_files.add(key)
             assert spec_data_names(spec) <= set(spec["datasets"]), (page.name, chart_id)
             spec["config"] = VEGA_CONFIG
@@ -108,7 +122,7 @@ def test_every_chart_has_a_valid_specification_whose_data_files_exist(site):
 
 
 def test_shared_national_rows_are_stored_once_for_the_site(site):
-    shared = sorted((site / "csv" / "shared").glob("*.js"))
+    shared = sorted(p for p in (site / "csv" / "shared").glob("*.js") if not p.name.startswith("spec."))
     keys = [path.name.rsplit(".", 2)[0] for path in shared]
     assert keys and len(keys) == len(set(keys))  # one file per indicator, level, period and kind
     per_page = list((site / "csv" / "sub_icb").rglob("*_peers.csv"))

@@ -23,8 +23,8 @@ import pandas as pd
 
 from moopt import charts
 from moopt.atomic import write_csv_atomic, write_text_atomic
-from moopt.charts.base import output_frame
-from moopt.charts.web import DRAW_CHARTS_SCRIPT, notebook_scripts, write_shared_dataset
+from moopt.charts.web import (DRAW_CHARTS_SCRIPT, notebook_scripts, write_shared_dataset,
+                              write_shared_template)
 from moopt.indicators.definitions import Indicator, get_indicator, load_indicators, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
@@ -107,7 +107,8 @@ class PageContext:
 
     @cached_property
     def reader(self) -> ResultsReader:
-        return ResultsReader(self.con)
+        stat = self.store_path.stat()
+        return ResultsReader(self.con, (str(self.store_path.resolve()), stat.st_size, stat.st_mtime_ns))
 
     @cached_property
     def facts(self) -> RunFacts:
@@ -203,7 +204,7 @@ def publish_chart(ctx: PageContext, chart: charts.Chart) -> list[str]:
         else:
             stem = chart.chart_id if position == 0 else f"{chart.chart_id}.{dataset.name}"
             path, csv_rel = ctx.csv_path(stem)
-            write_csv_atomic(output_frame(dataset.frame), path)
+            write_csv_atomic(dataset.output(), path)
             written.append(csv_rel)
         downloads.append((csv_rel, dataset.label))
     static = None
@@ -216,7 +217,10 @@ def publish_chart(ctx: PageContext, chart: charts.Chart) -> list[str]:
     if mode == "notebook":
         _display(notebook_scripts() + chart.to_html(downloads, inline=True) + DRAW_CHARTS_SCRIPT)
     else:
-        _display(chart.to_html(downloads, shared_scripts, static_image=static))
+        template = write_shared_template(ctx.outputs_dir, chart.spec) if chart.spec is not None else None
+        if template is not None:
+            written.append(template[1])
+        _display(chart.to_html(downloads, shared_scripts, static_image=static, template=template))
     return written
 
 

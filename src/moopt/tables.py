@@ -254,13 +254,35 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
+_NATIONAL: dict = {}
+_NATIONAL_SIZE = 512
+
+
 class ResultsReader:
     """Read-only access to the results of the last build: the only queries pages make."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: duckdb.DuckDBPyConnection, store_identity: tuple | None = None):
+        """``store_identity`` (path, size, modification time of the store file), when given, lets
+        readers in one process share the national queries' results (see :meth:`national`)."""
         self.con = con
+        self.store_identity = store_identity
         if not table_exists(con, "run_facts") or not table_exists(con, "indicator_results"):
             raise FileNotFoundError("The store holds no results of a build: run `moopt build` first.")
+
+    def national(self, name: str, args: tuple, compute):
+        """A query whose answer is the same for every page (all organisations of a level, funnel
+        lines, deciles), asked once per process and store: a warm kernel that draws a hundred
+        organisations' pages reads each indicator's national rows once. The store is identified
+        by its path, size and modification time, so a rebuilt store is read again."""
+        if self.store_identity is None:
+            return compute()
+        key = (self.store_identity, name, args)
+        if key not in _NATIONAL:
+            _NATIONAL[key] = compute()
+            if len(_NATIONAL) > _NATIONAL_SIZE:
+                _NATIONAL.pop(next(iter(_NATIONAL)))
+        found = _NATIONAL[key]
+        return found.copy() if hasattr(found, "copy") else found
 
     def frame(self, sql: str, params: list) -> pd.DataFrame:
         return self.con.execute(sql, params).fetchdf()
@@ -287,9 +309,9 @@ class ResultsReader:
                                 [org_level, org_code]).fetchall()[0][0]
 
     def latest_period(self, indicator_id: str, period_type: str, up_to) -> pd.Timestamp | None:
-        value = self.con.execute(
+        value = self.national("latest_period", (indicator_id, period_type, str(up_to)), lambda: self.con.execute(
             "SELECT max(period) FROM indicator_results WHERE indicator_id = ? AND period_type = ? "
-            "AND period <= ?", [indicator_id, period_type, up_to]).fetchall()[0][0]
+            "AND period <= ?", [indicator_id, period_type, up_to]).fetchall()[0][0])
         return pd.Timestamp(value) if value is not None else None
 
     def org_rows(self, indicator_id: str, org_level: str, org_code: str, up_to) -> pd.DataFrame:
@@ -301,6 +323,13 @@ class ResultsReader:
     def level_rows(self, indicator_id: str, org_level: str, period, period_type: str,
                    parent_column: str | None = None, parent_code: str | None = None) -> pd.DataFrame:
         """Every organisation of a level in one period (optionally only the members of one parent)."""
+        if parent_column is None:
+            return self.national("level_rows", (indicator_id, org_level, str(period), period_type),
+                                 lambda: self._level_rows(indicator_id, org_level, period, period_type))
+        return self._level_rows(indicator_id, org_level, period, period_type, parent_column, parent_code)
+
+    def _level_rows(self, indicator_id: str, org_level: str, period, period_type: str,
+                    parent_column: str | None = None, parent_code: str | None = None) -> pd.DataFrame:
         where, params = "", [indicator_id, org_level, period, period_type]
         if parent_column is not None:
             if parent_column not in ("pcn_code", "sub_icb_code", "icb_code", "region_code"):
@@ -311,9 +340,10 @@ class ResultsReader:
             f"AND period_type = ?{where} ORDER BY org_code", params)
 
     def count_level_values(self, indicator_id: str, org_level: str, period, period_type: str) -> int:
-        return self.con.execute(
+        return self.national("count_level_values", (indicator_id, org_level, str(period), period_type),
+                             lambda: self.con.execute(
             "SELECT count(value) FROM indicator_results WHERE indicator_id = ? AND org_level = ? AND period = ? "
-            "AND period_type = ?", [indicator_id, org_level, period, period_type]).fetchall()[0][0]
+            "AND period_type = ?", [indicator_id, org_level, period, period_type]).fetchall()[0][0])
 
     def level_series(self, indicator_id: str, org_level: str, period_type: str, up_to) -> pd.DataFrame:
         """One row per period of a level: its deciles (the same on every row of a period)."""
@@ -329,10 +359,10 @@ class ResultsReader:
         return rows.iloc[0] if len(rows) else None
 
     def funnel_lines(self, indicator_id: str, org_level: str, period, period_type: str) -> pd.DataFrame:
-        return self.frame(
+        return self.national("funnel_lines", (indicator_id, org_level, str(period), period_type), lambda: self.frame(
             "SELECT denominator, lower_95, upper_95, lower_99_8, upper_99_8 FROM funnel_lines "
             "WHERE indicator_id = ? AND org_level = ? AND period = ? AND period_type = ? ORDER BY denominator",
-            [indicator_id, org_level, period, period_type])
+            [indicator_id, org_level, period, period_type]))
 
     def spc_points(self, indicator_id: str, org_level: str, org_code: str, up_to) -> pd.DataFrame:
         return self.frame(

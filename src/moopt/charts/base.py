@@ -26,10 +26,12 @@ them once and pages load them by script, which also works from ``file://``.
 from __future__ import annotations
 
 import copy
+import functools
 import html
 import json
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -150,6 +152,47 @@ def _round_significant(values: np.ndarray, figures: int = SIGNIFICANT_FIGURES) -
     return rounded
 
 
+_MEMO: "OrderedDict[tuple, object]" = OrderedDict()
+_MEMO_SIZE = 256
+
+
+def _content_key(value: object) -> object:
+    if isinstance(value, pd.DataFrame):
+        hashed = int(pd.util.hash_pandas_object(value, index=True).sum()) if len(value) else 0
+        return ("frame", tuple(map(str, value.columns)), tuple(map(str, value.dtypes)), value.shape, hashed)
+    if isinstance(value, pd.Series):
+        return ("series", _content_key(value.to_frame()))
+    return value
+
+
+def memo_by_content(function):
+    """Remember a function of DataFrames by the content of its arguments.
+
+    Rows that every organisation's page shares (all organisations' values, funnel
+    lines) are shaped the same way on every page; a warm kernel shapes them once per
+    indicator, level and period instead of once per page. Results are returned as
+    copies, so a caller cannot change what later callers get.
+    """
+    @functools.wraps(function)
+    def remembered(*args, **kwargs):
+        key = (function.__qualname__, tuple(_content_key(a) for a in args),
+               tuple(sorted((name, _content_key(v)) for name, v in kwargs.items())))
+        try:
+            hit = _MEMO[key]
+        except (KeyError, TypeError):  # TypeError: an argument that cannot be a key
+            result = function(*args, **kwargs)
+            try:
+                _MEMO[key] = result
+                if len(_MEMO) > _MEMO_SIZE:
+                    _MEMO.popitem(last=False)
+            except TypeError:
+                pass
+            return result.copy() if hasattr(result, "copy") else result
+        _MEMO.move_to_end(key)
+        return hit.copy() if hasattr(hit, "copy") else hit
+    return remembered
+
+
 def json_records(frame: pd.DataFrame) -> list[dict]:
     """The rows of :func:`output_frame` as JSON-ready records (missing values become null)."""
     out = output_frame(frame)
@@ -187,6 +230,7 @@ class ChartData:
     frame: pd.DataFrame
     label: str
     shared_key: str | None = None
+    _output: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_chart_id(self.name)
@@ -196,8 +240,39 @@ class ChartData:
         if self.shared_key is not None:
             check_chart_id(self.shared_key)
 
+    def output(self) -> pd.DataFrame:
+        """:func:`output_frame` of the rows, made once (the CSV and the chart's JSON both use it)."""
+        if self._output is None:
+            self._output = output_frame(self.frame)
+        return self._output
+
     def records(self) -> list[dict]:
-        return json_records(self.frame)
+        return json.loads(self.output().to_json(orient="records", date_format="iso", double_precision=15))
+
+
+# The top-level keys a page sets on a template; everything else is the template's own.
+PAGE_KEYS = ("description", "params", "datasets")
+
+
+def compact_rows(records: list[dict]) -> dict:
+    """Rows as columns, values and constants: about half the size of JSON records.
+
+    ``{"columns": [...], "constants": {...}, "rows": [[...], ...]}``: a column with
+    the same value in every row is given once. The page script turns it back into
+    records before drawing (``expand`` in ``moopt-charts.js``).
+    """
+    columns = list(records[0]) if records else []
+    constants = {c: records[0][c] for c in columns if all(r.get(c) == records[0][c] for r in records)} \
+        if len(records) > 1 else {}
+    varying = [c for c in columns if c not in constants]
+    return {"columns": varying, "constants": constants, "rows": [[r.get(c) for c in varying] for r in records]}
+
+
+def expand_rows(compact: dict | list) -> list[dict]:
+    """The records of :func:`compact_rows` again (what the page script does before drawing)."""
+    if isinstance(compact, list):
+        return compact
+    return [{**compact["constants"], **dict(zip(compact["columns"], row))} for row in compact["rows"]]
 
 
 @dataclass
@@ -270,7 +345,7 @@ class Chart:
     def to_csv(self, path, dataset: str | None = None):
         """Write one dataset (the main one by default) as CSV atomically; return the path."""
         chosen = self.datasets[0] if dataset is None else self.dataset(dataset)
-        return write_csv_atomic(output_frame(chosen.frame), path)
+        return write_csv_atomic(chosen.output(), path)
 
     # --- specifications -----------------------------------------------------------------------
     def page_spec(self, inline: bool) -> dict:
@@ -291,6 +366,11 @@ class Chart:
         spec["datasets"] = {d.name: d.records() for d in self.datasets
                             if inline or d.shared_key is None}
         return spec
+
+    def page_part(self, inline: bool) -> dict:
+        """What this page adds to the cached template: the top-level keys :meth:`page_spec` sets."""
+        spec = self.page_spec(inline)
+        return {key: spec[key] for key in PAGE_KEYS if key in spec}
 
     def full_spec(self, width: int | None = None) -> dict:
         """A self-contained specification: every dataset inline, the moopt look included.
@@ -332,7 +412,8 @@ class Chart:
 
     # --- HTML ---------------------------------------------------------------------------------
     def to_html(self, downloads: list[tuple[str, str]] = (), shared_scripts: dict[str, str] | None = None,
-                static_image: str | None = None, inline: bool = False) -> str:
+                static_image: str | None = None, inline: bool = False,
+                template: tuple[str, str] | None = None) -> str:
         """A ``<figure>``: the chart's holder and specification, title, caption and data links.
 
         Parameters
@@ -346,6 +427,10 @@ class Chart:
             Link to a static copy (SVG or PNG), shown where JavaScript is off.
         inline : bool
             Put every dataset in the page (for notebooks, where there is no site).
+        template : (digest, href), optional
+            The script file holding this chart's specification template (see
+            :func:`moopt.charts.web.write_shared_template`): the page then carries only
+            its own part (:meth:`page_part`). Without it the whole specification is inline.
 
         All text is HTML-escaped; the specification is JSON safe inside ``<script>``.
         """
@@ -365,10 +450,16 @@ class Chart:
                     raise ValueError(f"No script file given for the shared dataset {key!r}.")
                 href = check_href(shared_scripts[key])
                 parts.append(f'<script src="{_escape(href)}"></script>')
-            parts += [f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">', *caption]
-            parts.append(f'<div class="moopt-vega" data-moopt-shared="{_escape(json.dumps(shared))}">')
-            parts.append(f'<script type="application/json" class="moopt-vega-spec">'
-                         f"{script_json(self.page_spec(inline=inline))}</script>")
+            if template is not None:
+                parts.append(f'<script src="{_escape(check_href(template[1]))}"></script>')
+            parts.append(f'<figure class="moopt-chart" id="{_escape(self.chart_id)}">')
+            parts += caption
+            spec = self.page_part(inline) if template is not None else self.page_spec(inline)
+            spec["datasets"] = {name: compact_rows(rows) for name, rows in spec["datasets"].items()}
+            template_attribute = f' data-moopt-template="{_escape(template[0])}"' if template else ""
+            parts.append(f'<div class="moopt-vega" data-moopt-shared="{_escape(json.dumps(shared))}"'
+                         f"{template_attribute}>")
+            parts.append(f'<script type="application/json" class="moopt-vega-spec">{script_json(spec)}</script>')
             parts.append('<div class="moopt-vega-view"></div>')
             if static_image is not None:
                 parts.append(f'<noscript><img class="moopt-chart-static" src="{_escape(check_href(static_image))}"'

@@ -26,6 +26,7 @@ import pandas as pd
 
 from moopt.charts.base import (
     CHART_HEIGHT,
+    memo_by_content,
     NHS_BLACK,
     NHS_BLUE,
     NHS_DARK_BLUE,
@@ -185,6 +186,7 @@ def position_from_flags(flag_95: np.ndarray, flag_99_8: np.ndarray) -> np.ndarra
 
 
 # --- datasets ------------------------------------------------------------------------------
+@memo_by_content
 def organisation_values(rows: pd.DataFrame, limits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every organisation with a value, ranked, with its funnel position: :data:`VALUE_COLUMNS`.
 
@@ -248,6 +250,7 @@ def organisation_values(rows: pd.DataFrame, limits: pd.DataFrame | None = None) 
     return out.loc[:, list(VALUE_COLUMNS)]
 
 
+@memo_by_content
 def funnel_line_frame(limits: pd.DataFrame, centre_value: float, centre_label: str = "England",
                       centre_extent: tuple[float, float] | None = None) -> pd.DataFrame:
     """The vertices of the funnel's lines in long form: ``series``, ``line``, ``denominator``, ``value``.

@@ -23,7 +23,8 @@ from importlib import resources
 from pathlib import Path
 
 from moopt.atomic import write_csv_atomic, write_text_atomic
-from moopt.charts.base import ChartData, output_frame, script_json, vega_lite_version, VEGA_CONFIG
+from moopt.charts.base import (ChartData, compact_rows, script_json, vega_lite_version,
+                               VEGA_CONFIG)
 
 VEGA_BUNDLE_FILE = "vega.js"
 PAGE_SCRIPT_FILE = "moopt-charts.js"
@@ -85,16 +86,45 @@ def write_shared_dataset(outputs_dir: Path, dataset: ChartData) -> tuple[str, st
     """
     if dataset.shared_key is None:
         raise ValueError(f"Dataset {dataset.name!r} is not shared (it has no shared_key).")
-    records = script_json(dataset.records())
+    records = script_json(compact_rows(dataset.records()))
     stem = f"{SHARED_FOLDER}/{dataset.shared_key}.{dataset_digest(records)}"
     js_rel, csv_rel = f"{stem}.js", f"{stem}.csv"
     js_path, csv_path = Path(outputs_dir) / js_rel, Path(outputs_dir) / csv_rel
     if not csv_path.is_file():
-        write_csv_atomic(output_frame(dataset.frame), csv_path)
+        write_csv_atomic(dataset.output(), csv_path)
     if not js_path.is_file():  # written last: its presence means both files are complete
         key = script_json(dataset.shared_key)
         write_text_atomic(js_path, f"(window.MOOPT_DATA=window.MOOPT_DATA||{{}})[{key}]={records};\n")
     return js_rel, csv_rel
+
+
+# Templates already written by this process: id -> (template, digest). The template is kept
+# so that its id cannot be reused by another object while the entry exists.
+_TEMPLATE_DIGESTS: dict[int, tuple[dict, str]] = {}
+
+
+def write_shared_template(outputs_dir: Path, template: dict) -> tuple[str, str]:
+    """Store a chart's specification template once; return its digest and script path.
+
+    Every organisation's chart of one indicator, level and period type has the same
+    template (organisations differ only in parameters and data), so a site stores
+    it once as ``csv/shared/spec.<digest>.js`` (setting ``window.MOOPT_SPECS[digest]``)
+    and pages carry only their own part.
+    """
+    known = _TEMPLATE_DIGESTS.get(id(template))
+    if known is None or known[0] is not template:
+        text = script_json(template)
+        known = (template, hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
+        _TEMPLATE_DIGESTS[id(template)] = known
+    else:
+        text = None
+    digest = known[1]
+    rel = f"{SHARED_FOLDER}/spec.{digest}.js"
+    path = Path(outputs_dir) / rel
+    if not path.is_file():
+        text = text if text is not None else script_json(template)
+        write_text_atomic(path, f"(window.MOOPT_SPECS=window.MOOPT_SPECS||{{}})[{script_json(digest)}]={text};\n")
+    return digest, rel
 
 
 _NOTEBOOK_SCRIPTS_SENT = False

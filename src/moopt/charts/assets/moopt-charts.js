@@ -18,6 +18,19 @@
     holder.appendChild(note);
   }
 
+  // Datasets travel as {columns, constants, rows} (moopt.charts.base.compact_rows).
+  function expand(compact) {
+    if (Object.prototype.toString.call(compact) === "[object Array]") { return compact; }
+    var records = [];
+    for (var r = 0; r < compact.rows.length; r += 1) {
+      var record = {};
+      for (var name in compact.constants) { record[name] = compact.constants[name]; }
+      for (var c = 0; c < compact.columns.length; c += 1) { record[compact.columns[c]] = compact.rows[r][c]; }
+      records.push(record);
+    }
+    return records;
+  }
+
   function draw(holder) {
     if (holder.getAttribute("data-moopt-drawn")) { return; }
     holder.setAttribute("data-moopt-drawn", "1");
@@ -32,16 +45,30 @@
       fail(holder, "This chart's specification could not be read.");
       return;
     }
+    var templateKey = holder.getAttribute("data-moopt-template");
+    if (templateKey) {
+      var templates = window.MOOPT_SPECS || {};
+      if (!Object.prototype.hasOwnProperty.call(templates, templateKey)) {
+        fail(holder, "This chart's specification file did not load.");
+        return;
+      }
+      var own = spec;
+      spec = {};
+      for (var key in templates[templateKey]) { spec[key] = templates[templateKey][key]; }
+      for (key in own) { spec[key] = own[key]; }
+    }
     var shared = JSON.parse(holder.getAttribute("data-moopt-shared") || "{}");
     var store = window.MOOPT_DATA || {};
-    spec.datasets = spec.datasets || {};
+    var datasets = {};
+    for (var own_name in spec.datasets || {}) { datasets[own_name] = expand(spec.datasets[own_name]); }
     for (var name in shared) {
       if (!Object.prototype.hasOwnProperty.call(store, shared[name])) {
         fail(holder, "This chart's data file did not load.");
         return;
       }
-      spec.datasets[name] = store[shared[name]];
+      datasets[name] = expand(store[shared[name]]);
     }
+    spec.datasets = datasets;
     var view = holder.querySelector(".moopt-vega-view");
     window.vegaEmbed(view, spec, { actions: false, renderer: "svg", config: CONFIG })
       .then(function () { holder.classList.add("moopt-vega-ready"); })
