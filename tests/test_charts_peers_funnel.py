@@ -424,3 +424,15 @@ def test_practice_spread_levels_and_empty():
         practice_chart(table=table.drop(columns="sub_icb_code"))
     with pytest.raises(ValueError, match="Unknown organisation level"):
         practice_chart(level="ccg")
+
+
+def test_positions_come_from_the_stored_verdict_columns_of_indicator_results():
+    from moopt.charts.funnel import BELOW_99_8, ABOVE_95, WITHIN, NOT_IN_FUNNEL, organisation_values
+
+    rows = pd.DataFrame({
+        "org_code": ["A", "B", "C", "D"], "org_name": ["a", "b", "c", "d"], "value": [1.0, 2.0, 3.0, 4.0],
+        "comparison_95": ["lower", "higher", "similar", None],
+        "comparison_99_8": ["lower", "similar", "similar", None],
+    })
+    positions = organisation_values(rows).set_index("org_code")["position"].to_dict()
+    assert positions == {"A": BELOW_99_8, "B": ABOVE_95, "C": WITHIN, "D": NOT_IN_FUNNEL}

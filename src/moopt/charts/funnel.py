@@ -186,6 +186,26 @@ def position_from_flags(flag_95: np.ndarray, flag_99_8: np.ndarray) -> np.ndarra
 
 
 # --- datasets ------------------------------------------------------------------------------
+COMPARISON_COLUMNS: tuple[str, str] = ("comparison_95", "comparison_99_8")
+_FLAG_OF_COMPARISON = {"higher": "above", "similar": "inside", "lower": "below"}
+
+
+def flags_from_comparisons(rows: pd.DataFrame) -> pd.DataFrame:
+    """Funnel flags from the stored verdict columns when the rows carry those rather than flags.
+
+    ``indicator_results`` stores the one verdict as ``comparison_95`` and
+    ``comparison_99_8`` (higher, similar or lower than England: the position in the
+    funnel); the flags ("above", "inside", "below") say the same thing.
+    """
+    if set(FLAG_COLUMNS) <= set(rows.columns) or not set(COMPARISON_COLUMNS) <= set(rows.columns):
+        return rows
+    out = rows.copy()
+    for flag, comparison in zip(FLAG_COLUMNS, COMPARISON_COLUMNS):
+        out[flag] = rows[comparison].map(_FLAG_OF_COMPARISON).astype(object)
+        out[flag] = out[flag].where(out[flag].notna(), None)
+    return out
+
+
 @memo_by_content
 def organisation_values(rows: pd.DataFrame, limits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every organisation with a value, ranked, with its funnel position: :data:`VALUE_COLUMNS`.
@@ -216,6 +236,7 @@ def organisation_values(rows: pd.DataFrame, limits: pd.DataFrame | None = None) 
         When a required column is missing or an organisation appears twice.
     """
     require_columns(rows, ("org_code", "org_name", "value"), "table of organisations")
+    rows = flags_from_comparisons(rows)
     out = pd.DataFrame(index=rows.index)
     for column in VALUE_COLUMNS:
         if column in ("rank", "position"):
@@ -457,7 +478,7 @@ def plot_funnel(
 
     # Positions from the stored flags are the same on every page; positions worked out here
     # from the limits are kept with this chart (the peer chart cannot know them).
-    from_flags = set(FLAG_COLUMNS) <= set(table.columns)
+    from_flags = set(FLAG_COLUMNS) <= set(flags_from_comparisons(table).columns)
     key_parts = (identity["indicator_id"], org_level, identity["period_type"], identity["period"])
     values_data = ChartData("values", data.points, f"every {level_name(org_level)}'s value",
                             values_key(*key_parts, "values") if from_flags else None)
