@@ -51,6 +51,7 @@ from moopt.site.markdown import (
     md_text,
     raw_html_block,
     split_front_matter,
+    split_leading_heading,
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
 from moopt.site.plan import (
@@ -555,7 +556,13 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     # Home: the England overview notebook, pre-rendered to HTML so that a .qmd can hold it.
     overview_html = None
     if plan.overview is not None and plan.overview.ok:
-        nb, found = prepare_notebook(plan.overview.source, "England overview", depth=0)
+        nb, found = prepare_notebook(
+            plan.overview.source,
+            "England overview",
+            depth=0,
+            site_has_banner=plan.synthetic,
+            drop_title_heading=False,
+        )
         csv_wanted |= found | {str(c) for c in plan.overview.csv}
         overview_html = notebook_fragment(nb)
     pages.add(
@@ -591,7 +598,9 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             title = f"{theme.title}: {org.name}"
             crumbs = [HOME, ORGS, org_crumb, (theme.title, None)]
             if nb.ok:
-                notebook, found = prepare_notebook(nb.source, title, depth=3)
+                notebook, found = prepare_notebook(
+                    nb.source, title, depth=3, site_has_banner=plan.synthetic
+                )
                 csv_wanted |= found | {str(c) for c in nb.csv}
                 pages.add(
                     f"{base_dir}/{nb.theme}.ipynb",
@@ -636,10 +645,14 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         )
     for extra in plan.extra_pages:
         meta, body = split_front_matter(extra.source.read_text(encoding="utf-8"))
+        # A body opening with "# Heading" names the page: it becomes the one <h1>, not a second.
+        heading, body = split_leading_heading(body)
+        if heading:
+            meta["title"] = md_text(heading)
         meta.setdefault("title", md_text(extra.title))
         pages.add(
             str(extra.path),
-            extra.title,
+            heading or extra.title,
             f"section:{extra.slug}",
             [HOME, (extra.section, f"{extra.slug}.html"), (extra.title, None)],
             text=front_matter(meta) + body,
