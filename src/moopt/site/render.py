@@ -130,6 +130,7 @@ def render_builtin(
         if progress is not None and (done % report_every == 0 or done == total):
             progress(f"site: {done}/{total} pages rendered")
     copy_tree(project_dir / "csv", site_dir / "csv")
+    copy_tree(project_dir / "assets", site_dir / "assets")  # the finder's script and list
     assets = site_dir / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "moopt.css").write_text(render_template("moopt.css.j2"), encoding="utf-8")
