@@ -18,6 +18,7 @@ PAGE_TYPES = {
     "about": "about.html",
     "methodology": "methodology.html",
     "indicator method": "methodology/AMR01.html",
+    "downloads and data dictionary": "downloads.html",
 }
 FAILING_IMPACTS = ("serious", "critical")
 
