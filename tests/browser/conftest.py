@@ -102,7 +102,9 @@ def browser():
         pytest.skip("the Python package playwright is not installed: run `make setup`")
     executable = chromium_path()
     if executable is None:
-        pytest.skip("Chromium is not installed (no `chromium` on PATH): run `make setup` as root, "
+        where = (f"MOOPT_CHROMIUM={os.environ['MOOPT_CHROMIUM']} is not a file"
+                 if os.environ.get("MOOPT_CHROMIUM") else "no `chromium` on PATH")
+        pytest.skip(f"Chromium is not installed ({where}): run `make setup` as root, "
                     "or `apt-get install chromium`, or set MOOPT_CHROMIUM to its path")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)

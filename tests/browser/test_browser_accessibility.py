@@ -36,7 +36,7 @@ def page_path(kind: str, built_site: dict) -> str:
 
 @pytest.mark.parametrize("width", [1280, 360])
 @pytest.mark.parametrize("kind", list(PAGE_TYPES))
-def test_no_serious_accessibility_violations(kind, width, built_site, site_url, browser, axe_source):
+def test_no_serious_accessibility_violations(browser, axe_source, kind, width, built_site, site_url):
     rel = page_path(kind, built_site)
     assert (built_site["site"] / rel).is_file(), f"the build made no {kind} page at {rel}"
     context = browser.new_context(viewport={"width": width, "height": 900})
@@ -56,7 +56,7 @@ def test_no_serious_accessibility_violations(kind, width, built_site, site_url, 
     assert not failing, f"axe-core {report['version']} on {rel} at {width} px:\n{details}"
 
 
-def test_a_wide_table_scrolls_from_the_keyboard_on_a_phone(built_site, site_url, browser):
+def test_a_wide_table_scrolls_from_the_keyboard_on_a_phone(browser, built_site, site_url):
     """The home page's England table is wider than a 360 px screen: Tab reaches its
     scrolling region and the arrow keys scroll it."""
     context = browser.new_context(viewport={"width": 360, "height": 800})
@@ -82,7 +82,7 @@ def test_a_wide_table_scrolls_from_the_keyboard_on_a_phone(built_site, site_url,
         context.close()
 
 
-def test_a_page_opened_from_the_file_system_is_styled(built_site, browser):
+def test_a_page_opened_from_the_file_system_is_styled(browser, built_site):
     """The site works without a server: a file:// page finds its stylesheet."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
@@ -97,7 +97,7 @@ def test_a_page_opened_from_the_file_system_is_styled(built_site, browser):
         context.close()
 
 
-def test_one_h1_and_the_notice_once_on_every_page_type(built_site, site_url, browser):
+def test_one_h1_and_the_notice_once_on_every_page_type(browser, built_site, site_url):
     context = browser.new_context()
     try:
         page = context.new_page()

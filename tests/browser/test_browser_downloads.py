@@ -34,7 +34,7 @@ def test_the_bulk_files_hold_the_whole_results_table(built_site):
     assert con.execute(f"SELECT count(*) FROM '{parquet}'").fetchone()[0] == rows
 
 
-def test_click_the_bulk_csv_link_and_the_download_arrives(built_site, site_url, page, tmp_path):
+def test_click_the_bulk_csv_link_and_the_download_arrives(page, built_site, site_url, tmp_path):
     page.goto(site_url + "index.html")
     page.get_by_role("link", name="download all results, with the data dictionary").click()
     page.wait_for_url("**/downloads.html")

@@ -33,7 +33,7 @@ def test_the_index_lists_every_organisation_page(built_site):
         assert entry["level"] == built_site["level"] and entry["name"] and entry["level_label"]
 
 
-def test_type_part_of_a_name_choose_it_and_land_on_its_page(built_site, site_url, page):
+def test_type_part_of_a_name_choose_it_and_land_on_its_page(page, built_site, site_url):
     entries = finder_entries(built_site)
     target = entries[-1]
     part = distinctive_part(target["name"], [e["name"] for e in entries if e is not target])
@@ -50,7 +50,7 @@ def test_type_part_of_a_name_choose_it_and_land_on_its_page(built_site, site_url
     assert page.locator("h1").inner_text().startswith(target["name"])
 
 
-def test_the_finder_works_by_keyboard_from_a_deep_page_and_by_code(built_site, site_url, page):
+def test_the_finder_works_by_keyboard_from_a_deep_page_and_by_code(page, built_site, site_url):
     code = built_site["codes"][0]
     other = built_site["codes"][1]
     page.goto(site_url + f"orgs/{built_site['level']}/{other}/summary.html")
@@ -66,7 +66,7 @@ def test_the_finder_works_by_keyboard_from_a_deep_page_and_by_code(built_site, s
     page.wait_for_url(re.compile(re.escape(f"orgs/{built_site['level']}/{code}/index.html") + "$"))
 
 
-def test_no_match_is_announced_and_escape_closes(site_url, page):
+def test_no_match_is_announced_and_escape_closes(page, site_url):
     page.goto(site_url + "about.html")
     box = page.get_by_role("combobox", name="Find an organisation")
     box.fill("zzzz no such organisation")
@@ -80,7 +80,7 @@ def test_no_match_is_announced_and_escape_closes(site_url, page):
     assert page.locator("#moopt-finder-results").is_hidden()
 
 
-def test_the_finder_works_from_the_file_system(built_site, page):
+def test_the_finder_works_from_the_file_system(page, built_site):
     """file:// pages cannot fetch() local files; the index is a script, so the finder still works."""
     entries = finder_entries(built_site)
     target = entries[0]
