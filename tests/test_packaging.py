@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI names
-CONDA_TO_PIP = {"ibis-duckdb": "ibis-framework"}
+CONDA_TO_PIP = {"ibis-duckdb": "ibis-framework", "playwright-python": "playwright"}
 CONDA_ONLY = {"python", "pip", "quarto"}  # quarto has no PyPI package; pip users install it separately
 
 

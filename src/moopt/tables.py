@@ -29,6 +29,7 @@ class Column:
     name: str
     type: str
     description: str
+    unit: str = ""  # what a number is counted in; empty for text, codes and flags
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,29 @@ class Table:
         return [c.name for c in self.columns]
 
 
+# Units by column name: a name means the same thing in every table that has it.
+_IN_VALUE_UNIT = "the indicator's unit (as `value`)"
+UNITS: dict[str, str] = {
+    "multiplier": "number",
+    "n_practices": "practices",
+    "period": "date (YYYY-MM-DD)",
+    "numerator": "what the indicator counts (items, ADQs, DDDs, pounds, patients...; see its definition)",
+    "denominator": "what the indicator divides by (patients, STAR-PU, items, discharges...; see its definition)",
+    "value": "the indicator's unit (see its definition, e.g. items per 1,000 patients)",
+    "percentile": "percentile, 0 to 100",
+    "funnel_z": "standard deviations (z-score)",
+    "cost_saving_10": "pounds (GBP)",
+    "cost_saving_50": "pounds (GBP)",
+    **{name: _IN_VALUE_UNIT for name in (
+        "england_value", "lowest", "quartile_25", "quartile_75", "highest", "peer_value", "funnel_target",
+        *(f"decile_{d}" for d in range(10, 100, 10)),
+        *(f"{side}_{c}" for side in ("lower", "upper") for c in ("95", "99_8")),
+        *(f"funnel_{side}_{c}" for side in ("lower", "upper") for c in ("95", "99_8")))},
+}
+
+
 def _cols(*specs: tuple[str, str, str]) -> tuple[Column, ...]:
-    return tuple(Column(*spec) for spec in specs)
+    return tuple(Column(*spec, unit=UNITS.get(spec[0], "")) for spec in specs)
 
 
 SERIES_KEY = (
@@ -216,8 +238,8 @@ def table_contract_markdown() -> str:
     for table in TABLES.values():
         lines += [f"## `{table.name}`", "",
                   f"{table.description} Written by `{table.written_by}`; one row per {table.grain}.", "",
-                  "| column | type | meaning |", "|---|---|---|"]
-        lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in table.columns]
+                  "| column | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.type} | {c.unit} | {c.description} |" for c in table.columns]
         lines.append("")
     return "\n".join(lines)
 

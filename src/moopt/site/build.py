@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from moopt.build_lock import check_finished, outputs_lock
+from moopt.site.downloads import STORE_FILE, write_bulk_downloads
 from moopt.site.files import fresh_temp_dir, swap_into_place
 from moopt.site.links import check_links
 from moopt.site.plan import load_manifest, plan_site
@@ -85,7 +87,9 @@ def build_site(
         ``renderer`` ("quarto" or "builtin"), ``pages`` (number of pages),
         ``site_dir`` and ``index`` (Paths), ``project_dir``, ``broken_links``
         (from :func:`check_links`, normally empty) and ``missing_csv`` (CSV
-        downloads the notebooks link to that were not in the outputs folder).
+        downloads the notebooks link to that were not in the outputs folder) and
+        ``bulk_downloads`` (a :class:`moopt.site.downloads.BulkDownloads`, None
+        without a store).
 
     Raises
     ------
@@ -144,11 +148,19 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         if chosen == "quarto":
             if progress is not None:
                 progress("site: running quarto render")
-            _render_with_quarto(quarto, project_dir, tmp)
+            _render_with_quarto(quarto, project_dir, tmp)  # may clear tmp: downloads come after
+            bulk = write_bulk_downloads(out / STORE_FILE, tmp, previous_site=site_dir)
         else:
-            render_builtin(project_dir, tmp, progress=progress)
+            # DuckDB writes the bulk files (releasing the GIL) while Python renders the pages.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                writing = pool.submit(write_bulk_downloads, out / STORE_FILE, tmp, site_dir)
+                render_builtin(project_dir, tmp, progress=progress)
+                bulk = writing.result()
         if not (tmp / "index.html").is_file():
             raise RuntimeError(f"Rendering finished without writing {tmp / 'index.html'}.")
+        if progress is not None and bulk is not None:
+            progress(f"site: whole results table ({bulk.rows:,} rows) "
+                     f"{'reused from the last site' if bulk.reused else 'written'} as CSV and Parquet")
         broken = check_links(tmp)
         swap_into_place(tmp, site_dir)
     except BaseException:
@@ -162,4 +174,5 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         "project_dir": project_dir,
         "broken_links": [(page, href) for page, href in broken],
         "missing_csv": info["missing_csv"],
+        "bulk_downloads": bulk,
     }

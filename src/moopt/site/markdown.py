@@ -94,6 +94,30 @@ def split_front_matter(text: str) -> tuple[dict, str]:
     return meta, text[match.end() :]
 
 
+_LEADING_H1 = re.compile(r"\A\s*#[ \t]+([^\n]*?)[ \t#]*(?:\r?\n|\Z)")
+
+
+def split_leading_heading(body: str) -> tuple[str | None, str]:
+    r"""Split a Markdown body opening with a level-1 heading into its plain text and the rest.
+
+    The page shell shows the page title as the page's one ``<h1>``; a page
+    whose body opens with its own ``# Heading`` gives that heading as its title.
+
+    Examples
+    --------
+    >>> split_leading_heading("# AMR01: *Items* & more\n\nText\n")
+    ('AMR01: Items & more', '\nText\n')
+    >>> split_leading_heading("## Not a title\n")
+    (None, '## Not a title\n')
+    """
+    match = _LEADING_H1.match(body)
+    if not match:
+        return None, body
+    inline = render_markdown(match.group(1))
+    text = html.unescape(re.sub(r"<[^>]+>", "", inline))
+    return " ".join(text.split()) or None, body[match.end() :]
+
+
 def heading_id(text_html: str) -> str:
     """Pandoc's automatic heading identifier for a heading's (rendered) text.
 

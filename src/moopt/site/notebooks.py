@@ -7,8 +7,12 @@ the same, already-adjusted notebook:
 * a raw front-matter cell gives the page its title (Quarto reads the first
   raw cell of an ``.ipynb`` as its front matter);
 * CSV download links are rewritten for the page's depth (see below);
-* a level-1 heading opening the first Markdown cell is dropped: the page
-  title is the page's one ``<h1>``;
+* a level-1 heading opening the first Markdown cell is dropped, and so is an
+  HTML ``<h2>`` in an output that repeats the page title: the page title is
+  the page's one ``<h1>``;
+* when the site shows its own synthetic-data banner, a notebook's synthetic-data
+  notice (``moopt-synthetic-notice`` mentioning synthetic data) is dropped, so
+  the reader sees the notice once; other notices (part of England only) stay;
 * stderr stream outputs (library warnings) are dropped: they are noise to a
   reader and are in the executed notebook for anyone debugging;
 * every image output gets alt text in its output metadata, and a
@@ -27,6 +31,7 @@ are already relative to the page (anything not starting ``csv/`` or
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from functools import lru_cache
@@ -53,6 +58,11 @@ _CSV_IN_MD_REF = re.compile(
     r"(?m)(?P<lead>^[ ]{0,3}\[[^\]]+\]:[ \t]*<?)(?:\./)?(?P<path>csv/[^\s>#?]+)"
 )
 _LEADING_H1 = re.compile(r"\A\s*#[ \t]+[^\n]*(?:\n|\Z)")
+_HTML_H2 = re.compile(r"<h2\b[^>]*>(.*?)</h2>\s*", re.S | re.I)
+_NOTICE_DIV = re.compile(
+    r"<div\b[^>]*\bclass=\"[^\"]*\bmoopt-synthetic-notice\b[^\"]*\"[^>]*>.*?</div>\s*", re.S | re.I
+)
+_TAG = re.compile(r"<[^>]+>")
 _FIG_ALT_OPTION = re.compile(r"^\s*#\|\s*fig-alt\s*:", re.M)
 _FIG_OPTION = re.compile(r"^\s*#\|\s*(fig-alt|fig-cap)\s*:\s*(.+?)\s*$", re.M)
 
@@ -125,8 +135,40 @@ def _ensure_alt_text(cell) -> None:
         cell["source"] = f"#| fig-alt: {json.dumps(alts[0])}\n{source}"
 
 
+def _plain(fragment: str) -> str:
+    return " ".join(html.unescape(_TAG.sub("", fragment)).split())
+
+
+def drop_repeats(fragment: str, title: str, drop_synthetic_notice: bool) -> tuple[str, bool]:
+    """Remove from an HTML output what the page shell already shows.
+
+    Returns the HTML and whether an ``<h2>`` repeating ``title`` was removed
+    (only the first such heading of a page goes).
+
+    Examples
+    --------
+    >>> drop_repeats("<h2>Safety: A &amp; B</h2><p>Text</p>", "Safety: A & B", False)
+    ('<p>Text</p>', True)
+    """
+    if drop_synthetic_notice:
+        fragment = _NOTICE_DIV.sub(
+            lambda m: "" if "synthetic" in _plain(m.group(0)).lower() else m.group(0), fragment
+        )
+    wanted = " ".join(title.split())
+    if not wanted:
+        return fragment, False
+    for match in _HTML_H2.finditer(fragment):
+        if _plain(match.group(1)) == wanted:
+            return fragment[: match.start()] + fragment[match.end() :], True
+    return fragment, False
+
+
 def prepare_notebook(
-    source: Path, title: str, depth: int
+    source: Path,
+    title: str,
+    depth: int,
+    site_has_banner: bool = False,
+    drop_title_heading: bool = True,
 ) -> tuple[nbformat.NotebookNode, set[str]]:
     """Read an executed notebook and adjust it for publishing (see the module notes).
 
@@ -138,6 +180,12 @@ def prepare_notebook(
         Page title (plain text; escaped here for Markdown).
     depth : int
         Folders between the page and the site root (3 for ``orgs/<level>/<code>/``).
+    site_has_banner : bool, optional
+        True when every page of the site carries the synthetic-data banner; the
+        notebook's own synthetic-data notice is then dropped.
+    drop_title_heading : bool, optional
+        Drop the first ``<h2>`` that repeats ``title`` (False where the notebook
+        is embedded under another page's ``<h1>``, as the England overview is).
 
     Returns
     -------
@@ -157,6 +205,7 @@ def prepare_notebook(
         cells = cells[1:]
     meta["title"] = md_text(title)
     kept = []
+    title_dropped = not drop_title_heading
     first_markdown = next((c for c in cells if c.cell_type == "markdown"), None)
     if first_markdown is not None:
         # The page title becomes the page's only <h1>; a notebook's own "# Title" would repeat it.
@@ -171,9 +220,13 @@ def prepare_notebook(
                     continue
                 for mime in ("text/html", "text/markdown"):
                     if mime in output.get("data", {}):
-                        output["data"][mime] = rewrite_csv_links(
-                            _join(output["data"][mime]), prefix, found
-                        )
+                        text = rewrite_csv_links(_join(output["data"][mime]), prefix, found)
+                        if mime == "text/html":
+                            text, dropped = drop_repeats(
+                                text, "" if title_dropped else title, site_has_banner
+                            )
+                            title_dropped = title_dropped or dropped
+                        output["data"][mime] = text
                 outputs.append(output)
             cell.outputs = outputs
             _ensure_alt_text(cell)

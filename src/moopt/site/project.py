@@ -42,6 +42,17 @@ from pathlib import Path, PurePosixPath
 import nbformat
 import yaml
 
+from moopt.orgs import ORG_LEVELS
+
+from moopt.site.downloads import (
+    CSV_FILE,
+    PARQUET_FILE,
+    RESULTS_TABLE,
+    SIGNIFICANT_FIGURES,
+    STORE_FILE,
+    ResultsOverview,
+    results_overview,
+)
 from moopt.site.files import copy_file, fresh_temp_dir, swap_into_place
 from moopt.site.markdown import (
     code_block,
@@ -51,6 +62,7 @@ from moopt.site.markdown import (
     md_text,
     raw_html_block,
     split_front_matter,
+    split_leading_heading,
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
 from moopt.site.plan import (
@@ -64,9 +76,13 @@ from moopt.site.plan import (
     org_theme_url,
     theme_url,
 )
-from moopt.site.style import render_template
+from moopt.site.style import TEMPLATE_DIR, render_template
 
 SITE_INFO_FILE = "_moopt_site.json"
+# The organisation finder in every page header: its list (a script, so it works from file://,
+# where browsers refuse fetch() of local files) and its code (templates/finder.js).
+FINDER_INDEX_FILE = "assets/finder-index.js"
+FINDER_SCRIPT_FILE = "assets/moopt-finder.js"
 BANNER_FILE = "_banner.html"
 SCSS_FILE = "nhs.scss"
 
@@ -195,6 +211,7 @@ class _Pages:
 
 
 HOME = ("Home", "index.html")
+DOWNLOADS = ("Download all results", "downloads.html")
 ORGS = ("Organisations", "orgs/index.html")
 THEMES = ("Themes", "themes/index.html")
 
@@ -275,7 +292,9 @@ def _listed_orgs(plan: SitePlan) -> list[OrgInfo]:
     return [plan.org(*key) for key in sorted(keys) if key[0] != "england" or key in with_notebooks]
 
 
-def _index_body(plan: SitePlan, overview_html: str | None) -> str:
+def _index_body(
+    plan: SitePlan, overview_html: str | None, results: ResultsOverview | None = None
+) -> str:
     lines: list[str] = []
     if overview_html is not None:
         lines.append(raw_html_block(overview_html))
@@ -284,6 +303,14 @@ def _index_body(plan: SitePlan, overview_html: str | None) -> str:
     else:
         lines += ["The England overview notebook was not part of this run.", ""]
     lines += ["## Themes", ""] + _theme_lines(plan, 0)
+    if results is not None:
+        lines += [
+            "## Download all results",
+            "",
+            f"Every indicator for every organisation and period in this run ({results.rows:,} rows), "
+            f"as CSV or Parquet: {md_link('download all results, with the data dictionary', DOWNLOADS[1])}.",
+            "",
+        ]
     orgs = _listed_orgs(plan)
     lines += [
         "## Organisations",
@@ -350,7 +377,7 @@ def _theme_body(plan: SitePlan, theme_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _about_body(plan: SitePlan) -> str:
+def _about_body(plan: SitePlan, results: ResultsOverview | None = None) -> str:
     level = f" ({md_text(level_label(plan.org_level))})" if plan.org_level else ""
     lines = [
         "## What this site is",
@@ -367,6 +394,14 @@ def _about_body(plan: SitePlan) -> str:
         "",
         "Every chart has a CSV download of the figures it plots, linked beneath it.",
         "",
+    ]
+    if results is not None:
+        lines += [
+            f"The whole results table of this run is one download, as CSV or Parquet, with a data "
+            f"dictionary of its columns: {md_link('download all results', DOWNLOADS[1])}.",
+            "",
+        ]
+    lines += [
         "## Data sources",
         "",
     ]
@@ -432,12 +467,109 @@ def _about_body(plan: SitePlan) -> str:
     return "\n".join(lines)
 
 
+def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
+    """The bulk downloads and their data dictionary, from the table contract in moopt.tables."""
+    from moopt.indicators.definitions import load_indicators
+    from moopt.tables import TABLES
+
+    table = TABLES[RESULTS_TABLE]
+    levels = [level_label(level) for level in ORG_LEVELS if level in results.levels]
+    links = (
+        '<ul class="moopt-downloads">\n'
+        f'<li><a href="{CSV_FILE}" download>All results as CSV ({PurePosixPath(CSV_FILE).name})</a>'
+        " – opens in a spreadsheet</li>\n"
+        f'<li><a href="{PARQUET_FILE}" download>All results as Parquet '
+        f"({PurePosixPath(PARQUET_FILE).name})</a> – smaller and typed, for R, Python or DuckDB</li>\n"
+        "</ul>"
+    )
+    lines = [
+        "Everything this run calculated in one table: every indicator, for every organisation "
+        f"at every level ({md_text(', '.join(levels))}) and every period, "
+        f"{results.rows:,} rows. Both files hold the same rows and columns; one row per "
+        f"{md_text(table.grain)}. Data period: {md_text(_period_text(plan.period) or 'not recorded')}.",
+        "",
+        raw_html_block(links),
+        "## How numbers are written",
+        "",
+        f"- Every number is rounded to {SIGNIFICANT_FIGURES} significant figures, but never to "
+        "fewer than its whole-number digits, so counts and pounds keep every digit: 0.000123456789 "
+        "is written 0.000123457 and 12345678.9 is written 12345679. The statistics were calculated "
+        "before rounding.",
+        "- An empty cell is a missing value: for example no value where the denominator is 0, or no "
+        "verdict where `not_compared_reason` says why.",
+        "- Dates are written YYYY-MM-DD; `period` is the first day of the period's last month.",
+        "- In the CSV, text that a spreadsheet would run as a formula starts with an apostrophe.",
+        "- Rows are sorted by indicator, level, organisation, period type and period.",
+        "",
+        "## Data dictionary",
+        "",
+        f"The columns of both files, in order ({len(table.columns)} columns).",
+        "",
+        "| Column | Type | Unit | Meaning and method |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {md_text(c.name)} | {md_text(c.type)} | {md_text(c.unit or '–')} | {md_text(c.description)} |"
+        for c in table.columns
+    ]
+    methods = {page.path.stem for page in plan.extra_pages if page.slug == "methodology"}
+    definitions = {ind.id: ind for ind in load_indicators()}
+    lines += [
+        "",
+        "## Indicators and their units",
+        "",
+        "The unit of `value` and the columns measured like it depends on the indicator.",
+        "",
+        "| Indicator | Title | Unit of value |",
+        "|---|---|---|",
+    ]
+    for ind_id in results.indicator_ids:
+        ind = definitions.get(ind_id)
+        name = md_link(ind_id, f"methodology/{ind_id}.html") if ind_id in methods else md_text(ind_id)
+        title = md_text(ind.title) if ind else "Not in this version's definitions"
+        unit = md_text(ind.unit) if ind else "–"
+        lines.append(f"| {name} | {title} | {unit} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def _section_body(plan: SitePlan, slug: str) -> str:
     lines = []
     for page in plan.extra_pages:
         if page.slug == slug:
             lines.append(f"- {md_link(page.title, str(page.path.with_suffix('.html')))}")
     return "\n".join(lines) + "\n"
+
+
+# --- the organisation finder ---
+
+
+def finder_index(orgs: list[OrgInfo]) -> dict:
+    """Every organisation with a page: code, name, level (id and words) and page URL.
+
+    URLs are relative to the site root; the finder prefixes each page's path to the root.
+    """
+    return {
+        "organisations": [
+            {
+                "code": org.code,
+                "name": org.name,
+                "level": org.level,
+                "level_label": level_label(org.level),
+                "url": org_index_url(org.level, org.code),
+            }
+            for org in sorted(orgs, key=lambda o: (o.name.lower(), o.level, o.code))
+        ]
+    }
+
+
+def finder_index_script(orgs: list[OrgInfo]) -> str:
+    """``assets/finder-index.js``: the finder's list as a script setting a global."""
+    data = json.dumps(finder_index(orgs), ensure_ascii=True, separators=(",", ":"))
+    return (
+        "/* Generated by moopt.site: every organisation with a page, for the finder. */\n"
+        f"window.MOOPT_FINDER_INDEX = {data};\n"
+    )
 
 
 # --- the whole project ---
@@ -484,7 +616,7 @@ def _quarto_config(
             "output-dir": "../site",
             "render": [page["source"] for page in pages],
             "resources": sorted(
-                set(base.get("project", {}).get("resources", []) or []) | {"csv/**"}
+                set(base.get("project", {}).get("resources", []) or []) | {"csv/**", "assets/**"}
             ),
         },
         "website": {
@@ -548,6 +680,7 @@ def write_project(plan: SitePlan, project_dir: Path, base_config: Path | None = 
 
 def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     pages = _Pages(root)
+    results = results_overview(plan.out / STORE_FILE)  # None when the run has no results stage
     csv_wanted: set[str] = set()
     orgs = _listed_orgs(plan)
     nav = _navigation(plan)
@@ -555,7 +688,13 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     # Home: the England overview notebook, pre-rendered to HTML so that a .qmd can hold it.
     overview_html = None
     if plan.overview is not None and plan.overview.ok:
-        nb, found = prepare_notebook(plan.overview.source, "England overview", depth=0)
+        nb, found = prepare_notebook(
+            plan.overview.source,
+            "England overview",
+            depth=0,
+            site_has_banner=plan.synthetic,
+            drop_title_heading=False,
+        )
         csv_wanted |= found | {str(c) for c in plan.overview.csv}
         overview_html = notebook_fragment(nb)
     pages.add(
@@ -563,7 +702,8 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         plan.title,
         "home",
         [("Home", None)],
-        text=front_matter({"title": md_text(plan.title)}) + _index_body(plan, overview_html),
+        text=front_matter({"title": md_text(plan.title)})
+        + _index_body(plan, overview_html, results),
     )
 
     pages.add(
@@ -591,7 +731,9 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             title = f"{theme.title}: {org.name}"
             crumbs = [HOME, ORGS, org_crumb, (theme.title, None)]
             if nb.ok:
-                notebook, found = prepare_notebook(nb.source, title, depth=3)
+                notebook, found = prepare_notebook(
+                    nb.source, title, depth=3, site_has_banner=plan.synthetic
+                )
                 csv_wanted |= found | {str(c) for c in nb.csv}
                 pages.add(
                     f"{base_dir}/{nb.theme}.ipynb",
@@ -636,13 +778,26 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         )
     for extra in plan.extra_pages:
         meta, body = split_front_matter(extra.source.read_text(encoding="utf-8"))
+        # A body opening with "# Heading" names the page: it becomes the one <h1>, not a second.
+        heading, body = split_leading_heading(body)
+        if heading:
+            meta["title"] = md_text(heading)
         meta.setdefault("title", md_text(extra.title))
         pages.add(
             str(extra.path),
-            extra.title,
+            heading or extra.title,
             f"section:{extra.slug}",
             [HOME, (extra.section, f"{extra.slug}.html"), (extra.title, None)],
             text=front_matter(meta) + body,
+        )
+
+    if results is not None:
+        pages.add(
+            "downloads.qmd",
+            DOWNLOADS[0],
+            "home",
+            [HOME, (DOWNLOADS[0], None)],
+            text=front_matter({"title": DOWNLOADS[0]}) + _downloads_body(plan, results),
         )
 
     pages.add(
@@ -650,7 +805,7 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         "About this site",
         "about",
         [HOME, ("About", None)],
-        text=front_matter({"title": "About this site"}) + _about_body(plan),
+        text=front_matter({"title": "About this site"}) + _about_body(plan, results),
     )
 
     missing = []
@@ -662,6 +817,9 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             missing.append(rel)
 
     (root / SCSS_FILE).write_text(render_template("quarto/nhs.scss.j2"), encoding="utf-8")
+    (root / "assets").mkdir(exist_ok=True)
+    (root / FINDER_INDEX_FILE).write_text(finder_index_script(orgs), encoding="utf-8")
+    copy_file(TEMPLATE_DIR / "finder.js", root / FINDER_SCRIPT_FILE)
     if plan.synthetic:
         (root / BANNER_FILE).write_text(
             render_template("banner.html.j2", notice=plan.data_notice), encoding="utf-8"

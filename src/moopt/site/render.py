@@ -12,7 +12,9 @@ escaped by Jinja2's autoescape.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -44,17 +46,64 @@ def read_site_info(project_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+_TABLE = re.compile(r"<table\b.*?</table>", re.S | re.I)
+_CAPTION = re.compile(r"<caption\b[^>]*>(.*?)</caption>", re.S | re.I)
+_HEADING = re.compile(r"<h([2-6])\b[^>]*>(.*?)</h\1>", re.S | re.I)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _plain(fragment: str) -> str:
+    return " ".join(html.unescape(_TAG.sub("", fragment)).split())
+
+
+def wrap_tables(body: str) -> str:
+    """Put every table in a keyboard-reachable scrolling region.
+
+    A wide table scrolls sideways on a small screen; without a focusable
+    scroller a keyboard user cannot scroll it (axe rule
+    scrollable-region-focusable, WCAG 2.1.1). Each wrapper is a labelled
+    region: named after the table's caption, else the heading above it.
+
+    Examples
+    --------
+    >>> wrap_tables("<h2>Costs</h2><table><tr><td>1</td></tr></table>")  # doctest: +ELLIPSIS
+    '<h2>Costs</h2><div class="moopt-table-scroll" tabindex="0" role="region" aria-label="Table: Costs">...'
+    """
+    pieces, last = [], 0
+    heading = ""
+    for match in _TABLE.finditer(body):
+        before = body[last : match.start()]
+        headings = _HEADING.findall(before)
+        if headings:
+            heading = _plain(headings[-1][1])
+        caption = _CAPTION.search(match.group(0))
+        name = _plain(caption.group(1)) if caption else heading
+        label = html.escape(f"Table: {name}" if name else "Table", quote=True)
+        pieces += [
+            before,
+            f'<div class="moopt-table-scroll" tabindex="0" role="region" aria-label="{label}">',
+            match.group(0),
+            "</div>",
+        ]
+        last = match.end()
+    pieces.append(body[last:])
+    return "".join(pieces)
+
+
 def page_body(project_dir: Path, page: dict, cache: "BodyCache | None" = None) -> str:
-    """HTML of one page's content (no shell); notebook pages come from ``cache`` when unchanged."""
+    """HTML of one page's content (no shell), every table in a scrolling region.
+
+    Notebook pages come from ``cache`` when their prepared notebook is unchanged.
+    """
     source = Path(project_dir) / page["source"]
     if page["kind"] == "notebook":
         if cache is None:
-            return notebook_fragment(nbformat.read(str(source), as_version=4))
+            return wrap_tables(notebook_fragment(nbformat.read(str(source), as_version=4)))
         data = source.read_bytes()
-        return cache.get_or_make(data, lambda: notebook_fragment(nbformat.reads(data.decode("utf-8"),
-                                                                                 as_version=4)))
+        return cache.get_or_make(data, lambda: wrap_tables(notebook_fragment(
+            nbformat.reads(data.decode("utf-8"), as_version=4))))
     _, body = split_front_matter(source.read_text(encoding="utf-8"))
-    return render_markdown(body)
+    return wrap_tables(render_markdown(body))
 
 
 class BodyCache:
@@ -99,7 +148,8 @@ def _renderer_digest() -> str:
     for path in sorted((TEMPLATE_DIR / "nbconvert").rglob("*")):
         if path.is_file():
             digest.update(path.name.encode() + path.read_bytes())
-    digest.update(Path(__file__).with_name("notebooks.py").read_bytes())
+    for module in ("notebooks.py", "render.py"):  # how a notebook becomes a body (wrap_tables too)
+        digest.update(Path(__file__).with_name(module).read_bytes())
     return digest.hexdigest()
 
 
@@ -145,6 +195,7 @@ def render_builtin(
     if progress is not None and cache.hits:
         progress(f"site: {cache.hits} notebook page(s) reused unchanged, {cache.misses} rendered")
     copy_tree(project_dir / "csv", site_dir / "csv")
+    copy_tree(project_dir / "assets", site_dir / "assets")  # the finder's script and list
     assets = site_dir / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "moopt.css").write_text(render_template("moopt.css.j2"), encoding="utf-8")
