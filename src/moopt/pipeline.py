@@ -546,10 +546,9 @@ class PageCacheInputs:
 
     Notes
     -----
-    A page's results are keyed by what they are computed from, not by the stored values:
-    rerunning the engine on unchanged inputs changes some values in their last bits (DuckDB
-    sums in parallel, in no fixed order), so a hash of the values (``results_digests``)
-    would re-run pages whose figures did not change.
+    A page's results are keyed by what they are computed from, not by the stored values
+    (``results_digests``). The values are the same on every rerun of unchanged inputs since
+    the engine sums exactly (:func:`moopt.indicators.engine.exact_sum`), so either would do.
     """
 
     shared: str
