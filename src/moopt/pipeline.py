@@ -26,6 +26,7 @@ from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
 from moopt.methodology import write_methodology
+from moopt.provenance import run_provenance
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
@@ -745,6 +746,7 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
         "engine": engine_info,
         "extra_pages": write_methodology(config.outputs_dir),
     }
+    manifest.update(run_provenance(config, files, result))  # inputs, commit, row counts, timings
     write_json_atomic(config.outputs_dir / "run_manifest.json", manifest)
     mark_finished(config.outputs_dir)
 
