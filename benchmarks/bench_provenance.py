@@ -21,9 +21,15 @@ from moopt.provenance import ChecksumCache, sha256_file
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["small", "national"], default="small")
-    parser.add_argument("--data", help="folder of input files to hash (default: a new synthetic set)")
+    parser.add_argument(
+        "--data", help="folder of input files to hash (default: a new synthetic set)"
+    )
     args = parser.parse_args()
-    folder = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="moopt-bench-")) / "synthetic"
+    folder = (
+        Path(args.data)
+        if args.data
+        else Path(tempfile.mkdtemp(prefix="moopt-bench-")) / "synthetic"
+    )
     if not args.data:
         make_synthetic(folder, args.scale, 42, "2026-09", 24)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -33,8 +39,10 @@ def main() -> None:
     for path in files:
         sha256_file(path)
     seconds = time.perf_counter() - started
-    print(f"sha256: {len(files)} files, {megabytes:,.0f} MB in {seconds:.2f} s = {megabytes / seconds:,.0f} MB/s "
-          "(files just written, so mostly read from memory)")
+    print(
+        f"sha256: {len(files)} files, {megabytes:,.0f} MB in {seconds:.2f} s = {megabytes / seconds:,.0f} MB/s "
+        "(files just written, so mostly read from memory)"
+    )
 
     cache = ChecksumCache(folder.parent / "input_checksums.json")
     for path in files:

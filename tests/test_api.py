@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _modules_loaded_by(statement: str) -> set[str]:
     code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    ).stdout
     return set(json.loads(out))
 
 
@@ -31,7 +36,9 @@ def test_import_moopt_loads_no_data_libraries():
     """`import moopt` stays quick: build and calculate import the pipeline only when first used."""
     heavy = {"pandas", "duckdb", "ibis", "moopt.api", "moopt.pipeline"}
     assert heavy & _modules_loaded_by("import moopt") == set()
-    assert {"moopt.api", "moopt.pipeline", "duckdb"} & _modules_loaded_by("import moopt.indicators") == set()
+    assert {"moopt.api", "moopt.pipeline", "duckdb"} & _modules_loaded_by(
+        "import moopt.indicators"
+    ) == set()
     assert moopt.build.__module__ == "moopt.api" and calculate.__module__ == "moopt.api"
 
 
@@ -50,11 +57,14 @@ def test_build_reports_a_bad_value_as_the_command_line_does(tmp_path):
         moopt.build(project_dir=tmp_path, workers=0)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"level": "ccg"}, "level must be one of practice, pcn, sub_icb"),
-    ({"source": "cache"}, "source must be one of results, engine"),
-    ({"period_end": "2026-13"}, "period_end must be a month like 2026-06"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"level": "ccg"}, "level must be one of practice, pcn, sub_icb"),
+        ({"source": "cache"}, "source must be one of results, engine"),
+        ({"period_end": "2026-13"}, "period_end must be a month like 2026-06"),
+    ],
+)
 def test_calculate_names_a_bad_argument(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         calculate("AMR01", store=tmp_path / "store.duckdb", **kwargs)
@@ -67,15 +77,20 @@ def test_calculate_without_a_store_says_how_to_make_one(tmp_path):
 
 # -- a small build through the API ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("api_project"))
     from moopt.pipeline import make_synthetic
 
     make_synthetic(project / "outputs" / "data" / "synthetic", "small", 42, "2026-09", 24)
-    mapping = pd.read_csv(project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv", dtype=str)
+    mapping = pd.read_csv(
+        project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv", dtype=str
+    )
     org = sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[0]
-    return moopt.build(project_dir=project, orgs=org, themes="antimicrobials", site=False, progress=False)
+    return moopt.build(
+        project_dir=project, orgs=org, themes="antimicrobials", site=False, progress=False
+    )
 
 
 @pytest.mark.slow
@@ -94,18 +109,28 @@ def test_calculate_reads_the_built_results(run):
     frame = calculate(["AMR01", "AMR02"], level="icb", store=run.store_path)
     con = duckdb.connect(str(run.store_path), read_only=True)
     try:
-        stored = con.execute("SELECT * FROM indicator_results WHERE indicator_id IN ('AMR01', 'AMR02') "
-                             "AND org_level = 'icb' ORDER BY indicator_id, org_code, period_type, period").fetchdf()
+        stored = con.execute(
+            "SELECT * FROM indicator_results WHERE indicator_id IN ('AMR01', 'AMR02') "
+            "AND org_level = 'icb' ORDER BY indicator_id, org_code, period_type, period"
+        ).fetchdf()
     finally:
         con.close()
     assert len(frame) == len(stored) > 0
     pd.testing.assert_frame_equal(frame, stored)
-    assert {"funnel_z", "assessment_99_8", "lower_95"} <= set(frame.columns)  # the statistics come too
+    assert {"funnel_z", "assessment_99_8", "lower_95"} <= set(
+        frame.columns
+    )  # the statistics come too
 
     # Filters: the last month, one period type, some organisations; the run's level by default.
     end = sorted(frame["period"].unique())[-3]
-    rolling = calculate("AMR01", level="icb", store=run, period_end=pd.Timestamp(end).strftime("%Y-%m"),
-                        period_type="rolling_12m", org_codes=frame["org_code"].iloc[:1].tolist())
+    rolling = calculate(
+        "AMR01",
+        level="icb",
+        store=run,
+        period_end=pd.Timestamp(end).strftime("%Y-%m"),
+        period_type="rolling_12m",
+        org_codes=frame["org_code"].iloc[:1].tolist(),
+    )
     assert len(rolling) > 0 and (rolling["period"] <= end).all()
     assert set(rolling["period_type"]) == {"rolling_12m"} and rolling["org_code"].nunique() == 1
     assert set(run.indicators("AMR01")["org_level"]) == {"sub_icb"}
@@ -115,7 +140,9 @@ def test_calculate_reads_the_built_results(run):
 
 
 @pytest.mark.slow
-def test_calculate_by_the_engine_gives_the_built_values_and_previews_an_edited_definition(run, tmp_path):
+def test_calculate_by_the_engine_gives_the_built_values_and_previews_an_edited_definition(
+    run, tmp_path
+):
     built = calculate("AMR01", level="sub_icb", store=run)
     recomputed = calculate("AMR01", level="sub_icb", store=run, source="engine")
     keys = ["indicator_id", "org_code", "period_type", "period"]
@@ -134,6 +161,8 @@ def test_calculate_by_the_engine_gives_the_built_values_and_previews_an_edited_d
     joined = built.merge(preview, on=keys, suffixes=("", "_edited")).dropna(subset=["value"])
     assert len(joined) > 0
     assert (joined["numerator"] == joined["numerator_edited"]).all()
-    assert joined["value_edited"].to_numpy() == pytest.approx(1000 * joined["value"].to_numpy(), rel=1e-12)
+    assert joined["value_edited"].to_numpy() == pytest.approx(
+        1000 * joined["value"].to_numpy(), rel=1e-12
+    )
     with pytest.raises(ValueError, match="No definition for XYZ99"):
         calculate("XYZ99", store=run, source="engine")

@@ -17,8 +17,15 @@ from factories import copy_project
 
 from moopt import provenance
 from moopt.pipeline import DataFiles
-from moopt.provenance import (ChecksumCache, data_files, file_record, package_data_files, row_counts,
-                              sha256_file, source_commit)
+from moopt.provenance import (
+    ChecksumCache,
+    data_files,
+    file_record,
+    package_data_files,
+    row_counts,
+    sha256_file,
+    source_commit,
+)
 from moopt.store import IngestReport
 from moopt.tables import TABLES
 
@@ -73,11 +80,18 @@ def test_file_record_of_a_missing_file_says_so(tmp_path):
 
 # -- the source commit ----------------------------------------------------------------------------------
 
+
 def _git(folder: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    return subprocess.run(
+        ["git", "-C", str(folder), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -122,14 +136,28 @@ def test_moopt_knows_its_own_commit_when_run_from_a_checkout():
 
 # -- files and row counts -------------------------------------------------------------------------------
 
+
 def test_data_files_name_every_file_with_its_role(tmp_path):
-    files = DataFiles({"epraccur": "/d/epraccur.csv", "eccg": "/d/eccg.csv"}, ["/d/EPD_1.csv", "/d/EPD_2.csv"],
-                      ["/d/ls.csv"], "/d/attributes.csv", False, "files", ["/d/qof.csv"], ["/d/chem.csv"])
+    files = DataFiles(
+        {"epraccur": "/d/epraccur.csv", "eccg": "/d/eccg.csv"},
+        ["/d/EPD_1.csv", "/d/EPD_2.csv"],
+        ["/d/ls.csv"],
+        "/d/attributes.csv",
+        False,
+        "files",
+        ["/d/qof.csv"],
+        ["/d/chem.csv"],
+    )
     assert data_files(files) == [
-        ("organisations:eccg", Path("/d/eccg.csv")), ("organisations:epraccur", Path("/d/epraccur.csv")),
-        ("practice_attributes", Path("/d/attributes.csv")), ("list_sizes", Path("/d/ls.csv")),
-        ("prescribing", Path("/d/EPD_1.csv")), ("prescribing", Path("/d/EPD_2.csv")),
-        ("reference", Path("/d/chem.csv")), ("supplied", Path("/d/qof.csv"))]
+        ("organisations:eccg", Path("/d/eccg.csv")),
+        ("organisations:epraccur", Path("/d/epraccur.csv")),
+        ("practice_attributes", Path("/d/attributes.csv")),
+        ("list_sizes", Path("/d/ls.csv")),
+        ("prescribing", Path("/d/EPD_1.csv")),
+        ("prescribing", Path("/d/EPD_2.csv")),
+        ("reference", Path("/d/chem.csv")),
+        ("supplied", Path("/d/qof.csv")),
+    ]
 
 
 def test_package_data_files_include_every_lookup_the_definitions_load():
@@ -140,21 +168,34 @@ def test_package_data_files_include_every_lookup_the_definitions_load():
     assert all(path.is_file() for _, path in listed)
     lookups = {path for role, path in listed if role == "lookup"}
     assert lookups == {lookup.path for lookup in load_lookups().values()} and lookups
-    assert {path.stem for role, path in listed if role == "definition"} == {i.id for i in load_indicators()}
+    assert {path.stem for role, path in listed if role == "definition"} == {
+        i.id for i in load_indicators()
+    }
 
 
 def test_row_counts_add_up_per_source():
     reports = [
-        IngestReport("a.csv", "epd", "prescribing", 100, 97, 3, reasons={"bad code": 2, "no month": 1}),
+        IngestReport(
+            "a.csv", "epd", "prescribing", 100, 97, 3, reasons={"bad code": 2, "no month": 1}
+        ),
         IngestReport("b.csv", "epd", "prescribing", 50, 50, 0, skipped=True, rows_set_aside=4),
         IngestReport("m.csv", "map", "organisations", 10, 9, 1, reasons={"bad code": 1}),
     ]
     counts = row_counts(reports)
     rx = counts["by_source"]["prescribing"]
-    assert (rx["files"], rx["files_unchanged"], rx["rows_read"], rx["rows_accepted"], rx["rows_rejected"],
-            rx["rows_set_aside"]) == (2, 1, 150, 147, 3, 4)
+    assert (
+        rx["files"],
+        rx["files_unchanged"],
+        rx["rows_read"],
+        rx["rows_accepted"],
+        rx["rows_rejected"],
+        rx["rows_set_aside"],
+    ) == (2, 1, 150, 147, 3, 4)
     assert rx["reasons"] == {"bad code": 2, "no month": 1}
-    assert counts["total"]["rows_read"] == 160 and counts["total"]["reasons"] == {"bad code": 3, "no month": 1}
+    assert counts["total"]["rows_read"] == 160 and counts["total"]["reasons"] == {
+        "bad code": 3,
+        "no month": 1,
+    }
     assert list(counts["by_source"]) == ["organisations", "prescribing"]
 
 
@@ -172,7 +213,14 @@ SORT_KEYS = {
     "spc_series": ["indicator_id", "org_level", "org_code"],
     "trends": ["indicator_id", "org_level", "org_code"],
     "results_digests": ["indicator_id"],
-    "breakdown_results": ["indicator_id", "org_level", "org_code", "period_type", "period", "breakdown"],
+    "breakdown_results": [
+        "indicator_id",
+        "org_level",
+        "org_code",
+        "period_type",
+        "period",
+        "breakdown",
+    ],
 }
 # engine_report is JSON holding the stages' timings besides the row counts; only the timings
 # are left out of the comparison (every other field of it, and every other column, must match).
@@ -204,16 +252,20 @@ def _export_tables(outputs: Path, folder: Path) -> dict[str, bytes]:
                 con.execute(f"COPY ({query}) TO '{path}' (FORMAT {kind})")
                 exported[path.name] = path.read_bytes()
         report = con.execute("SELECT engine_report FROM run_facts").fetchall()[0][0]
-        exported["engine_report without timings"] = json.dumps(_without_timings(json.loads(report)),
-                                                               sort_keys=True).encode()
+        exported["engine_report without timings"] = json.dumps(
+            _without_timings(json.loads(report)), sort_keys=True
+        ).encode()
     finally:
         con.close()
     return exported
 
 
 def _downloads(outputs: Path) -> dict[str, bytes]:
-    return {p.relative_to(outputs / "csv").as_posix(): p.read_bytes()
-            for p in sorted((outputs / "csv").rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(outputs / "csv").as_posix(): p.read_bytes()
+        for p in sorted((outputs / "csv").rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -231,19 +283,29 @@ def two_builds(tmp_path_factory) -> tuple[Path, Path, Path]:
         first_sub_icb = sorted(pd.read_csv(mapping, dtype=str)["SUB_ICB_LOCATION_CODE"].unique())[0]
         run = {
             "title": "Reproducibility check",
-            "data": {"source": "files",
-                     "epd": sorted(str(p.relative_to(project)) for p in (inputs / "epd").glob("*.csv")),
-                     "list_sizes": sorted(str(p.relative_to(project))
-                                          for p in (inputs / "list_sizes").glob("*.csv")),
-                     "organisations": str(mapping.relative_to(project)),
-                     "practice_attributes": "inputs/organisations/practice_attributes.csv",
-                     "supplied": sorted(str(p.relative_to(project)) for p in (inputs / "supplied").glob("*.csv"))},
+            "data": {
+                "source": "files",
+                "epd": sorted(str(p.relative_to(project)) for p in (inputs / "epd").glob("*.csv")),
+                "list_sizes": sorted(
+                    str(p.relative_to(project)) for p in (inputs / "list_sizes").glob("*.csv")
+                ),
+                "organisations": str(mapping.relative_to(project)),
+                "practice_attributes": "inputs/organisations/practice_attributes.csv",
+                "supplied": sorted(
+                    str(p.relative_to(project)) for p in (inputs / "supplied").glob("*.csv")
+                ),
+            },
             "organisations": {"level": "sub_icb", "codes": [first_sub_icb]},
             "themes": ["safety", "antimicrobials"],
         }
         (project / "parameters" / "repro.yml").write_text(yaml.safe_dump(run))
         for outputs in ("outputs_a", "outputs_b"):
-            assert main(["build", "--params", "parameters/repro.yml", "--outputs", outputs, "--no-site"]) == 0
+            assert (
+                main(
+                    ["build", "--params", "parameters/repro.yml", "--outputs", outputs, "--no-site"]
+                )
+                == 0
+            )
     finally:
         os.chdir(cwd)
     return project, project / "outputs_a", project / "outputs_b"
@@ -260,7 +322,9 @@ def test_two_builds_from_the_same_inputs_give_identical_results_and_downloads(tw
     # The comparison is over real content: every results table has rows.
     con = duckdb.connect(str(first / "store" / "moopt.duckdb"), read_only=True)
     try:
-        empty = [n for n in TABLES if con.execute(f"SELECT count(*) FROM {n}").fetchall()[0][0] == 0]
+        empty = [
+            n for n in TABLES if con.execute(f"SELECT count(*) FROM {n}").fetchall()[0][0] == 0
+        ]
     finally:
         con.close()
     assert empty == []
@@ -276,23 +340,39 @@ def test_manifest_records_inputs_source_counts_and_stages(two_builds):
     manifest = json.loads((first / "run_manifest.json").read_text())
     other = json.loads((second / "run_manifest.json").read_text())
     # The keys the site reads are still there.
-    assert {"title", "organisations", "themes", "notebooks", "ingest", "engine", "parameters"} <= set(manifest)
+    assert {
+        "title",
+        "organisations",
+        "themes",
+        "notebooks",
+        "ingest",
+        "engine",
+        "parameters",
+    } <= set(manifest)
 
     inputs = manifest["inputs"]
-    data = {Path(r["path"]) for r in inputs if r["role"] in ("prescribing", "list_sizes", "supplied",
-                                                             "organisations", "practice_attributes")}
+    data = {
+        Path(r["path"])
+        for r in inputs
+        if r["role"]
+        in ("prescribing", "list_sizes", "supplied", "organisations", "practice_attributes")
+    }
     on_disk = {p.resolve() for p in (project / "inputs").rglob("*.csv")}
     assert data == on_disk
     one = next(r for r in inputs if r["role"] == "prescribing")
     assert one["sha256"] == hashlib.sha256(Path(one["path"]).read_bytes()).hexdigest()
     assert one["size"] == Path(one["path"]).stat().st_size
-    assert inputs[0]["role"] == "parameters" and inputs[0]["path"] == str(project / "parameters" / "repro.yml")
+    assert inputs[0]["role"] == "parameters" and inputs[0]["path"] == str(
+        project / "parameters" / "repro.yml"
+    )
     assert any(r["role"] == "lookup" for r in inputs)
     assert inputs == other["inputs"]  # the same files, the same checksums
 
     resolved = manifest["resolved_parameters"]
     assert resolved["org_codes"] == manifest["parameters"]["organisations"]["codes"]
-    assert resolved["outputs_dir"] == str(first) and other["resolved_parameters"]["outputs_dir"] == str(second)
+    assert resolved["outputs_dir"] == str(first) and other["resolved_parameters"][
+        "outputs_dir"
+    ] == str(second)
     assert resolved["epd_files"] == [r["path"] for r in inputs if r["role"] == "prescribing"]
 
     assert manifest["source"]["moopt_version"] == manifest["moopt_version"]
@@ -302,7 +382,9 @@ def test_manifest_records_inputs_source_counts_and_stages(two_builds):
     reports = manifest["ingest"]
     rx = counts["by_source"]["prescribing"]
     assert rx["files"] == len(resolved["epd_files"])
-    assert rx["rows_read"] == sum(r["rows_read"] for r in reports if r["table"] == "prescribing") > 0
+    assert (
+        rx["rows_read"] == sum(r["rows_read"] for r in reports if r["table"] == "prescribing") > 0
+    )
     assert rx["rows_read"] == rx["rows_accepted"] + rx["rows_rejected"]
     assert counts == other["row_counts"]
 

@@ -32,11 +32,26 @@ from typing import Callable
 import pandas as pd
 
 # The keyword arguments of build() that mirror `moopt build` options (see moopt.cli._overrides).
-BUILD_OPTIONS = ("orgs", "level", "themes", "period_end", "workers", "runner", "renderer", "outputs",
-                 "synthetic_scale")
+BUILD_OPTIONS = (
+    "orgs",
+    "level",
+    "themes",
+    "period_end",
+    "workers",
+    "runner",
+    "renderer",
+    "outputs",
+    "synthetic_scale",
+)
 DEFAULT_STORE = Path("outputs") / "store" / "moopt.duckdb"
 # Input tables the engine reads from a store (the last two are optional).
-ENGINE_INPUT_TABLES = ("prescribing", "list_size", "organisations", "practices_without_list_size", "supplied")
+ENGINE_INPUT_TABLES = (
+    "prescribing",
+    "list_size",
+    "organisations",
+    "practices_without_list_size",
+    "supplied",
+)
 SOURCES = ("results", "engine")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -90,15 +105,24 @@ class BuiltRun:
         """Seconds per stage."""
         return dict(self.result.seconds)
 
-    def indicators(self, indicator_ids: str | list[str] | None = None, level: str | None = None,
-                   **options) -> pd.DataFrame:
+    def indicators(
+        self, indicator_ids: str | list[str] | None = None, level: str | None = None, **options
+    ) -> pd.DataFrame:
         """Indicator values of this build: :func:`calculate` on its store, at its level by default."""
-        return calculate(indicator_ids, level=level or self.config.org_level, store=self.store_path, **options)
+        return calculate(
+            indicator_ids, level=level or self.config.org_level, store=self.store_path, **options
+        )
 
 
-def build(params: str | Path | dict | None = None, *, project_dir: str | Path | None = None,
-          site: bool = True, force: bool = False, progress: bool | Callable[[str], None] = True,
-          **overrides) -> BuiltRun:
+def build(
+    params: str | Path | dict | None = None,
+    *,
+    project_dir: str | Path | None = None,
+    site: bool = True,
+    force: bool = False,
+    progress: bool | Callable[[str], None] = True,
+    **overrides,
+) -> BuiltRun:
     """Build, as ``moopt build`` does: data, store, indicators, notebooks, site.
 
     Parameters
@@ -141,15 +165,19 @@ def build(params: str | Path | dict | None = None, *, project_dir: str | Path | 
 
     unknown = sorted(set(overrides) - set(BUILD_OPTIONS))
     if unknown:
-        raise TypeError(f"build() got unknown option(s) {', '.join(unknown)}; "
-                        f"the options are {', '.join(BUILD_OPTIONS)}.")
+        raise TypeError(
+            f"build() got unknown option(s) {', '.join(unknown)}; "
+            f"the options are {', '.join(BUILD_OPTIONS)}."
+        )
     from_options = _overrides(SimpleNamespace(**overrides))
     params_file = None
     if isinstance(params, dict):
         extra = sorted(set(params) - KNOWN_SECTIONS)
         if extra:
-            raise ParameterError(f"params: unknown parameter(s) {', '.join(map(str, extra))}. "
-                                 f"Known: {', '.join(sorted(KNOWN_SECTIONS))}.")
+            raise ParameterError(
+                f"params: unknown parameter(s) {', '.join(map(str, extra))}. "
+                f"Known: {', '.join(sorted(KNOWN_SECTIONS))}."
+            )
         from_options = _merged(params, from_options)
     elif params is not None:
         params_file = Path(params)
@@ -164,15 +192,25 @@ def build(params: str | Path | dict | None = None, *, project_dir: str | Path | 
 def _merged(base: dict, over: dict) -> dict:
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
+        merged[key] = (
+            _merged(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 
-def calculate(indicator_ids: str | list[str] | None = None, level: str = "sub_icb",
-              store: str | Path | BuiltRun = DEFAULT_STORE, period_end: str | date | None = None, *,
-              period_type: str | None = None, org_codes: str | list[str] | None = None,
-              source: str = "results", definitions: str | Path | None = None) -> pd.DataFrame:
+def calculate(
+    indicator_ids: str | list[str] | None = None,
+    level: str = "sub_icb",
+    store: str | Path | BuiltRun = DEFAULT_STORE,
+    period_end: str | date | None = None,
+    *,
+    period_type: str | None = None,
+    org_codes: str | list[str] | None = None,
+    source: str = "results",
+    definitions: str | Path | None = None,
+) -> pd.DataFrame:
     """Indicator values at one organisation level, as a DataFrame.
 
     Parameters
@@ -225,8 +263,10 @@ def calculate(indicator_ids: str | list[str] | None = None, level: str = "sub_ic
     end = _month_end(period_end)
     store_path = Path(store.store_path if isinstance(store, BuiltRun) else store)
     if not store_path.is_file():
-        raise FileNotFoundError(f"No store at {store_path.resolve()}: build first (`moopt build` or "
-                                "moopt.build()), or pass store= the path of outputs/store/moopt.duckdb.")
+        raise FileNotFoundError(
+            f"No store at {store_path.resolve()}: build first (`moopt build` or "
+            "moopt.build()), or pass store= the path of outputs/store/moopt.duckdb."
+        )
     if source == "results":
         frame = _read_results(store_path, ids, level)
     else:
@@ -245,7 +285,9 @@ def calculate(indicator_ids: str | list[str] | None = None, level: str = "sub_ic
 def _as_list(value) -> list[str] | None:
     if value is None:
         return None
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    items = (
+        [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    )
     return [v for v in items if v]
 
 
@@ -256,7 +298,9 @@ def _month_end(period_end) -> date | None:
     if isinstance(period_end, date):
         return period_end.replace(day=1)
     if not MONTH.match(str(period_end)):
-        raise ValueError(f"period_end must be a month like 2026-06 (or a date), not {period_end!r}.")
+        raise ValueError(
+            f"period_end must be a month like 2026-06 (or a date), not {period_end!r}."
+        )
     return date.fromisoformat(f"{period_end}-01")
 
 
@@ -268,12 +312,18 @@ def _read_results(store_path: Path, ids: list[str] | None, level: str) -> pd.Dat
     con = duckdb.connect(str(store_path), read_only=True)
     try:
         reader = ResultsReader(con)
-        held = [r[0] for r in con.execute("SELECT DISTINCT indicator_id FROM indicator_results "
-                                          "ORDER BY 1").fetchall()]
+        held = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT indicator_id FROM indicator_results ORDER BY 1"
+            ).fetchall()
+        ]
         missing = [i for i in ids or [] if i not in held]
         if missing:
-            raise ValueError(f"The store {store_path} holds no results for {', '.join(missing)} (it was "
-                             f"built with {', '.join(held)}). Build with them, or use source='engine'.")
+            raise ValueError(
+                f"The store {store_path} holds no results for {', '.join(missing)} (it was "
+                f"built with {', '.join(held)}). Build with them, or use source='engine'."
+            )
         where, params = "org_level = ?", [level]
         if ids is not None:
             where += f" AND indicator_id IN ({', '.join('?' for _ in ids)})"
@@ -292,11 +342,15 @@ def _load_definitions(ids: list[str] | None, folder: str | Path | None) -> list:
     wanted = ids if ids is not None else available
     missing = [i for i in wanted if i not in available]
     if missing:
-        raise ValueError(f"No definition for {', '.join(missing)} in {folder} (it has {', '.join(available)}).")
+        raise ValueError(
+            f"No definition for {', '.join(missing)} in {folder} (it has {', '.join(available)})."
+        )
     return [load_definition_file(folder / f"{i}.yml") for i in wanted]
 
 
-def _run_engine(store_path: Path, ids: list[str] | None, definitions, end: date | None) -> pd.DataFrame:
+def _run_engine(
+    store_path: Path, ids: list[str] | None, definitions, end: date | None
+) -> pd.DataFrame:
     """The engine over a built store's input tables, in memory; the store is only read."""
     import duckdb
     import ibis
@@ -308,12 +362,20 @@ def _run_engine(store_path: Path, ids: list[str] | None, definitions, end: date 
     with tempfile.TemporaryDirectory(prefix="moopt-calculate-") as spill:
         try:
             con.execute(f"SET temp_directory = '{spill}'")
-            con.execute(f"ATTACH '{str(store_path).replace(chr(39), chr(39) * 2)}' AS built (READ_ONLY)")
-            held = {name for (name,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'built'").fetchall()}
+            con.execute(
+                f"ATTACH '{str(store_path).replace(chr(39), chr(39) * 2)}' AS built (READ_ONLY)"
+            )
+            held = {
+                name
+                for (name,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'built'"
+                ).fetchall()
+            }
             if not {"prescribing", "list_size", "organisations"} <= held:
-                raise FileNotFoundError(f"The store {store_path} holds no ingested data (prescribing, list sizes "
-                                        "and organisations): build or `moopt ingest` first.")
+                raise FileNotFoundError(
+                    f"The store {store_path} holds no ingested data (prescribing, list sizes "
+                    "and organisations): build or `moopt ingest` first."
+                )
             for table in ENGINE_INPUT_TABLES:
                 if table in held:
                     con.execute(f"CREATE VIEW {table} AS SELECT * FROM built.main.{table}")

@@ -44,8 +44,18 @@ CHECKSUM_CACHE_NAME = "input_checksums.json"
 # Read in blocks of this size: large enough to hash at disk speed, small enough for any memory.
 HASH_BLOCK_BYTES = 4 * 1024 * 1024
 # Libraries whose version can change a computed value or a page.
-RECORDED_LIBRARIES = ("duckdb", "ibis-framework", "pandas", "numpy", "scipy", "statsmodels", "pyarrow",
-                      "matplotlib", "papermill", "nbclient")
+RECORDED_LIBRARIES = (
+    "duckdb",
+    "ibis-framework",
+    "pandas",
+    "numpy",
+    "scipy",
+    "statsmodels",
+    "pyarrow",
+    "matplotlib",
+    "papermill",
+    "nbclient",
+)
 # Uncommitted paths listed in the manifest (the count is always given).
 MAX_CHANGED_PATHS = 50
 GIT_TIMEOUT_SECONDS = 30
@@ -141,14 +151,24 @@ def file_record(path: str | Path, role: str, cache: ChecksumCache | None = None)
     try:
         size, sha = (cache or ChecksumCache(None)).digest(resolved)
     except OSError as exc:
-        return {"role": role, "path": str(resolved), "size": None, "sha256": None,
-                "error": f"could not be read after the run: {exc.strerror or exc}"}
+        return {
+            "role": role,
+            "path": str(resolved),
+            "size": None,
+            "sha256": None,
+            "error": f"could not be read after the run: {exc.strerror or exc}",
+        }
     return {"role": role, "path": str(resolved), "size": size, "sha256": sha}
 
 
 def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
-                          timeout=GIT_TIMEOUT_SECONDS, check=False)
+    return subprocess.run(
+        ["git", "-C", str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_SECONDS,
+        check=False,
+    )
 
 
 def source_commit(folder: str | Path = PACKAGE_DIR) -> dict:
@@ -178,18 +198,35 @@ def source_commit(folder: str | Path = PACKAGE_DIR) -> dict:
     except subprocess.TimeoutExpired:
         return {**record, "reason": f"git did not answer within {GIT_TIMEOUT_SECONDS} s"}
     if top.returncode != 0:
-        return {**record, "reason": f"{folder} is not in a git checkout (an installed package, or a copy)"}
+        return {
+            **record,
+            "reason": f"{folder} is not in a git checkout (an installed package, or a copy)",
+        }
     head = _git(folder, "rev-parse", "HEAD")
     if head.returncode != 0:
-        return {**record, "repository": top.stdout.strip(),
-                "reason": "the git checkout has no commit yet: " + head.stderr.strip()}
+        return {
+            **record,
+            "repository": top.stdout.strip(),
+            "reason": "the git checkout has no commit yet: " + head.stderr.strip(),
+        }
     status = _git(folder, "status", "--porcelain")
     if status.returncode != 0:
-        return {**record, "repository": top.stdout.strip(), "commit": head.stdout.strip(),
-                "reason": "git status failed, so whether the tree is dirty is unknown: " + status.stderr.strip()}
+        return {
+            **record,
+            "repository": top.stdout.strip(),
+            "commit": head.stdout.strip(),
+            "reason": "git status failed, so whether the tree is dirty is unknown: "
+            + status.stderr.strip(),
+        }
     changed = [line for line in status.stdout.splitlines() if line.strip()]
-    return {**record, "repository": top.stdout.strip(), "commit": head.stdout.strip(), "dirty": bool(changed),
-            "changed_paths": len(changed), "changed": changed[:MAX_CHANGED_PATHS]}
+    return {
+        **record,
+        "repository": top.stdout.strip(),
+        "commit": head.stdout.strip(),
+        "dirty": bool(changed),
+        "changed_paths": len(changed),
+        "changed": changed[:MAX_CHANGED_PATHS],
+    }
 
 
 def resolved_parameters(config) -> dict:
@@ -207,7 +244,9 @@ def resolved_parameters(config) -> dict:
         plus ``params_file`` as an absolute path (None for the built-in defaults). The
         merged parameters as written (``config.raw``) are the manifest's ``parameters``.
     """
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "raw"}
+    fields = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "raw"
+    }
     if fields.get("params_file") is not None:
         fields["params_file"] = Path(fields["params_file"]).resolve()
     return json.loads(json.dumps(fields, default=str))
@@ -244,7 +283,10 @@ def package_data_files(indicators=None) -> list[tuple[str, Path]]:
     from moopt.indicators.lookups import MANIFEST, load_lookups
 
     indicators = load_indicators() if indicators is None else indicators
-    files = [("definition", DEFINITIONS_DIR / f"{i.id}.yml") for i in sorted(indicators, key=lambda i: i.id)]
+    files = [
+        ("definition", DEFINITIONS_DIR / f"{i.id}.yml")
+        for i in sorted(indicators, key=lambda i: i.id)
+    ]
     files = [(role, path) for role, path in files if path.is_file()]
     files.append(("themes", THEMES_FILE))
     files.append(("lookups", MANIFEST))
@@ -271,13 +313,19 @@ def data_files(files) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     orgs = files.organisations
     if isinstance(orgs, dict):
-        found += [(f"organisations:{kind}", Path(path)) for kind, path in sorted(orgs.items()) if path]
+        found += [
+            (f"organisations:{kind}", Path(path)) for kind, path in sorted(orgs.items()) if path
+        ]
     elif orgs:
         found.append(("organisations", Path(orgs)))
     if files.practice_attributes:
         found.append(("practice_attributes", Path(files.practice_attributes)))
-    for role, paths in (("list_sizes", files.list_sizes), ("prescribing", files.prescribing),
-                        ("reference", files.reference), ("supplied", files.supplied)):
+    for role, paths in (
+        ("list_sizes", files.list_sizes),
+        ("prescribing", files.prescribing),
+        ("reference", files.reference),
+        ("supplied", files.supplied),
+    ):
         found += [(role, Path(p)) for p in paths]
     if files.synthetic:
         manifest = Path(orgs).parents[1] / "synthetic_manifest.json"
@@ -332,9 +380,17 @@ def row_counts(reports) -> dict:
         ``total``: the same sums over every file. Rows read = accepted + rejected for
         every file.
     """
+
     def empty() -> dict:
-        return {"files": 0, "files_unchanged": 0, "rows_read": 0, "rows_accepted": 0, "rows_rejected": 0,
-                "rows_set_aside": 0, "reasons": {}}
+        return {
+            "files": 0,
+            "files_unchanged": 0,
+            "rows_read": 0,
+            "rows_accepted": 0,
+            "rows_rejected": 0,
+            "rows_set_aside": 0,
+            "reasons": {},
+        }
 
     by_source: dict[str, dict] = {}
     total = empty()
@@ -395,19 +451,38 @@ def run_provenance(config, files, result, indicators=None) -> dict:
     cache.save()
     package = source_commit(PACKAGE_DIR)
     project = None
-    if Path(config.project_dir).resolve() != Path(package.get("repository") or PACKAGE_DIR).resolve():
+    if (
+        Path(config.project_dir).resolve()
+        != Path(package.get("repository") or PACKAGE_DIR).resolve()
+    ):
         project = source_commit(config.project_dir)  # the notebooks and parameters, when kept apart
-    failures = [{"stage": "notebooks", "org_level": r.org_level, "org_code": r.org_code, "theme": r.theme,
-                 "error": r.error} for r in result.notebooks if r.status != "ok"]
+    failures = [
+        {
+            "stage": "notebooks",
+            "org_level": r.org_level,
+            "org_code": r.org_code,
+            "theme": r.theme,
+            "error": r.error,
+        }
+        for r in result.notebooks
+        if r.status != "ok"
+    ]
     return {
         "resolved_parameters": resolved_parameters(config),
         "source": {"moopt_version": __version__, **package, "project": project},
-        "environment": {"python": sys.version.split()[0], "implementation": platform.python_implementation(),
-                        "platform": platform.platform(), "libraries": library_versions()},
+        "environment": {
+            "python": sys.version.split()[0],
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+            "libraries": library_versions(),
+        },
         "inputs": inputs,
         "row_counts": row_counts(result.ingest),
-        "rejected_rows": {"table": "rejects", "store": str(Path(config.store_path).resolve()),
-                          "csv_folder": str((store_dir / "rejects").resolve())},
+        "rejected_rows": {
+            "table": "rejects",
+            "store": str(Path(config.store_path).resolve()),
+            "csv_folder": str((store_dir / "rejects").resolve()),
+        },
         "stages": stage_records(result, failures),
         "failures": failures,
     }
