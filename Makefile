@@ -6,12 +6,12 @@ BIN     = $(VENV)/bin
 AXE_VERSION = 4.12.1
 AXE_DIR     = .cache/axe-core
 
-.PHONY: setup browser-tools build test bench clean
+.PHONY: setup browser-tools build test bench clean lab
 
-setup:  ## create .venv and install moopt with its test tools
+setup:  ## create .venv and install moopt with its test tools and JupyterLab
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@$(MAKE) --no-print-directory browser-tools
 
@@ -42,6 +42,10 @@ browser-tools:  ## Debian's chromium and axe-core for tests/browser
 
 build:  ## synthetic data (if none configured), store, indicators, notebooks, site
 	$(BIN)/moopt build
+
+lab:    ## JupyterLab on notebooks/; each notebook reads the last build's store (outputs/store)
+	@test -f outputs/store/moopt.duckdb || echo "note: no build yet: run 'make build' first, the notebooks read outputs/store/moopt.duckdb"
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
 
 test:   ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

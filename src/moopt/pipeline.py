@@ -27,6 +27,7 @@ from moopt.config import ParameterError, RunConfig
 from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, load_indicators
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
 from moopt.methodology import write_methodology
+from moopt.provenance import run_provenance
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
@@ -547,10 +548,9 @@ class PageCacheInputs:
 
     Notes
     -----
-    A page's results are keyed by what they are computed from, not by the stored values:
-    rerunning the engine on unchanged inputs changes some values in their last bits (DuckDB
-    sums in parallel, in no fixed order), so a hash of the values (``results_digests``)
-    would re-run pages whose figures did not change.
+    A page's results are keyed by what they are computed from, not by the stored values
+    (``results_digests``). The values are the same on every rerun of unchanged inputs since
+    the engine sums exactly (:func:`moopt.indicators.engine.exact_sum`), so either would do.
     """
 
     shared: str
@@ -769,6 +769,7 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
         "engine": engine_info,
         "extra_pages": write_methodology(config.outputs_dir),
     }
+    manifest.update(run_provenance(config, files, result))  # inputs, commit, row counts, timings
     write_json_atomic(config.outputs_dir / "run_manifest.json", manifest)
     mark_finished(config.outputs_dir)
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from moopt.indicators.definitions import CodeSet, Component, Indicator, LookupUse
@@ -65,6 +66,17 @@ DECILES = tuple(range(10, 100, 10))
 SPREAD_COLUMNS = (*(f"decile_{d}" for d in DECILES), "lowest", "quartile_25", "quartile_75", "highest")
 PARENT_COLUMNS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
 RESULT_TABLE = "indicator_values"
+# DuckDB adds doubles in whatever order its threads meet them, so a sum of doubles can differ
+# in its last bits from one run to the next. Every sum is taken over decimals instead: each
+# addend rounded to 12 decimal places, then added exactly, which gives the same total in any
+# order (room for 26 digits before the point; stored numbers are below 1e15).
+EXACT_SUM_TYPE = dt.Decimal(38, 12)
+
+
+def exact_sum(values: ir.NumericValue, window=None) -> ir.FloatingValue:
+    """The sum of ``values`` (over ``window``, if given) as a double, the same in any order of addition."""
+    total = values.cast(EXACT_SUM_TYPE).sum()
+    return (total if window is None else total.over(window)).cast("float64")
 
 
 @dataclass
@@ -226,11 +238,11 @@ class IndicatorEngine:
             could_count = code_set_predicate(rx, code_set, thresholds=False)
             if use is not None:
                 # Rows the lookup lacks are not counted here; their items are summed below for the report.
-                sums[f"u{name}"] = ibis.ifelse(counts & ~lookup_match(rx, use),
-                                               rx["items"].cast("float64"), 0.0).sum()
+                sums[f"u{name}"] = exact_sum(ibis.ifelse(counts & ~lookup_match(rx, use),
+                                                         rx["items"].cast("float64"), 0.0))
                 counts = counts & lookup_where(rx, use)
                 could_count = could_count & lookup_where(rx, use)
-            total = ibis.ifelse(counts, value if use is None else lookup_value(rx, use, value), 0.0).sum()
+            total = exact_sum(ibis.ifelse(counts, value if use is None else lookup_value(rx, use, value), 0.0))
             # A row that could count but lacks what is summed or tested (legacy files have no ADQ
             # usage and may lack quantities) makes the sum unknown, not smaller.
             unknown = value.isnull()
@@ -265,7 +277,7 @@ class IndicatorEngine:
             if key[0] == "list_size":
                 _, age_from, age_to = key
                 if age_from is None and age_to is None:
-                    sums[name] = patients.sum()
+                    sums[name] = exact_sum(patients)
                     continue
                 # A band counts when it lies inside the ages asked for. A band that straddles the
                 # limits, or a count with no age (files of totals only), makes the count unknown.
@@ -282,13 +294,13 @@ class IndicatorEngine:
                 straddles = overlaps.fill_null(True) & ~inside.fill_null(False)  # no age: may overlap
                 unknown = ibis.ifelse(straddles, 1, 0).sum()
                 sums[name] = ibis.ifelse(unknown > 0, ibis.null("float64"),
-                                         ibis.ifelse(inside, patients, 0.0).sum())
+                                         exact_sum(ibis.ifelse(inside, patients, 0.0)))
             elif key[0] == "star_pu":
                 # Weights exist for every sex and age band; counts with no age or sex have none,
                 # and make the weighted population unknown.
                 weight = ls[f"w_{key[1]}"]
                 unknown = ibis.ifelse(weight.isnull(), 1, 0).sum()
-                sums[name] = ibis.ifelse(unknown > 0, ibis.null("float64"), (patients * weight).sum())
+                sums[name] = ibis.ifelse(unknown > 0, ibis.null("float64"), exact_sum(patients * weight))
         if not sums:
             return None
         return ls.group_by(["practice_code", "month"]).aggregate(**sums)
@@ -327,8 +339,8 @@ class IndicatorEngine:
         if "unmatched_numerator_items" not in long.columns:
             return {}
         totals = long.group_by("indicator_id").aggregate(
-            numerator=long.unmatched_numerator_items.sum(),
-            denominator=long.unmatched_denominator_items.sum()).to_pandas()
+            numerator=exact_sum(long.unmatched_numerator_items),
+            denominator=exact_sum(long.unmatched_denominator_items)).to_pandas()
         found = {}
         for row in totals.itertuples(index=False):
             parts = {p: float(getattr(row, p)) for p in ("numerator", "denominator") if getattr(row, p) > 0}
@@ -357,8 +369,8 @@ class IndicatorEngine:
             # its row, with no value, rather than vanishing.
             t = joined
             sums = {
-                "numerator": ibis.ifelse(t.denominator.notnull(), t.numerator, ibis.null("float64")).sum(),
-                "denominator": t.denominator.sum(),
+                "numerator": exact_sum(ibis.ifelse(t.denominator.notnull(), t.numerator, ibis.null("float64"))),
+                "denominator": exact_sum(t.denominator),
                 "n_practices": t.denominator.count(),
             }
             if level == "england":
@@ -420,7 +432,7 @@ class IndicatorEngine:
             joined = joined.mutate(**{code_col: joined.org_code})
             for target in [*chain[i:], "england"]:
                 t = joined
-                sums = {"numerator": t.numerator.sum(), "denominator": t.denominator.sum(),
+                sums = {"numerator": exact_sum(t.numerator), "denominator": exact_sum(t.denominator),
                         "n_practices": t.org_code.count()}
                 if target == "england":
                     agg = t.group_by([t[k] for k in keys]).aggregate(**sums).mutate(
@@ -451,9 +463,10 @@ class IndicatorEngine:
         w = ibis.window(group_by=["indicator_id", "org_level", "org_code"], order_by=m.month_index,
                         range=(-11, 0))
         rolled = m.mutate(
-            num_12=m.numerator.sum().over(w),
-            den_sum_12=m.denominator.sum().over(w),
-            den_mean_12=m.denominator.mean().over(w),
+            num_12=exact_sum(m.numerator, w),
+            den_sum_12=exact_sum(m.denominator, w),
+            # an exact sum over the count, for the same reason (DuckDB's avg adds doubles)
+            den_mean_12=exact_sum(m.denominator, w) / m.denominator.count().over(w),
             months_12=m.month.count().over(w),
             den_months_12=m.denominator.count().over(w),
             num_months_12=m.numerator.count().over(w),

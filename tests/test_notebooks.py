@@ -1,0 +1,83 @@
+"""The theme notebooks as an analyst opens them: stripped, and runnable as they are against the last build."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from factories import copy_project
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    """nbstripout (pre-commit) keeps outputs and execution counts out of the repository."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert code, f"{path.name} has no code cells"
+    assert [i for i, c in enumerate(cells) if c.get("outputs")] == [], f"{path.name} has outputs"
+    assert [i for i, c in enumerate(cells) if c.get("execution_count") is not None] == [], (
+        f"{path.name} has execution counts"
+    )
+
+
+@pytest.fixture(scope="module")
+def built_project(tmp_path_factory) -> Path:
+    """A project whose outputs hold a small build (one sub-ICB location, the safety theme)."""
+    from moopt.cli import main
+
+    project = copy_project(tmp_path_factory.mktemp("notebook_project"))
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        assert main(["synth", "--scale", "small"]) == 0
+        mapping = project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv"
+        first = sorted(pd.read_csv(mapping, dtype=str)["SUB_ICB_LOCATION_CODE"].unique())[0]
+        assert main(["build", "--orgs", first, "--themes", "safety", "--no-site"]) == 0
+    finally:
+        os.chdir(cwd)
+    return project
+
+
+@pytest.mark.slow
+def test_theme_notebook_runs_as_it_is_against_the_last_build(built_project):
+    """What `make lab` offers: the notebook from notebooks/, its default parameters, no runner.
+
+    nbclient executes it unchanged (no parameters injected) from the notebooks folder, so
+    its defaults (``store_path="../outputs/store/moopt.duckdb"``, the first organisation in
+    the store) point at the build.
+    """
+    from nbclient import NotebookClient
+
+    template = built_project / "notebooks" / "safety.ipynb"
+    notebook = nbformat.read(template, as_version=4)
+    sources_before = [c.source for c in notebook.cells]
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(template.parent)}},
+    ).execute()
+    assert [c.source for c in notebook.cells] == sources_before  # nothing injected
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert [o for o in outputs if o.get("output_type") == "error"] == []
+    shown = "".join(
+        str(o.get("data", {}).get("text/html", "")) + str(o.get("text", "")) for o in outputs
+    )
+    manifest = json.loads((built_project / "outputs" / "run_manifest.json").read_text())
+    organisation = manifest["organisations"][0]
+    # the page is about the first organisation in the store
+    assert organisation["name"] in shown or html.escape(organisation["name"]) in shown
+    assert any(
+        "image/png" in o.get("data", {})
+        or "image/svg+xml" in o.get("data", {})
+        or "text/html" in o.get("data", {})
+        for o in outputs
+    )
