@@ -3,11 +3,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REALDATA = SHARED / "realdata"
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/factories.py
+
+from factories import REALDATA  # noqa: E402 - after the path is set
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+# ../shared/realdata beside the repository (real published NHS samples; tests skip where absent).
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+
 EPD_COLUMNS = [
     "YEAR_MONTH", "REGIONAL_OFFICE_NAME", "REGIONAL_OFFICE_CODE", "ICB_NAME", "ICB_CODE", "PCO_NAME",
     "PCO_CODE", "PRACTICE_NAME", "PRACTICE_CODE", "ADDRESS_1", "ADDRESS_2", "ADDRESS_3", "ADDRESS_4",

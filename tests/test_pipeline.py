@@ -59,7 +59,8 @@ def test_site_links_every_organisation_and_all_links_resolve(built):
         for theme in ("antimicrobials", "safety"):
             page = built / "site" / "orgs" / "sub_icb" / org["code"] / f"{theme}.html"
             html = page.read_text()
-            assert "<img" in html and 'alt="' in html  # real charts with alt text
+            # real charts: Vega-Lite specifications with their captions and data downloads
+            assert "moopt-vega-spec" in html and "moopt-chart-caption" in html and "moopt-chart-csv" in html
             assert "SYNTHETIC DATA" in html.upper()
     assert check_links(built / "site") == []
     assert (built / "site" / "methodology" / "AMR01.html").exists()
@@ -123,8 +124,11 @@ def test_theme_page_charts_and_summary_page(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
     code = manifest["organisations"][0]["code"]
     folder = built / "csv" / "sub_icb" / code / "antimicrobials"
-    for chart in ("trend", "peers", "practices", "funnel", "spc"):
+    for chart in ("trend", "practices", "spc"):  # this organisation's own rows
         assert (folder / f"AMR01_{chart}.csv").exists(), chart
+    # Every organisation's values (peers and funnel charts) are one shared download per period.
+    shared = sorted((built / "csv" / "shared").glob("AMR01.sub_icb.rolling_12m.*.values.*.csv"))
+    assert len(shared) == 1 and code in pd.read_csv(shared[0])["org_code"].tolist()
     spc = pd.read_csv(folder / "AMR01_spc.csv")
     con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
     raw = con.execute("SELECT value FROM indicator_values WHERE indicator_id = 'AMR01' AND org_level = 'sub_icb' "
@@ -134,7 +138,7 @@ def test_theme_page_charts_and_summary_page(built):
     assert len(values) == len(raw)
     assert not (abs(values - raw["value"].to_numpy()) < 1e-12).all()  # seasonally adjusted, not raw
     summary = (built / "site" / "orgs" / "sub_icb" / code / "summary.html").read_text()
-    assert "antimicrobials.html#AMR01" in summary and "<img" in summary
+    assert "antimicrobials.html#AMR01" in summary and "moopt-vega-spec" in summary
     page = (built / "site" / "orgs" / "sub_icb" / code / "antimicrobials.html").read_text().lower()
     for judgemental in ("failing", "poor performance", "league table position"):
         assert judgemental not in page
@@ -148,7 +152,8 @@ def test_transfer_of_care_comparison_from_supplied_data(built):
     assert set(england.index) == {"completed", "not_completed"}
     for group, row in england.iterrows():
         assert row["lower_95"] <= row["value"] <= row["upper_95"]
-        assert row["value"] == pytest.approx(100 * row["numerator"] / row["denominator"])
+        # downloads hold 6 significant figures
+        assert row["value"] == pytest.approx(100 * row["numerator"] / row["denominator"], rel=1e-5)
     # The synthetic data carry the published finding: fewer readmissions after completed follow-up.
     assert england.loc["completed", "value"] < england.loc["not_completed", "value"]
 

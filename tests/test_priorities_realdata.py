@@ -15,7 +15,7 @@ import ibis
 import pandas as pd
 import pytest
 
-from conftest import REALDATA
+from factories import REALDATA
 from moopt.indicators import load_indicators
 from moopt.indicators.engine import IndicatorEngine
 from moopt.store import Store, ingest_files

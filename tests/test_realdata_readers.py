@@ -15,7 +15,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import REALDATA
+from factories import REALDATA
 from moopt.indicators.denominators import star_pu_weights
 from moopt.sources.layouts import detect_layout
 from moopt.store import Store

@@ -20,7 +20,7 @@ import pytest
 
 from moopt.charts.base import VEGA_CONFIG, expand_rows, spec_data_names
 from moopt.charts.web import validate_spec
-from tests.factories import copy_project
+from factories import copy_project
 
 pytestmark = pytest.mark.slow
 

@@ -232,6 +232,7 @@ def prepare_notebook(
             _ensure_alt_text(cell)
         kept.append(cell)
     header = nbformat.v4.new_raw_cell(front_matter(meta).rstrip() + "\n")
+    header.id = "moopt-front-matter"  # not a random id: an unchanged page gives identical bytes
     nb.cells = [header, *kept]
     return nb, found
 
