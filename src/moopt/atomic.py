@@ -40,20 +40,28 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Call ``write(stream)`` on a temporary file (text, or bytes when ``binary``), then move it to ``path``."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO], None], binary: bool = False,
+                 durable: bool = True) -> Path:
+    """Call ``write(stream)`` on a temporary file (text, or bytes when ``binary``), then move it to ``path``.
+
+    ``durable`` also flushes the file to disk before the move (fsync), so that it survives
+    the machine losing power. Without it the write is still atomic for every reader and
+    against the process being killed; pages' chart downloads, thousands per build and
+    rewritten by any rebuild, are written so.
+    """
     with replacing(path) as temporary:
         # "x": never reuse an existing file; newline="": the writer decides line endings.
         with (open(temporary, "xb") if binary else
               open(temporary, "x", encoding="utf-8", newline="")) as stream:
             write(stream)
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
     return Path(path)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    return write_atomic(path, lambda stream: stream.write(text))
+def write_text_atomic(path: str | os.PathLike[str], text: str, durable: bool = True) -> Path:
+    return write_atomic(path, lambda stream: stream.write(text), durable=durable)
 
 
 # A spreadsheet runs a cell as a formula (or DDE command) when it starts with one of these
@@ -142,14 +150,15 @@ def neutralise_spreadsheet_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike[str], *,
-                     spreadsheet_safe: bool = True, **to_csv_options) -> Path:
+                     spreadsheet_safe: bool = True, durable: bool = True, **to_csv_options) -> Path:
     """``frame.to_csv`` (without the index, Unix line ends, ISO dates), atomically.
 
     With ``spreadsheet_safe`` (the default) text that a spreadsheet would run as a formula
     is neutralised first (:func:`neutralise_spreadsheet_formulas`). Pass False only for files
     that are data for moopt itself and must keep every value exactly (e.g. a download cache).
+    ``durable``: see :func:`write_atomic`.
     """
     if spreadsheet_safe:
         frame = neutralise_spreadsheet_formulas(frame)
     options = {"index": False, "lineterminator": "\n", "date_format": "%Y-%m-%d", **to_csv_options}
-    return write_atomic(path, lambda stream: frame.to_csv(stream, **options))
+    return write_atomic(path, lambda stream: frame.to_csv(stream, **options), durable=durable)

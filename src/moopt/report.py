@@ -204,14 +204,14 @@ def publish_chart(ctx: PageContext, chart: charts.Chart) -> list[str]:
         else:
             stem = chart.chart_id if position == 0 else f"{chart.chart_id}.{dataset.name}"
             path, csv_rel = ctx.csv_path(stem)
-            write_csv_atomic(dataset.output(), path)
+            write_csv_atomic(dataset.output(), path, durable=False)
             written.append(csv_rel)
         downloads.append((csv_rel, dataset.label))
     static = None
     if mode == "site+svg" and chart.spec is not None:
         path, _ = ctx.csv_path(chart.chart_id)
         static_path = path.with_suffix(".svg")
-        write_text_atomic(static_path, chart.to_svg())
+        write_text_atomic(static_path, chart.to_svg(), durable=False)
         static = str(static_path.relative_to(ctx.outputs_dir))
         written.append(static)
     if mode == "notebook":

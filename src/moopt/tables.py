@@ -376,8 +376,10 @@ class ResultsReader:
             [indicator_id, org_level, period_type, up_to])
 
     def funnel_parameters(self, indicator_id: str, org_level: str, period, period_type: str) -> pd.Series | None:
-        rows = self.frame("SELECT * FROM funnel_parameters WHERE indicator_id = ? AND org_level = ? "
-                          "AND period = ? AND period_type = ?", [indicator_id, org_level, period, period_type])
+        rows = self.national("funnel_parameters", (indicator_id, org_level, str(period), period_type),
+                             lambda: self.frame("SELECT * FROM funnel_parameters WHERE indicator_id = ? "
+                                                "AND org_level = ? AND period = ? AND period_type = ?",
+                                                [indicator_id, org_level, period, period_type]))
         return rows.iloc[0] if len(rows) else None
 
     def funnel_lines(self, indicator_id: str, org_level: str, period, period_type: str) -> pd.DataFrame:

@@ -91,10 +91,11 @@ def write_shared_dataset(outputs_dir: Path, dataset: ChartData) -> tuple[str, st
     js_rel, csv_rel = f"{stem}.js", f"{stem}.csv"
     js_path, csv_path = Path(outputs_dir) / js_rel, Path(outputs_dir) / csv_rel
     if not csv_path.is_file():
-        write_csv_atomic(dataset.output(), csv_path)
+        write_csv_atomic(dataset.output(), csv_path, durable=False)
     if not js_path.is_file():  # written last: its presence means both files are complete
         key = script_json(dataset.shared_key)
-        write_text_atomic(js_path, f"(window.MOOPT_DATA=window.MOOPT_DATA||{{}})[{key}]={records};\n")
+        write_text_atomic(js_path, f"(window.MOOPT_DATA=window.MOOPT_DATA||{{}})[{key}]={records};\n",
+                          durable=False)
     return js_rel, csv_rel
 
 
@@ -123,7 +124,8 @@ def write_shared_template(outputs_dir: Path, template: dict) -> tuple[str, str]:
     path = Path(outputs_dir) / rel
     if not path.is_file():
         text = text if text is not None else script_json(template)
-        write_text_atomic(path, f"(window.MOOPT_SPECS=window.MOOPT_SPECS||{{}})[{script_json(digest)}]={text};\n")
+        write_text_atomic(path, f"(window.MOOPT_SPECS=window.MOOPT_SPECS||{{}})[{script_json(digest)}]={text};\n",
+                          durable=False)
     return digest, rel
 
 
