@@ -107,11 +107,14 @@ VEGA_CONFIG: dict = {
         "labelLimit": 240,
         "labelOverlap": True,
     },
-    "axisX": {"grid": False, "labelAngle": 0},
+    # Titles never run past the plot: at 360 px a long axis title is cut to the plot's size
+    # (with an ellipsis; the caption and tooltips carry the full words) instead of overflowing.
+    "axisX": {"grid": False, "labelAngle": 0, "titleLimit": {"expr": "max(width, 120)"}},
+    "axisY": {"titleLimit": {"expr": "max(height, 120)"}},
     "legend": {
         "orient": "bottom",
         "direction": "horizontal",
-        "columns": 2,
+        "columns": {"expr": "width < 420 ? 1 : 2"},  # one column on a phone
         "labelFontSize": 12,
         "titleFontSize": 12,
         "labelLimit": 320,

@@ -532,12 +532,15 @@ def label_layers(base: alt.Chart, x_field: str, y_expr: str, text_expr: str, col
     """A text label above each row of ``base`` on a white halo, kept inside the plot.
 
     Near the left or right edge the label is aligned to stay within the chart,
-    and long names are cut at 240 px (the full name is in the tooltip).
+    and long names are cut to 60% of the plot's width, at most 300 px (the full name is in
+    the tooltip).
     """
     x_px = f"scale('x', datum.{x_field})"
     align = {"expr": f"{x_px} < width * 0.3 ? 'left' : {x_px} > width * 0.7 ? 'right' : 'center'"}
     labelled = base.transform_calculate(label_text=text_expr, label_y=y_expr)
-    common = dict(align=align, baseline="bottom", dy=dy, fontSize=size, fontWeight=weight, limit=300)
+    # At most 60% of the plot's width, so that a centred label stays inside it on a phone.
+    common = dict(align=align, baseline="bottom", dy=dy, fontSize=size, fontWeight=weight,
+                  limit={"expr": "min(300, width * 0.6)"})
     encoding = dict(x=alt.X(f"{x_field}:Q"), y=alt.Y("label_y:Q"), text=alt.Text("label_text:N"))
     halo = labelled.mark_text(stroke=NHS_WHITE, strokeWidth=4, strokeJoin="round", **common)
     text = labelled.mark_text(color=colour, **common)

@@ -343,7 +343,8 @@ def _spc_spec(unit: str, decimals: int, improvement_direction: str) -> dict:
                           sort=[alt.SortField("period", order="descending")])
         .transform_filter("datum.recency === 1")
         .transform_calculate(label="'Latest point: ' + datum.variation")
-        .mark_text(align="right", baseline="bottom", dy=-6, fontWeight="bold", color=NHS_DARK_GREY)
+        .mark_text(align="right", baseline="bottom", dy=-6, fontWeight="bold", color=NHS_DARK_GREY,
+                   limit={"expr": "width"})  # cut on a phone, never past the plot's left edge
         .encode(x=alt.value("width"), y=alt.value(0), text="label:N")
     )
     chart = alt.layer(limit_lines, limit_labels, values_line, points, latest_label).properties(
