@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "runner": "warm",
     # also write a static SVG of every chart (through vl-convert), shown where JavaScript is off
     "static_charts": False,
+    # compute and show indicators whose definition has status: draft (else only when named by --indicator)
+    "include_drafts": False,
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -97,6 +99,9 @@ class RunConfig:
     ingest_memory_limit: str | None = "2GB"
     month_drop_warning_share: float = 0.5
     static_charts: bool = False
+    include_drafts: bool = False
+    # Draft indicators computed in this run although include_drafts is off (named by --indicator).
+    named_drafts: tuple[str, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -275,6 +280,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"runner must be warm (one kernel per worker, reused) or papermill, not {p['runner']!r}.")
     if not isinstance(p["static_charts"], bool):
         fail(f"static_charts must be true or false, not {p['static_charts']!r}.")
+    if not isinstance(p["include_drafts"], bool):
+        fail(f"include_drafts must be true or false, not {p['include_drafts']!r}.")
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
@@ -331,6 +338,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         renderer=p["renderer"],
         runner=p["runner"],
         static_charts=p["static_charts"],
+        include_drafts=p["include_drafts"],
         raw=p,
         params_file=params_file,
     )
