@@ -192,7 +192,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("build", help="build everything: store, indicators, notebooks, site")
     add_common(sp)
     sp.add_argument("--orgs", help="comma-separated organisation codes (default: all at the level)")
-    sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region"])
+    sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region", "group"],
+                    help="organisation level of the pages (group: the groups of organisations.groupings)")
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
                                          "else the latest month in the data)")

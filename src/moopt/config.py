@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from moopt.orgs import ORG_LEVELS, check_safe_code
+from moopt.orgs import GROUP_LEVEL, ORG_LEVELS, check_safe_code
 
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 THEME_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -102,6 +102,8 @@ class RunConfig:
     include_drafts: bool = False
     # Draft indicators computed in this run although include_drafts is off (named by --indicator).
     named_drafts: tuple[str, ...] = ()
+    # CSV of practice_code, group_code, group_name: the run's own groups (organisations.groupings).
+    groupings_file: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -232,7 +234,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
     limit = None if limit is None else str(limit)
 
-    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes"})):
+    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes", "groupings"})):
         if not isinstance(p[section], dict):
             fail(f"'{section}' must be a mapping.")
         unknown = set(p[section]) - known
@@ -250,11 +252,18 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
 
     orgs = p["organisations"]
     level = orgs.get("level", "sub_icb")
-    if level not in ORG_LEVELS or level == "england":
+    if (level not in ORG_LEVELS and level != GROUP_LEVEL) or level == "england":
         fail(
             f"organisations.level {level!r} is not a level pages can be built for. "
-            f"Use one of: {', '.join(l for l in ORG_LEVELS if l != 'england')}."
+            f"Use one of: {', '.join(l for l in (*ORG_LEVELS, GROUP_LEVEL) if l != 'england')}."
         )
+    groupings = orgs.get("groupings")
+    if groupings is not None and not isinstance(groupings, str):
+        fail(f"organisations.groupings must be the path of a CSV file of practice_code, group_code, "
+             f"group_name, not {groupings!r}.")
+    if level == GROUP_LEVEL and not groupings:
+        fail("organisations.level is group, but organisations.groupings names no groupings file "
+             "(a CSV of practice_code, group_code, group_name).")
     codes = _as_list(orgs.get("codes", "all"), "organisations.codes")
     for code in codes or []:
         try:
@@ -339,6 +348,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         runner=p["runner"],
         static_charts=p["static_charts"],
         include_drafts=p["include_drafts"],
+        groupings_file=resolve_one(groupings),
         raw=p,
         params_file=params_file,
     )

@@ -28,8 +28,9 @@ from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, l
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
 from moopt.methodology import write_methodology
 from moopt.provenance import run_provenance
+from moopt.groupings import load_groupings
 from moopt.preview import PreviewRequest, left_out_drafts, run_indicators, split_preview_jobs
-from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
@@ -258,7 +259,7 @@ SOURCE_SUFFIXES = (".py", ".yml", ".yaml", ".csv", ".json")
 # (ODS organisation names are joined in from eccg/eauth files that are not logged) or is
 # small enough to hash in well under a second; prescribing and list sizes, the large ones,
 # come only from files that ingest_log records with size, time and run window.
-CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", "supplied")
+CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", "supplied", "practice_groups")
 # Libraries whose upgrade can change results.
 RESULT_LIBRARIES = ("duckdb", "ibis", "pandas", "numpy", "scipy")
 
@@ -443,6 +444,8 @@ def write_run_facts(con, config: RunConfig, synthetic: bool, start_ts: pd.Timest
 def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     """The organisations at the run's level, with parents; unknown requested codes are an error."""
     level = config.org_level
+    if level == GROUP_LEVEL:
+        return _groups_for_run(store, config)
     code_col, name_col = ORG_LEVEL_COLUMNS[level]
     chain = ["practice", "pcn", "sub_icb", "icb", "region"]
     parent_level = chain[chain.index(level) + 1] if level != "region" else None
@@ -473,6 +476,26 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     frame = frame.drop(columns=["n_closed"])
     frame["level"] = level
     return frame.where(frame.notna(), None).to_dict("records")
+
+
+def _groups_for_run(store: Store, config: RunConfig) -> list[dict]:
+    """The run's own groups (``practice_groups``); like the other levels, unknown codes are an error."""
+    frame = store.con.execute(
+        "SELECT group_code AS code, any_value(group_name) AS name, NULL AS parent_code, NULL AS parent_name, "
+        "NULL AS region_code, NULL AS region_name FROM practice_groups GROUP BY group_code ORDER BY group_code"
+    ).fetchdf()
+    if frame.empty:
+        raise ParameterError("organisations.level is group, but the groupings file gave no groups.")
+    if config.org_codes is not None:
+        names = dict(zip(frame["code"], frame["name"]))
+        unknown = [c for c in config.org_codes if c not in names]
+        if unknown:
+            raise ParameterError("Unknown group code(s): " + "; ".join(_unknown_code_text(c, names) for c in unknown)
+                                 + f" (asked for in organisations.codes or --orgs). The groupings file has "
+                                 f"{len(names)} groups, e.g. {', '.join(sorted(names)[:8])}.")
+        frame = frame[frame["code"].isin(config.org_codes)]
+    frame["level"] = GROUP_LEVEL
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def _unknown_code_text(code: str, names: dict[str, str | None]) -> str:
@@ -733,6 +756,9 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     reset_store_if_data_changed(config.store_path, files, say)
     with Store(config.store_path) as store:
         result.ingest = ingest_run(store, config, files, say)
+        groupings = load_groupings(store, config.groupings_file, say)  # the run's own groups, if any
+        if groupings is not None:
+            result.ingest.append(groupings)
         read = sum(r.rows_read for r in result.ingest)
         accepted = sum(r.rows_accepted for r in result.ingest)
         rejected = sum(r.rows_rejected for r in result.ingest)
