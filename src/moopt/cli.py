@@ -3,7 +3,8 @@
     moopt synth [--scale small|national]     write the synthetic national data set
     moopt build [--params FILE] [overrides]  data -> store -> indicators -> notebooks -> site
                                              (notebooks whose inputs are unchanged are reused; --force
-                                             runs them all)
+                                             runs them all; --indicator ID re-runs only its pages;
+                                             --drafts computes draft indicators)
     moopt ingest [--params FILE]             validate and load the run's files into the store
     moopt fetch [--months A:B] [--icb ...]    download EPD months (NHSBSA open data portal) or a file
     moopt indicators list | check            the indicator library
@@ -48,6 +49,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over["renderer"] = args.renderer
     if getattr(args, "outputs", None):
         over["outputs"] = args.outputs
+    if getattr(args, "drafts", False):
+        over["include_drafts"] = True
     if getattr(args, "synthetic_scale", None):
         over.setdefault("data", {})["synthetic_scale"] = args.synthetic_scale
     return over
@@ -100,14 +103,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from moopt.pipeline import build
+    from moopt.pipeline import build, themes_for_run
+    from moopt.preview import preview_request
     from moopt.runner import reuse_line
 
     config = load_config(args.params, overrides=_overrides(args))
+    config, preview = preview_request(config, args.indicator, args.theme,
+                                      [t.id for t in themes_for_run(config)])
     _say(f"moopt {__version__} build: level {config.org_level}, "
          f"organisations {'all' if config.org_codes is None else ','.join(config.org_codes)}, "
          f"themes {'all' if config.themes is None else ','.join(config.themes)}, outputs {config.outputs_dir}")
-    result = build(config, progress=_say, render_site=not args.no_site, force=args.force)
+    result = build(config, progress=_say, render_site=not args.no_site, force=args.force, preview=preview)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     _say(f"finished: {times}")
     if result.notebooks:
@@ -186,7 +192,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("build", help="build everything: store, indicators, notebooks, site")
     add_common(sp)
     sp.add_argument("--orgs", help="comma-separated organisation codes (default: all at the level)")
-    sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region"])
+    sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region", "group"],
+                    help="organisation level of the pages (group: the groups of organisations.groupings)")
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
                                          "else the latest month in the data)")
@@ -196,6 +203,15 @@ def parser() -> argparse.ArgumentParser:
                     help="warm: one kernel per worker, reused (default); papermill: a new kernel each")
     sp.add_argument("--synthetic-scale", choices=["national", "small"],
                     help="regenerate synthetic data at this scale if the current set differs")
+    sp.add_argument("--indicator", action="append", metavar="ID",
+                    help="preview: re-run only the pages that show this indicator (its theme's pages, the "
+                         "summaries, the England overview) and keep every other page from the last build; "
+                         "a draft named here is computed. Repeat or comma-separate for several")
+    sp.add_argument("--theme", action="append", metavar="ID",
+                    help="preview: re-run only this theme's pages (and the summaries and overview)")
+    sp.add_argument("--drafts", action="store_true",
+                    help="compute and show draft indicators (status: draft), marked Draft on every page "
+                         "(run file: include_drafts: true)")
     sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")
     sp.add_argument("--force", action="store_true",
                     help="run every notebook, even those whose inputs are unchanged since the last build")

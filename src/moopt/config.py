@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from moopt.orgs import ORG_LEVELS, check_safe_code
+from moopt.orgs import GROUP_LEVEL, ORG_LEVELS, check_safe_code
 
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 THEME_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "runner": "warm",
     # also write a static SVG of every chart (through vl-convert), shown where JavaScript is off
     "static_charts": False,
+    # compute and show indicators whose definition has status: draft (else only when named by --indicator)
+    "include_drafts": False,
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -97,6 +99,11 @@ class RunConfig:
     ingest_memory_limit: str | None = "2GB"
     month_drop_warning_share: float = 0.5
     static_charts: bool = False
+    include_drafts: bool = False
+    # Draft indicators computed in this run although include_drafts is off (named by --indicator).
+    named_drafts: tuple[str, ...] = ()
+    # CSV of practice_code, group_code, group_name: the run's own groups (organisations.groupings).
+    groupings_file: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -227,7 +234,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
     limit = None if limit is None else str(limit)
 
-    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes"})):
+    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes", "groupings"})):
         if not isinstance(p[section], dict):
             fail(f"'{section}' must be a mapping.")
         unknown = set(p[section]) - known
@@ -245,11 +252,18 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
 
     orgs = p["organisations"]
     level = orgs.get("level", "sub_icb")
-    if level not in ORG_LEVELS or level == "england":
+    if (level not in ORG_LEVELS and level != GROUP_LEVEL) or level == "england":
         fail(
             f"organisations.level {level!r} is not a level pages can be built for. "
-            f"Use one of: {', '.join(l for l in ORG_LEVELS if l != 'england')}."
+            f"Use one of: {', '.join(l for l in (*ORG_LEVELS, GROUP_LEVEL) if l != 'england')}."
         )
+    groupings = orgs.get("groupings")
+    if groupings is not None and not isinstance(groupings, str):
+        fail(f"organisations.groupings must be the path of a CSV file of practice_code, group_code, "
+             f"group_name, not {groupings!r}.")
+    if level == GROUP_LEVEL and not groupings:
+        fail("organisations.level is group, but organisations.groupings names no groupings file "
+             "(a CSV of practice_code, group_code, group_name).")
     codes = _as_list(orgs.get("codes", "all"), "organisations.codes")
     for code in codes or []:
         try:
@@ -275,6 +289,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"runner must be warm (one kernel per worker, reused) or papermill, not {p['runner']!r}.")
     if not isinstance(p["static_charts"], bool):
         fail(f"static_charts must be true or false, not {p['static_charts']!r}.")
+    if not isinstance(p["include_drafts"], bool):
+        fail(f"include_drafts must be true or false, not {p['include_drafts']!r}.")
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
@@ -331,6 +347,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         renderer=p["renderer"],
         runner=p["runner"],
         static_charts=p["static_charts"],
+        include_drafts=p["include_drafts"],
+        groupings_file=resolve_one(groupings),
         raw=p,
         params_file=params_file,
     )

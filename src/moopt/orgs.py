@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 # Levels from the smallest to the largest. The names are the domain's words.
 ORG_LEVELS: tuple[str, ...] = ("practice", "pcn", "sub_icb", "icb", "region", "england")
+# A run's own groups of practices (localities, federations, a research cohort), named in a
+# groupings file (see moopt.groupings). Outside the hierarchy: a group may span any parents.
+GROUP_LEVEL = "group"
 
 ORG_LEVEL_LABELS: dict[str, str] = {
     "practice": "GP practice",
@@ -19,6 +22,7 @@ ORG_LEVEL_LABELS: dict[str, str] = {
     "icb": "Integrated care board",
     "region": "NHS England region",
     "england": "England",
+    GROUP_LEVEL: "Group of practices",
 }
 
 # Plural forms for running text ("higher than 40% of sub-ICB locations").
@@ -29,6 +33,7 @@ ORG_LEVEL_PLURALS: dict[str, str] = {
     "icb": "integrated care boards",
     "region": "NHS England regions",
     "england": "England",
+    GROUP_LEVEL: "groups of practices",
 }
 
 # Column of the organisation table that holds each level's code and name.
@@ -38,6 +43,8 @@ ORG_LEVEL_COLUMNS: dict[str, tuple[str, str]] = {
     "sub_icb": ("sub_icb_code", "sub_icb_name"),
     "icb": ("icb_code", "icb_name"),
     "region": ("region_code", "region_name"),
+    # Not a column of the organisations table: the practice_groups table the groupings file fills.
+    GROUP_LEVEL: ("group_code", "group_name"),
 }
 
 ENGLAND_CODE = "ENG"
@@ -48,10 +55,10 @@ SAFE_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 
 
 def check_org_level(level: str) -> str:
-    """Return ``level`` if it is a known organisation level, else raise ValueError."""
-    if level not in ORG_LEVELS:
+    """Return ``level`` if it is a known organisation level (or the groups level), else raise ValueError."""
+    if level not in ORG_LEVELS and level != GROUP_LEVEL:
         raise ValueError(
-            f"Unknown organisation level {level!r}. Use one of: {', '.join(ORG_LEVELS)}."
+            f"Unknown organisation level {level!r}. Use one of: {', '.join((*ORG_LEVELS, GROUP_LEVEL))}."
         )
     return level
 

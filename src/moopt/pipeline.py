@@ -28,7 +28,9 @@ from moopt.indicators.definitions import DEFINITIONS_DIR, Theme, built_themes, l
 from moopt.indicators.engine import IndicatorEngine, proportion_overflow
 from moopt.methodology import write_methodology
 from moopt.provenance import run_provenance
-from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.groupings import load_groupings
+from moopt.preview import PreviewRequest, left_out_drafts, run_indicators, split_preview_jobs
+from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
@@ -257,7 +259,7 @@ SOURCE_SUFFIXES = (".py", ".yml", ".yaml", ".csv", ".json")
 # (ODS organisation names are joined in from eccg/eauth files that are not logged) or is
 # small enough to hash in well under a second; prescribing and list sizes, the large ones,
 # come only from files that ingest_log records with size, time and run window.
-CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", "supplied")
+CONTENT_KEYED_TABLES = ("organisations", "practice_attributes", "cost_centres", "supplied", "practice_groups")
 # Libraries whose upgrade can change results.
 RESULT_LIBRARIES = ("duckdb", "ibis", "pandas", "numpy", "scipy")
 
@@ -329,6 +331,7 @@ def _engine_inputs_digest(store: Store, config: RunConfig, with_definitions: boo
         h.update(b"without definitions" + package_source_digest(exclude=inside).encode())
     h.update(_library_versions().encode())
     h.update(f"{config.period_end}|{config.period_months}".encode())
+    h.update(("computed:" + ",".join(i.id for i in run_indicators(config))).encode())  # drafts in or out
     return h.hexdigest()
 
 
@@ -388,7 +391,7 @@ def compute_indicators(config: RunConfig, store: Store, synthetic: bool, progres
 
 def _engine_and_results(config: RunConfig, store: Store, key: str, stored: dict, start_ts, end_ts, say) -> dict:
     con = store.con
-    indicators = load_indicators()
+    indicators = run_indicators(config)  # drafts only when asked for
     backend = ibis.duckdb.from_connection(con)
     if stored.get("engine_key") == key:
         say("indicator table is up to date (inputs and definitions unchanged)")
@@ -441,6 +444,8 @@ def write_run_facts(con, config: RunConfig, synthetic: bool, start_ts: pd.Timest
 def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     """The organisations at the run's level, with parents; unknown requested codes are an error."""
     level = config.org_level
+    if level == GROUP_LEVEL:
+        return _groups_for_run(store, config)
     code_col, name_col = ORG_LEVEL_COLUMNS[level]
     chain = ["practice", "pcn", "sub_icb", "icb", "region"]
     parent_level = chain[chain.index(level) + 1] if level != "region" else None
@@ -471,6 +476,26 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     frame = frame.drop(columns=["n_closed"])
     frame["level"] = level
     return frame.where(frame.notna(), None).to_dict("records")
+
+
+def _groups_for_run(store: Store, config: RunConfig) -> list[dict]:
+    """The run's own groups (``practice_groups``); like the other levels, unknown codes are an error."""
+    frame = store.con.execute(
+        "SELECT group_code AS code, any_value(group_name) AS name, NULL AS parent_code, NULL AS parent_name, "
+        "NULL AS region_code, NULL AS region_name FROM practice_groups GROUP BY group_code ORDER BY group_code"
+    ).fetchdf()
+    if frame.empty:
+        raise ParameterError("organisations.level is group, but the groupings file gave no groups.")
+    if config.org_codes is not None:
+        names = dict(zip(frame["code"], frame["name"]))
+        unknown = [c for c in config.org_codes if c not in names]
+        if unknown:
+            raise ParameterError("Unknown group code(s): " + "; ".join(_unknown_code_text(c, names) for c in unknown)
+                                 + f" (asked for in organisations.codes or --orgs). The groupings file has "
+                                 f"{len(names)} groups, e.g. {', '.join(sorted(names)[:8])}.")
+        frame = frame[frame["code"].isin(config.org_codes)]
+    frame["level"] = GROUP_LEVEL
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def _unknown_code_text(code: str, names: dict[str, str | None]) -> str:
@@ -632,6 +657,22 @@ def assign_cache_keys(jobs: list[NotebookJob], inputs: PageCacheInputs, orgs: li
 
 # -- the build -------------------------------------------------------------------------------------------
 
+def _run_pages(jobs: list[NotebookJob], config: RunConfig, say, force: bool,
+               preview: PreviewRequest | None) -> list[NotebookResult]:
+    """Run the notebooks; in a preview only those of the pages that show what is previewed."""
+    if preview is None:
+        return run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
+                             mode=config.runner, force=force)
+    to_run, kept = split_preview_jobs(jobs, preview, config.outputs_dir)
+    say(f"preview of {preview.describe()}: {len(to_run)} page(s) that show it (or that the last build did not "
+        f"leave) are run; {len(kept)} other page(s) are kept from the last build")
+    ran = run_notebooks([jobs[i] for i in to_run], config.outputs_dir, config.workers, config.project_dir,
+                        say, mode=config.runner, force=force)
+    results = dict(kept)
+    results.update(zip(to_run, ran))
+    return [results[i] for i in range(len(jobs))]
+
+
 def check_run_request(config: RunConfig) -> list[Theme]:
     """Check what can be checked before any data is read; return the run's themes.
 
@@ -649,7 +690,8 @@ def check_period_end(store: Store, config: RunConfig) -> None:
     resolve_period(config, store.months())
 
 
-def build(config: RunConfig, progress=None, render_site: bool = True, force: bool = False) -> BuildResult:
+def build(config: RunConfig, progress=None, render_site: bool = True, force: bool = False,
+          preview: PreviewRequest | None = None) -> BuildResult:
     """Run everything; return what happened. Notebook failures are collected, not raised.
 
     Parameters
@@ -662,6 +704,9 @@ def build(config: RunConfig, progress=None, render_site: bool = True, force: boo
         Publish the site (``outputs/site``) at the end.
     force : bool
         Run every notebook, even those the build cache would reuse.
+    preview : PreviewRequest, optional
+        Re-run only the pages that show these indicators or themes (see :mod:`moopt.preview`);
+        every other page is kept from the last build. Made by :func:`moopt.preview.preview_request`.
 
     Returns
     -------
@@ -694,11 +739,11 @@ def build(config: RunConfig, progress=None, render_site: bool = True, force: boo
         if removed:
             say(f"removed {removed} unfinished notebook(s) left by an interrupted run")
         remove_interrupted_site_folders(config.outputs_dir, say)
-        return _build_locked(config, themes, say, render_site, force)
+        return _build_locked(config, themes, say, render_site, force, preview)
 
 
 def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool,
-                  force: bool = False) -> BuildResult:
+                  force: bool = False, preview: PreviewRequest | None = None) -> BuildResult:
     result = BuildResult()
     t0 = time.perf_counter()
 
@@ -711,6 +756,9 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     reset_store_if_data_changed(config.store_path, files, say)
     with Store(config.store_path) as store:
         result.ingest = ingest_run(store, config, files, say)
+        groupings = load_groupings(store, config.groupings_file, say)  # the run's own groups, if any
+        if groupings is not None:
+            result.ingest.append(groupings)
         read = sum(r.rows_read for r in result.ingest)
         accepted = sum(r.rows_accepted for r in result.ingest)
         rejected = sum(r.rows_rejected for r in result.ingest)
@@ -722,7 +770,10 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
         orgs = organisations_for_run(store, config)
         check_period_end(store, config)
 
-        say("3/5 indicators: computing every indicator for every organisation level")
+        left_out = left_out_drafts(config)
+        say("3/5 indicators: computing every indicator for every organisation level"
+            + (f" (draft {', '.join(left_out)} left out: --drafts or include_drafts: true computes drafts)"
+               if left_out else ""))
         t = time.perf_counter()
         engine_info = compute_indicators(config, store, files.synthetic, say)
         result.seconds["indicators"] = time.perf_counter() - t
@@ -737,8 +788,7 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     # From here the notebooks on disk stop matching the last manifest until the new one is written.
     mark_unfinished(config.outputs_dir)
     with _kernel_environment(MOOPT_CHART_MODE=page_chart_mode(config)):
-        result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
-                                         mode=config.runner, force=force)
+        result.notebooks = _run_pages(jobs, config, say, force, preview)
     result.seconds["notebooks"] = time.perf_counter() - t
 
     manifest = {
@@ -762,9 +812,12 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
                     "indicators": []}] + [{"id": th.id, "title": th.title, "description": th.description,
                     "indicators": [{"id": i.id, "title": i.title, "short_title": i.short_title,
                                     "improvement_direction": i.improvement_direction, "unit": i.unit}
-                                   for i in load_indicators() if i.theme == th.id]}
+                                   for i in run_indicators(config) if i.theme == th.id]}
                    for th in themes],
         "notebooks": [r.to_dict() for r in result.notebooks],
+        "drafts": [i.id for i in run_indicators(config) if i.status == "draft"],
+        "preview": None if preview is None else {"indicators": list(preview.indicators),
+                                                 "themes": list(preview.themes)},
         "ingest": [vars(r) for r in result.ingest],
         "engine": engine_info,
         "extra_pages": write_methodology(config.outputs_dir),

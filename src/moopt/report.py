@@ -37,6 +37,14 @@ SYNTHETIC_NOTICE = (
 )
 
 
+def draft_mark(indicator: Indicator) -> str:
+    """HTML put after the heading of an indicator still in draft (``status: draft``); else nothing."""
+    if indicator.status != "draft":
+        return ""
+    return (' <span class="moopt-draft" title="A draft definition: computed only when asked for, '
+            'not yet reviewed for publication">Draft</span>')
+
+
 def _display(obj_html: str) -> None:
     """Show HTML in a notebook (and print a plain fallback outside one)."""
     try:
@@ -486,10 +494,12 @@ class ThemePage:
         with_reference = any(get_indicator(i).reference_line for i in indicator_ids)
         for ind_id in indicator_ids:
             ind = get_indicator(ind_id)
+            if ind.status == "draft" and IndicatorData(self.ctx, ind).org_rows.empty:
+                continue  # a draft this run did not compute is not shown
             latest = IndicatorData(self.ctx, ind).latest
             d = ind.value_decimals
             rows.append({
-                "Indicator": f"{ind.id} {ind.short_title}",
+                "Indicator": f"{ind.id} {ind.short_title}" + (" (draft)" if ind.status == "draft" else ""),
                 "Unit": ind.unit,
                 self.ctx.org_code: _fmt(latest["value"], d) if latest is not None else "no value",
                 "England": _fmt(latest["england_value"], d) if latest is not None else "no value",
@@ -512,13 +522,15 @@ class ThemePage:
             raise ValueError(f"{indicator_id} belongs to theme {ind.theme!r}, not {self.theme.id!r}.")
         data = IndicatorData(self.ctx, ind)
         ctx = self.ctx
+        if data.org_rows.empty and ind.status == "draft":
+            return  # drafts are shown only in runs that compute them (moopt build --drafts)
         if data.org_rows.empty:  # e.g. a supplied indicator whose file this run does not include
             _display(f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
                      f"<p>No data for this indicator in this run"
                      f"{' (its supplied file was not loaded)' if ind.is_supplied else ''}.</p>")
             return
         _display(
-            f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
+            f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}{draft_mark(ind)}</h3>'
             f"<p>{html.escape(ind.description)}</p>"
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
             + "".join(f"<p>{html.escape(text)}</p>" for text in (
@@ -631,7 +643,7 @@ class OverviewPage:
             d = ind.value_decimals
             rows.append({
                 "Theme": themes[ind.theme][1],
-                "Indicator": f"{ind.id} {ind.short_title}",
+                "Indicator": f"{ind.id} {ind.short_title}" + (" (draft)" if ind.status == "draft" else ""),
                 "Unit": ind.unit,
                 "Period": period_label(data.period, data.period_type).removeprefix("the "),
                 "England": _fmt(england["value"].iloc[0] if len(england) else math.nan, d),
@@ -655,10 +667,12 @@ class OverviewPage:
         reader = self.ctx.reader
         rows = reader.org_rows(ind.id, "england", ENGLAND_CODE, self.ctx.latest_period)
         rows = rows[rows["period_type"] == period_type]
+        if rows.empty and ind.status == "draft":
+            return  # a draft this run did not compute
         deciles = reader.level_series(ind.id, self.level, period_type, self.ctx.latest_period)
         rows = rows.drop(columns=[c for c in rows.columns if c.startswith("decile_")]).merge(
             deciles, on="period", how="left")
-        _display(f"<h3>{html.escape(ind.id)}: {html.escape(ind.title)}</h3>"
+        _display(f"<h3>{html.escape(ind.id)}: {html.escape(ind.title)}{draft_mark(ind)}</h3>"
                  f"<p>{html.escape(ind.description)}</p>")
         chart = charts.plot_trend_with_deciles(
             rows, org_code=ENGLAND_CODE, org_level="england", indicator_title=ind.short_title,

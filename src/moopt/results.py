@@ -87,6 +87,10 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     frames = []
     weighted = base.assign(dep_x_list=base["deprivation_score"] * base["list_size"])
     for level, (code_col, _) in ORG_LEVEL_COLUMNS.items():
+        if code_col not in weighted.columns:
+            # A run's own groups (moopt.groupings) get no peers: the user chose their members,
+            # so there is no national set of such groups to find similar ones in.
+            continue
         g = weighted.groupby(code_col, as_index=False).agg(
             list_size=("list_size", "sum"), aged_65_plus=("aged_65_plus", "sum"),
             age_known=("age_known", "sum"), dep_x_list=("dep_x_list", "sum"))

@@ -104,20 +104,23 @@ def write_cache_record(job: NotebookJob, result: NotebookResult) -> None:
     write_text_atomic(cache_record_path(job), json.dumps(record))
 
 
-def reusable_result(job: NotebookJob, outputs_dir: Path) -> NotebookResult | None:
+def reusable_result(job: NotebookJob, outputs_dir: Path, same_key: bool = True) -> NotebookResult | None:
     """The result of ``job``'s earlier run when it can be reused as it is, else None.
 
     Reusable: the job has a key; its record says the notebook ran ok under that same key;
     the executed notebook is the one recorded (size and modification time); and every CSV
-    download listed exists.
+    download listed exists. With ``same_key`` False the key may differ: the last good
+    notebook is kept although its inputs changed (``moopt build --indicator`` keeps the
+    pages that do not show the indicator); its record keeps the old key, so the next full
+    build re-runs it.
     """
-    if job.cache_key is None:
+    if job.cache_key is None and same_key:
         return None
     try:
         record = json.loads(cache_record_path(job).read_text())
         output = Path(job.output)
-        if (not isinstance(record, dict) or record.get("key") != job.cache_key or record.get("status") != "ok"
-                or record.get("notebook") != _notebook_stamp(output)):
+        if (not isinstance(record, dict) or (same_key and record.get("key") != job.cache_key)
+                or record.get("status") != "ok" or record.get("notebook") != _notebook_stamp(output)):
             return None
         csv = [str(c) for c in record.get("csv") or []]
     except (OSError, ValueError, TypeError):  # no record, no notebook, or an unreadable record

@@ -72,7 +72,7 @@ def _cols(*specs: tuple[str, str, str]) -> tuple[Column, ...]:
 
 SERIES_KEY = (
     ("indicator_id", "VARCHAR", "Indicator id, e.g. AMR01 (see the definitions)."),
-    ("org_level", "VARCHAR", "practice, pcn, sub_icb, icb, region or england."),
+    ("org_level", "VARCHAR", "practice, pcn, sub_icb, icb, region or england; group for a run's own groups."),
     ("org_code", "VARCHAR", "Organisation code at that level (ENG for England)."),
 )
 PERIOD_KEY = (
@@ -95,6 +95,7 @@ INDICATOR_VALUE_COLUMNS = (
     ("sub_icb_code", "VARCHAR", "Parent sub-ICB location (rows below it)."),
     ("icb_code", "VARCHAR", "Parent ICB (rows below it)."),
     ("region_code", "VARCHAR", "Parent region (rows below it)."),
+    ("group_code", "VARCHAR", "The run's own group of practices (practice rows of runs with a groupings file)."),
     *PERIOD_KEY,
     ("numerator", "DOUBLE", "Sum of the numerator over member practices (and months for 12-month values)."),
     ("denominator", "DOUBLE", "Sum of the denominator; population denominators are averaged over 12 months."),
@@ -354,7 +355,7 @@ class ResultsReader:
                     parent_column: str | None = None, parent_code: str | None = None) -> pd.DataFrame:
         where, params = "", [indicator_id, org_level, period, period_type]
         if parent_column is not None:
-            if parent_column not in ("pcn_code", "sub_icb_code", "icb_code", "region_code"):
+            if parent_column not in ("pcn_code", "sub_icb_code", "icb_code", "region_code", "group_code"):
                 raise ValueError(f"Unknown parent column {parent_column!r}.")
             where, params = f" AND {parent_column} = ?", [*params, parent_code]
         return self.frame(

@@ -691,6 +691,7 @@ _LEVEL_WORDS: dict[str, tuple[str, str]] = {
     "icb": ("integrated care board", "integrated care boards"),
     "region": ("NHS England region", "NHS England regions"),
     "england": ("England", "England"),
+    "group": ("group of practices", "groups of practices"),  # a run's own groups (moopt.groupings)
 }
 
 

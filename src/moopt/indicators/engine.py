@@ -55,7 +55,7 @@ import ibis.expr.types as ir
 from moopt.indicators.definitions import CodeSet, Component, Indicator, LookupUse
 from moopt.indicators.lookups import Lookup, get_lookup, month_start
 from moopt.indicators.denominators import quinary_weights
-from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, ORG_LEVEL_COLUMNS, ORG_LEVELS
+from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ MEASURE_COLUMNS = {"items": "items", "quantity": "total_quantity", "adq": "adq_u
 DECILES = tuple(range(10, 100, 10))
 # The spread of a level in a period, on every row: deciles, then what the summary spine draws.
 SPREAD_COLUMNS = (*(f"decile_{d}" for d in DECILES), "lowest", "quartile_25", "quartile_75", "highest")
-PARENT_COLUMNS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
+HIERARCHY_PARENTS = ("pcn_code", "sub_icb_code", "icb_code", "region_code")
+# A practice's row also names the run's own group it is in (see moopt.groupings), if any.
+PARENT_COLUMNS = (*HIERARCHY_PARENTS, "group_code")
+GROUPS_TABLE = "practice_groups"
 RESULT_TABLE = "indicator_values"
 # DuckDB adds doubles in whatever order its threads meet them, so a sum of doubles can differ
 # in its last bits from one run to the next. Every sum is taken over decimals instead: each
@@ -350,12 +353,33 @@ class IndicatorEngine:
 
     # -- step 3: every organisation level --------------------------------------------------------------
 
-    def level_months(self, practice_long: ir.Table) -> ir.Table:
+    def organisations(self) -> ir.Table:
+        """The organisations table with each practice's own group (``group_code``, ``group_name``).
+
+        Both are null for a practice in no group, and for every practice when the store has no
+        ``practice_groups`` table (a run without a groupings file).
+        """
         orgs = self.backend.table("organisations")
+        try:
+            groups = self.backend.table(GROUPS_TABLE)
+        except Exception:  # noqa: BLE001 - a store written before groupings existed (ibis raises per backend)
+            return orgs.mutate(group_code=ibis.null("string"), group_name=ibis.null("string"))
+        joined = orgs.left_join(groups, "practice_code")
+        return joined.select(orgs, groups.group_code, groups.group_name)
+
+    def has_groups(self) -> bool:
+        try:
+            return int(self.backend.table(GROUPS_TABLE).count().execute()) > 0
+        except Exception:  # noqa: BLE001 - no table: no groups
+            return False
+
+    def level_months(self, practice_long: ir.Table) -> ir.Table:
+        orgs = self.organisations()
         joined = practice_long.join(orgs, "practice_code")
         keys = ["indicator_id", "month", "multiplier", "population_denominator"]
         per_level = []
-        for level in ORG_LEVELS:
+        levels = [*ORG_LEVELS, GROUP_LEVEL] if self.has_groups() else list(ORG_LEVELS)
+        for level in levels:
             if level == "practice":
                 t = joined
                 code, name = t.practice_code, t.practice_name
@@ -367,7 +391,7 @@ class IndicatorEngine:
             # Above practice level, a practice counts (in numerator and denominator alike) only in
             # months it has the denominator. An organisation none of whose practices has one keeps
             # its row, with no value, rather than vanishing.
-            t = joined
+            t = joined.filter(joined.group_code.notnull()) if level == GROUP_LEVEL else joined
             sums = {
                 "numerator": exact_sum(ibis.ifelse(t.denominator.notnull(), t.numerator, ibis.null("float64"))),
                 "denominator": exact_sum(t.denominator),
@@ -379,7 +403,9 @@ class IndicatorEngine:
                                  org_name=ibis.literal(ENGLAND_NAME))
             else:
                 code_col, name_col = ORG_LEVEL_COLUMNS[level]
-                parents = PARENT_COLUMNS[PARENT_COLUMNS.index(code_col) + 1:]
+                # A group has no parent: its practices may be anywhere in the hierarchy.
+                parents = HIERARCHY_PARENTS[HIERARCHY_PARENTS.index(code_col) + 1:] \
+                    if code_col in HIERARCHY_PARENTS else ()
                 agg = t.group_by([*keys, code_col]).aggregate(
                     org_name=t[name_col].max(), **sums, **{p: t[p].max() for p in parents})
                 agg = agg.rename(org_code=code_col).mutate(org_level=ibis.literal(level))
@@ -417,21 +443,24 @@ class IndicatorEngine:
         multipliers = ibis.memtable(
             {"indicator_id": ids, "multiplier": [float(i.multiplier) for i in self.supplied]})
         sup = sup.join(multipliers, "indicator_id")
-        orgs = self.backend.table("organisations")
+        orgs = self.organisations()
+        groups = self.has_groups()
         keys = ["indicator_id", "period", "period_type", "breakdown", "multiplier"]
         chain = [lvl for lvl in ORG_LEVELS if lvl != "england"]
         parts = []
         for i, source in enumerate(chain):
             code_col = ORG_LEVEL_COLUMNS[source][0]
-            above = [c for lvl in chain[i:] for c in ORG_LEVEL_COLUMNS[lvl]]
+            # Only practice-level supplied rows can be summed into the run's own groups.
+            own_groups = [GROUP_LEVEL] if groups and source == "practice" else []
+            above = [c for lvl in [*chain[i:], *own_groups] for c in ORG_LEVEL_COLUMNS[lvl]]
             mapping = orgs.group_by(code_col).aggregate(
                 **{c: orgs[c].max() for c in above if c != code_col})
             rows = sup.filter(sup.org_level == source)
             joined = rows.join(mapping, rows.org_code == mapping[code_col]).select(
                 rows, *[mapping[c] for c in above if c != code_col])
             joined = joined.mutate(**{code_col: joined.org_code})
-            for target in [*chain[i:], "england"]:
-                t = joined
+            for target in [*chain[i:], "england", *own_groups]:
+                t = joined.filter(joined.group_code.notnull()) if target == GROUP_LEVEL else joined
                 sums = {"numerator": exact_sum(t.numerator), "denominator": exact_sum(t.denominator),
                         "n_practices": t.org_code.count()}
                 if target == "england":
@@ -440,8 +469,12 @@ class IndicatorEngine:
                         org_name=ibis.literal(ENGLAND_NAME))
                 else:
                     tcode, tname = ORG_LEVEL_COLUMNS[target]
-                    parents = PARENT_COLUMNS[PARENT_COLUMNS.index(tcode) + 1:] if tcode in PARENT_COLUMNS \
-                        else PARENT_COLUMNS
+                    if tcode in HIERARCHY_PARENTS:
+                        parents = HIERARCHY_PARENTS[HIERARCHY_PARENTS.index(tcode) + 1:]
+                    elif target == GROUP_LEVEL:
+                        parents = ()
+                    else:  # practice rows name every parent there is (their group only when grouped)
+                        parents = [p for p in PARENT_COLUMNS if p in t.columns]
                     name_expr = t[tname].max() if tname in t.columns else t[tcode].max()
                     agg = t.group_by([*keys, tcode]).aggregate(
                         org_name=name_expr, **sums, **{p: t[p].max() for p in parents})
@@ -528,7 +561,7 @@ class IndicatorEngine:
             for line in EngineReport(0, 0, 0.0, 0, [], unmatched).lookup_lines():
                 say(f"note: {line}")
             monthly = self.backend.create_table("_level_months", self.level_months(long), overwrite=True)
-            say(f"aggregated to {len(ORG_LEVELS)} organisation levels [{time.perf_counter() - started:.1f}s]")
+            say(f"aggregated to {len(ORG_LEVELS) + self.has_groups()} organisation levels [{time.perf_counter() - started:.1f}s]")
             values = self.with_rolling(monthly)
         supplied = self.supplied_levels()
         if supplied is not None:
