@@ -45,8 +45,10 @@ import yaml
 from moopt.orgs import ORG_LEVELS
 
 from moopt.site.downloads import (
-    CSV_FILE,
-    PARQUET_FILE,
+    HISTORY_PARQUET_FILE,
+    LATEST_CSV_FILE,
+    LATEST_PARQUET_FILE,
+    PRACTICE_LEVEL,
     RESULTS_TABLE,
     SIGNIFICANT_FIGURES,
     STORE_FILE,
@@ -307,7 +309,8 @@ def _index_body(
         lines += [
             "## Download all results",
             "",
-            f"Every indicator for every organisation and period in this run ({results.rows:,} rows), "
+            f"Every indicator for every organisation in this run, latest period "
+            f"({results.latest_rows:,} rows) and every period ({results.history_rows:,} rows), "
             f"as CSV or Parquet: {md_link('download all results, with the data dictionary', DOWNLOADS[1])}.",
             "",
         ]
@@ -397,8 +400,8 @@ def _about_body(plan: SitePlan, results: ResultsOverview | None = None) -> str:
     ]
     if results is not None:
         lines += [
-            f"The whole results table of this run is one download, as CSV or Parquet, with a data "
-            f"dictionary of its columns: {md_link('download all results', DOWNLOADS[1])}.",
+            f"The results of this run are downloads, as CSV or Parquet, with a data "
+            f"dictionary of their columns: {md_link('download all results', DOWNLOADS[1])}.",
             "",
         ]
     lines += [
@@ -473,22 +476,46 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
     from moopt.tables import TABLES
 
     table = TABLES[RESULTS_TABLE]
-    levels = [level_label(level) for level in ORG_LEVELS if level in results.levels]
+    levels = md_text(", ".join(level_label(level) for level in ORG_LEVELS if level in results.download_levels))
+    practices = PRACTICE_LEVEL in results.levels and PRACTICE_LEVEL not in results.download_levels
+
+    def link(path: str, text: str, note: str) -> str:
+        return (f'<li><a href="{path}" download>{html_text(text)} ({PurePosixPath(path).name})</a>'
+                f" – {html_text(note)}</li>\n")
+
     links = (
         '<ul class="moopt-downloads">\n'
-        f'<li><a href="{CSV_FILE}" download>All results as CSV ({PurePosixPath(CSV_FILE).name})</a>'
-        " – opens in a spreadsheet</li>\n"
-        f'<li><a href="{PARQUET_FILE}" download>All results as Parquet '
-        f"({PurePosixPath(PARQUET_FILE).name})</a> – smaller and typed, for R, Python or DuckDB</li>\n"
-        "</ul>"
+        + link(LATEST_CSV_FILE, "Latest results as CSV", f"{results.latest_rows:,} rows; opens in a spreadsheet")
+        + link(LATEST_PARQUET_FILE, "Latest results as Parquet",
+               "the same rows, smaller and typed, for R, Python or DuckDB")
+        + link(HISTORY_PARQUET_FILE, "Every period as Parquet", f"{results.history_rows:,} rows")
+        + "</ul>"
     )
     lines = [
-        "Everything this run calculated in one table: every indicator, for every organisation "
-        f"at every level ({md_text(', '.join(levels))}) and every period, "
-        f"{results.rows:,} rows. Both files hold the same rows and columns; one row per "
-        f"{md_text(table.grain)}. Data period: {md_text(_period_text(plan.period) or 'not recorded')}.",
+        f"The results of this run, one row per {md_text(table.grain)}, in three files with the same "
+        f"columns. Data period: {md_text(_period_text(plan.period) or 'not recorded')}.",
         "",
         raw_html_block(links),
+        "## What each file holds",
+        "",
+        f"- **{PurePosixPath(LATEST_CSV_FILE).name}** and **{PurePosixPath(LATEST_PARQUET_FILE).name}** "
+        f"hold the same {results.latest_rows:,} rows: what the pages show. That is every organisation "
+        f"at each of these levels: {levels}; for every indicator, in its latest period of the period "
+        "type its pages compare on (the 12 months to the last month for prescribing indicators, or "
+        "the single month when the data cover less than a year; the supplied period for indicators "
+        "from other sources).",
+        f"- **{PurePosixPath(HISTORY_PARQUET_FILE).name}** holds {results.history_rows:,} rows: the same "
+        "levels and indicators in every period and period type (month, quarter, 12 months), for "
+        "trends. It is Parquet only (zstd-compressed); as CSV it would be too large to open in a "
+        "spreadsheet.",
+        (f"- **Practice rows are not in the downloads.** The full table, practices included "
+         f"({results.rows:,} rows in this run), is the `{RESULTS_TABLE}` table of the run's store, "
+         f"`outputs/{STORE_FILE}` (DuckDB), described with every other table in `docs/tables.md` of "
+         "moopt's repository." if practices else
+         f"- The full table of this run ({results.rows:,} rows, every level and period) is the "
+         f"`{RESULTS_TABLE}` table of the run's store, `outputs/{STORE_FILE}` (DuckDB), described "
+         "with every other table in `docs/tables.md` of moopt's repository."),
+        "",
         "## How numbers are written",
         "",
         f"- Every number is rounded to {SIGNIFICANT_FIGURES} significant figures, but never to "
@@ -503,7 +530,7 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
         "",
         "## Data dictionary",
         "",
-        f"The columns of both files, in order ({len(table.columns)} columns).",
+        f"The columns of every file, in order ({len(table.columns)} columns).",
         "",
         "| Column | Type | Unit | Meaning and method |",
         "|---|---|---|---|",
