@@ -396,6 +396,18 @@ class ResultsReader:
                           [indicator_id, org_level, org_code])
         return rows.iloc[0] if len(rows) else None
 
+    def org_trends(self, org_level: str, org_code: str) -> pd.DataFrame:
+        """Every indicator's trend row for one organisation (one query for a summary page)."""
+        return self.frame("SELECT * FROM trends WHERE org_level = ? AND org_code = ? ORDER BY indicator_id",
+                          [org_level, org_code])
+
+    def org_latest_spc(self, org_level: str, org_code: str, up_to) -> pd.DataFrame:
+        """Each indicator's latest SPC point for one organisation, up to a period."""
+        return self.frame(
+            "SELECT * FROM spc_points WHERE org_level = ? AND org_code = ? AND period <= ? "
+            "QUALIFY row_number() OVER (PARTITION BY indicator_id ORDER BY period DESC, period_type) = 1 "
+            "ORDER BY indicator_id", [org_level, org_code, up_to])
+
     def breakdowns(self, indicator_id: str, org_level: str, org_code: str, period, period_type: str) -> pd.DataFrame:
         return self.frame(
             "SELECT * FROM breakdown_results WHERE indicator_id = ? AND period = ? AND period_type = ? "
