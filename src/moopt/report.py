@@ -450,6 +450,20 @@ def describe_saving(indicator: Indicator, row: pd.Series | None, level: str) -> 
             + ". This shows the scale of variation, not a target.")
 
 
+def indicator_page_link(indicator_id: str, org_level: str) -> str:
+    """On a site page, a link to the indicator's page for every organisation of the level.
+
+    Theme pages sit at ``orgs/<level>/<code>/<theme>.html`` and indicator pages at
+    ``indicators/<level>/<ID>.html`` (:mod:`moopt.site.indicator_pages`); England has none.
+    In a notebook outside the site (JupyterLab) there is no such page, so no link.
+    """
+    if chart_mode() == "notebook" or org_level == "england":
+        return ""
+    return (f'<p class="moopt-indicator-link"><a href="../../../indicators/{html.escape(org_level)}/'
+            f'{html.escape(indicator_id)}.html">{html.escape(indicator_id)} for all '
+            f"{html.escape(ORG_LEVEL_PLURALS[org_level])}</a></p>")
+
+
 class ThemePage:
     """One organisation's page for one theme.
 
@@ -531,7 +545,8 @@ class ThemePage:
             return
         _display(
             f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}</h3>'
-            f"<p>{html.escape(ind.description)}</p>"
+            + indicator_page_link(ind.id, ctx.org_level)
+            + f"<p>{html.escape(ind.description)}</p>"
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
             + "".join(f"<p>{html.escape(text)}</p>" for text in (
                 describe_position(ind, data.latest, ctx.org_name, ctx.org_level, ctx.n_peers),

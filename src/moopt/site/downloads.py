@@ -143,7 +143,9 @@ class Selection:
         return f"{','.join(self.levels)}|{self.main_period_types}|{self.period_end}"
 
 
-def _run_facts(con: duckdb.DuckDBPyConnection) -> dict:
+def stored_run_facts(con: duckdb.DuckDBPyConnection) -> dict:
+    """The run facts the site's files need (level, last month, 12-month values, results key),
+    as far as the store has them: an empty dict without a run_facts table."""
     if not table_exists(con, "run_facts"):
         return {}
     names = {r[0] for r in con.execute("DESCRIBE run_facts").fetchall()}
@@ -177,7 +179,7 @@ def selection(con: duckdb.DuckDBPyConnection) -> Selection:
     """The downloads' rows for the store behind ``con`` (see :class:`Selection`)."""
     from moopt.indicators.definitions import load_indicators
 
-    facts = _run_facts(con)
+    facts = stored_run_facts(con)
     stored = [r[0] for r in con.execute(f"SELECT DISTINCT org_level FROM {RESULTS_TABLE}").fetchall()]
     run_level = facts.get("org_level")
     levels = tuple(level for level in _level_order(stored)
@@ -251,7 +253,7 @@ class BulkDownloads:
 
 def _stamp(con: duckdb.DuckDBPyConnection, chosen: Selection) -> str:
     """What the files depend on: the results (their key in run_facts), the rows chosen, columns, rounding."""
-    key = _run_facts(con).get("results_key") or ""
+    key = stored_run_facts(con).get("results_key") or ""
     if not key:
         return ""  # results of unknown origin: never reused
     columns = ",".join(f"{c.name}:{c.type}" for c in TABLES[RESULTS_TABLE].columns)

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 import nbformat
 import yaml
 
-from moopt.orgs import ORG_LEVELS
+from moopt.orgs import ORG_LEVEL_PLURALS, ORG_LEVELS
 
 from moopt.site.downloads import (
     HISTORY_PARQUET_FILE,
@@ -65,6 +65,12 @@ from moopt.site.markdown import (
     raw_html_block,
     split_front_matter,
     split_leading_heading,
+)
+from moopt.site.indicator_pages import (
+    TABLE_SCRIPT_FILE,
+    indicator_page_levels,
+    indicator_page_url,
+    indicator_pages,
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
 from moopt.site.plan import (
@@ -347,8 +353,13 @@ def _org_body(plan: SitePlan, org: OrgInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _theme_body(plan: SitePlan, theme_id: str) -> str:
+def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = None) -> str:
+    """A theme's description, its indicators (linking to their indicator pages) and its pages.
+
+    ``indicator_links`` maps an indicator id to its indicator pages, [(level, url)...].
+    """
     theme = plan.theme(theme_id)
+    indicator_links = indicator_links or {}
     lines: list[str] = []
     if theme.description.strip():
         # Authored Markdown from the theme definition: keep its formatting, not raw HTML.
@@ -357,14 +368,18 @@ def _theme_body(plan: SitePlan, theme_id: str) -> str:
         lines += [
             "## Indicators",
             "",
-            "| Indicator | Title | Better when | Unit |",
-            "|---|---|---|---|",
+            "| Indicator | Title | Better when | Unit | Every organisation |",
+            "|---|---|---|---|---|",
         ]
         for ind in theme.indicators:
             direction = DIRECTION_LABELS.get(ind.get("improvement_direction"), "Not stated")
+            links = " · ".join(
+                md_link(ORG_LEVEL_PLURALS[level][:1].upper() + ORG_LEVEL_PLURALS[level][1:], _rel(url, 1))
+                for level, url in indicator_links.get(ind.get("id"), [])
+            ) or "–"
             lines.append(
                 f"| {md_text(ind.get('id', ''))} | {md_text(ind.get('title', ''))} | "
-                f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} |"
+                f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} | {links} |"
             )
         lines.append("")
     lines += ["## Pages for each organisation", ""]
@@ -558,6 +573,14 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
         lines.append(f"| {name} | {title} | {unit} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _indicator_theme(plan: SitePlan, indicator_id: str) -> str | None:
+    """The theme of the run that lists an indicator, if any."""
+    for theme in plan.themes.values():
+        if any(ind.get("id") == indicator_id for ind in theme.indicators):
+            return theme.id
+    return None
 
 
 def _section_body(plan: SitePlan, slug: str) -> str:
@@ -779,6 +802,33 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
                     text=front_matter({"title": md_text(title)}) + _failed_notice(plan, nb),
                 )
 
+    # Indicator pages: every organisation of a level for one indicator (one query each).
+    indicator_links: dict[str, list[tuple[str, str]]] = {}
+    if results is not None:
+        methodology = {
+            page.path.stem: str(page.path.with_suffix(".html"))
+            for page in plan.extra_pages
+            if page.slug == "methodology"
+        }
+        org_pages = {(org.level, org.code): org_index_url(org.level, org.code) for org in orgs}
+        for found in indicator_pages(
+            plan.out / STORE_FILE, indicator_page_levels(results.download_levels), org_pages, methodology
+        ):
+            theme_id = _indicator_theme(plan, found.indicator_id)
+            crumbs = [HOME, THEMES]
+            if theme_id is not None:
+                crumbs.append((plan.theme(theme_id).title, theme_url(theme_id)))
+            pages.add(
+                found.source,
+                found.title,
+                "themes",
+                [*crumbs, (found.title, None)],
+                text=front_matter({"title": md_text(found.title)}) + found.body,
+            )
+            indicator_links.setdefault(found.indicator_id, []).append(
+                (found.level, indicator_page_url(found.level, found.indicator_id))
+            )
+
     pages.add(
         "themes/index.qmd",
         "Themes",
@@ -792,7 +842,8 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             theme.title,
             "themes",
             [HOME, THEMES, (theme.title, None)],
-            text=front_matter({"title": md_text(theme.title)}) + _theme_body(plan, theme.id),
+            text=front_matter({"title": md_text(theme.title)})
+            + _theme_body(plan, theme.id, indicator_links),
         )
 
     for slug, section in plan.sections().items():
@@ -847,6 +898,7 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     (root / "assets").mkdir(exist_ok=True)
     (root / FINDER_INDEX_FILE).write_text(finder_index_script(orgs), encoding="utf-8")
     copy_file(TEMPLATE_DIR / "finder.js", root / FINDER_SCRIPT_FILE)
+    copy_file(TEMPLATE_DIR / "tables.js", root / TABLE_SCRIPT_FILE)
     if plan.synthetic:
         (root / BANNER_FILE).write_text(
             render_template("banner.html.j2", notice=plan.data_notice), encoding="utf-8"
