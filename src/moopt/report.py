@@ -899,7 +899,7 @@ def quarter_changes(indicators: list[Indicator], org_rows: dict, latest_periods:
         rows.append({
             "Indicator": indicator_name(ind),
             "Unit": ind.unit,
-            "12 months to": f"{_month_label(before_period)} → {_month_label(period)}",
+            "12 months to": f"{before_period:%b %Y} → {pd.Timestamp(period):%b %Y}",
             "Earlier value": _fmt(value(before, "value"), d),
             "Latest value": _fmt(value(now, "value"), d),
             "Change": _signed(value(now, "value") - value(before, "value"), d),
@@ -913,7 +913,7 @@ def _signed(value: float, decimals: int) -> str:
     if value is None or math.isnan(value):
         return "no value"
     if round(value, decimals) == 0:
-        return f"{0:.{decimals}f} (no change)"
+        return f"{0:.{decimals}f}"
     return f"{value:+,.{decimals}f}"
 
 
@@ -978,6 +978,9 @@ class SummaryPage:
             frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
             period_label=f"latest periods to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
         publish_chart(ctx, chart)
+        _display('<p class="moopt-print-only">The spine chart is not printed: with a row for every indicator it '
+                 "is taller than a page. The table of every indicator below gives the same values and "
+                 "comparisons with England.</p>")
 
     def theme_links(self, themes: list[str]) -> None:
         """A table of every indicator with its comparison in words, linking to the theme pages."""
