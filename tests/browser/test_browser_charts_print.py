@@ -17,7 +17,8 @@ def wait_for_charts(page) -> int:
     page.wait_for_function(ALL_DRAWN, timeout=60_000)
     assert page.locator(".moopt-vega-failed").count() == 0
     drawn = page.locator(".moopt-vega-ready").count()
-    assert page.locator(".moopt-vega-ready svg[role=graphics-document]").count() == drawn
+    # Vega marks its container (the view inside each holder) as the graphics document, around the SVG.
+    assert page.locator(".moopt-vega-ready [role=graphics-document] > svg").count() == drawn
     return drawn
 
 
