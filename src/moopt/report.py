@@ -349,7 +349,19 @@ def verdict_label(row: pd.Series | None) -> str:
     if isinstance(label, str):
         return label
     reason = row.get("not_compared_reason")
-    return f"not compared: {str(reason).rstrip('.').lower()}" if isinstance(reason, str) else "not compared"
+    return f"not compared: {reason_words(reason)}" if isinstance(reason, str) and reason.strip() else "not compared"
+
+
+def reason_words(reason: str) -> str:
+    """A stored not-compared reason to follow a colon: 'England is the benchmark', 'fewer than 3 ...'.
+
+    The first letter is lowered unless the first word is a name (England) or an abbreviation.
+    """
+    text = reason.strip().rstrip(".")
+    first = text.split(" ", 1)[0]
+    if not first or first == "England" or first.isupper():
+        return text
+    return text[0].lower() + text[1:]
 
 
 def verdict_sentence(row: pd.Series) -> str:
@@ -357,7 +369,7 @@ def verdict_sentence(row: pd.Series) -> str:
     label = row.get("comparison_99_8")
     if not isinstance(label, str):
         reason = row.get("not_compared_reason")
-        return f"Not compared with England: {reason[0].lower() + reason[1:] if isinstance(reason, str) else 'no limits.'}"
+        return f"Not compared with England: {reason_words(reason) + '.' if isinstance(reason, str) and reason.strip() else 'no limits.'}"
     if label == "similar":
         at_95 = row.get("comparison_95")
         text = "Compared with England it is within the 99.8% funnel limits"
@@ -446,6 +458,20 @@ def describe_saving(indicator: Indicator, row: pd.Series | None, level: str) -> 
             + ". This shows the scale of variation, not a target.")
 
 
+def indicator_page_link(indicator_id: str, org_level: str) -> str:
+    """On a site page, a link to the indicator's page for every organisation of the level.
+
+    Theme pages sit at ``orgs/<level>/<code>/<theme>.html`` and indicator pages at
+    ``indicators/<level>/<ID>.html`` (:mod:`moopt.site.indicator_pages`); England has none.
+    In a notebook outside the site (JupyterLab) there is no such page, so no link.
+    """
+    if chart_mode() == "notebook" or org_level == "england":
+        return ""
+    return (f'<p class="moopt-indicator-link"><a href="../../../indicators/{html.escape(org_level)}/'
+            f'{html.escape(indicator_id)}.html">{html.escape(indicator_id)} for all '
+            f"{html.escape(ORG_LEVEL_PLURALS[org_level])}</a></p>")
+
+
 class ThemePage:
     """One organisation's page for one theme.
 
@@ -531,7 +557,8 @@ class ThemePage:
             return
         _display(
             f'<h3 id="{ind.id}">{html.escape(ind.id)}: {html.escape(ind.title)}{draft_mark(ind)}</h3>'
-            f"<p>{html.escape(ind.description)}</p>"
+            + indicator_page_link(ind.id, ctx.org_level)
+            + f"<p>{html.escape(ind.description)}</p>"
             f"<p><em>Why it matters.</em> {html.escape(ind.why_it_matters)}</p>"
             + "".join(f"<p>{html.escape(text)}</p>" for text in (
                 describe_position(ind, data.latest, ctx.org_name, ctx.org_level, ctx.n_peers),
@@ -682,6 +709,228 @@ class OverviewPage:
         publish_chart(self.ctx, chart)
 
 
+def value_with_unit(value: float | None, decimals: int, unit: str) -> str:
+    """A value written with its unit: '12.5% of items', '£1,234.00 per 1,000 patients', '3.2 items per STAR-PU'."""
+    number = _fmt(value, decimals)
+    if number == "no value" or not unit:
+        return number
+    if unit.startswith("%"):
+        return number + unit
+    if unit.startswith("£ "):
+        return "£" + number + unit[1:]
+    return f"{number} {unit}"
+
+
+def indicator_name(indicator: Indicator) -> str:
+    """The indicator's full title and id, as the briefing names it."""
+    return f"{indicator.title} ({indicator.id})"
+
+
+def _preferred(indicator: Indicator) -> str:
+    if indicator.improvement_direction == "neutral":
+        return "this indicator has no preferred direction"
+    better = "lower" if indicator.improvement_direction == "decrease" else "higher"
+    return f"{better} values are generally preferable, though the right level depends on the population"
+
+
+def _not_compared(row: pd.Series | None) -> str:
+    """Why there is no verdict, in words, for a sentence."""
+    reason = None if row is None else row.get("not_compared_reason")
+    if not isinstance(reason, str) or not reason.strip():
+        return "not compared with England"
+    return "not compared with England: " + reason_words(reason)
+
+
+@dataclass(frozen=True)
+class BriefingItem:
+    """One thing to discuss: why it was chosen (``kind``), its rank and its sentence."""
+
+    kind: str  # "worse", "different", "trend", "spc" or "saving"
+    indicator_id: str
+    theme: str
+    strength: float  # larger is more prominent within its kind
+    sentence: str
+
+
+# Kinds in rank order: the one verdict read with the direction first, then signals over time,
+# the scale of savings, and differences with no preferred direction.
+BRIEFING_KINDS = ("worse", "trend", "spc", "saving", "different")
+BRIEFING_LIMIT = 5
+
+
+def _worsening(indicator: Indicator, trend: pd.Series | None) -> str | None:
+    """A sentence when the stored trend moves the non-preferred way, else None."""
+    if trend is None or indicator.improvement_direction == "neutral":
+        return None
+    rising_is_worse = indicator.improvement_direction == "decrease"
+    lower, upper = trend.get("change_per_year_lower"), trend.get("change_per_year_upper")
+    if pd.notna(lower) and pd.notna(upper) and ((lower > 0) if rising_is_worse else (upper < 0)):
+        change = trend["change_per_year"]
+        return (f"{'rising' if change > 0 else 'falling'} by {abs(100 * change):.1f}% a year over the "
+                f"{int(trend['trend_points'])} months modelled (95% confidence interval "
+                f"{100 * lower:+.1f}% to {100 * upper:+.1f}%)")
+    recent = trend.get("recent_trend")
+    if recent == ("increasing" if rising_is_worse else "decreasing"):
+        return f"{recent} over the last five months (test for trend at 99.8%)"
+    return None
+
+
+_SPC_WORDS = {
+    "special_cause_concern": "an unusual value in the non-preferred direction",
+    "special_cause_neutral_high": "an unusually high value",
+    "special_cause_neutral_low": "an unusually low value",
+}
+_SPC_RULES = {
+    "outside_limits": "outside the process limits",
+    "run": "part of a run on one side of the mean",
+    "trend": "part of a steady rise or fall",
+    "two_of_three": "two of three points near a limit",
+}
+
+
+def briefing_items(indicators: list[Indicator], latest: dict, trends: dict, spc_latest: dict,
+                   org_level: str, limit: int = BRIEFING_LIMIT) -> list[BriefingItem]:
+    """Up to ``limit`` things to discuss for one organisation, ranked, one sentence each.
+
+    Candidates, read from stored results only:
+
+    - a difference from England by the one verdict (``assessment_99_8``): "worse"
+      first, ranked by the size of the funnel z-score; "higher" or "lower" for
+      indicators with no preferred direction come last;
+    - a worsening trend (the ``trends`` table: the change per year's 95%
+      interval wholly on the non-preferred side, or the recent-trend marker)
+      or a latest SPC point that is a special cause of concern;
+    - the largest cost savings at the level's 10th percentile.
+
+    Each indicator appears once (its highest-ranked reason). Every kind that
+    has a candidate first gets its strongest one, in rank order; the rest of
+    the places go by rank. Items come back in rank order.
+
+    Parameters
+    ----------
+    indicators : list of Indicator
+    latest : dict
+        Indicator id -> the organisation's row in the latest period (a Series), or None.
+    trends, spc_latest : dict
+        Indicator id -> the ``trends`` row / the latest ``spc_points`` row, or None.
+    org_level : str
+        The organisation's level (for the savings sentence).
+    limit : int
+        At most this many items.
+    """
+    candidates: list[BriefingItem] = []
+    for ind in indicators:
+        row = latest.get(ind.id)
+        name = indicator_name(ind)
+        d = ind.value_decimals
+        if row is not None and pd.notna(row.get("value")):
+            when = period_label(row["period"], row["period_type"])
+            value = value_with_unit(row["value"], d, ind.unit)
+            england = value_with_unit(row.get("england_value"), d, ind.unit)
+            assessment = row.get("assessment_99_8")
+            side = row.get("comparison_99_8")
+            z = abs(row.get("funnel_z")) if pd.notna(row.get("funnel_z")) else 0.0
+            if assessment in ("worse", "higher", "lower") and side in ("higher", "lower"):
+                candidates.append(BriefingItem(
+                    "worse" if assessment == "worse" else "different", ind.id, ind.theme, z,
+                    f"{name}: {value} in {when}, {side} than England ({england}) and outside the 99.8% "
+                    f"funnel limits; {_preferred(ind)}."))
+            saving = row.get("cost_saving_10")
+            if ind.is_cost_based and pd.notna(saving) and saving > 0:
+                candidates.append(BriefingItem(
+                    "saving", ind.id, ind.theme, float(saving),
+                    f"{name}: had its value been at the 10th percentile of {ORG_LEVEL_PLURALS[org_level]}, "
+                    f"at its own prices, the organisation would have spent £{saving:,.0f} less in {when}; "
+                    "this shows the scale of variation, not a target."))
+        moving = _worsening(ind, trends.get(ind.id))
+        if moving is not None:
+            change = trends[ind.id].get("change_per_year")
+            candidates.append(BriefingItem(
+                "trend", ind.id, ind.theme, abs(change) if pd.notna(change) else 0.0,
+                f"{name}: {moving}; {_preferred(ind)}."))
+        point = spc_latest.get(ind.id)
+        if point is not None and point.get("spc_point_type") in _SPC_WORDS:
+            rule = _SPC_RULES.get(point.get("spc_rule"), "a special-cause rule")
+            candidates.append(BriefingItem(
+                "spc", ind.id, ind.theme, 0.0,
+                f"{name}: the latest point on its SPC chart ({_month_label(point['period'])}) is "
+                f"{_SPC_WORDS[point['spc_point_type']]} against this organisation's own history ({rule}); "
+                f"{_preferred(ind)}."))
+    order = {kind: position for position, kind in enumerate(BRIEFING_KINDS)}
+    ranked = sorted(candidates, key=lambda item: (order[item.kind], -item.strength, item.indicator_id))
+    chosen: list[BriefingItem] = []
+    used: set[str] = set()
+    for first_of_kind in (True, False):
+        for item in ranked:
+            if len(chosen) >= limit:
+                break
+            if item.indicator_id in used or item in chosen:
+                continue
+            if first_of_kind and any(c.kind == item.kind for c in chosen):
+                continue
+            chosen.append(item)
+            used.add(item.indicator_id)
+    return sorted(chosen, key=ranked.index)
+
+
+def quarter_changes(indicators: list[Indicator], org_rows: dict, latest_periods: dict) -> pd.DataFrame:
+    """What changed since the previous quarter: 12-month values three months apart.
+
+    For every 12-month (``rolling_12m``) indicator: the stored value and England
+    value three months before the latest period and in it, their differences,
+    and the verdict then and now. No statistic is computed; a missing value
+    stays missing (short series), and its difference is empty.
+
+    Parameters
+    ----------
+    indicators : list of Indicator
+    org_rows : dict
+        Indicator id -> the organisation's rows (every period type), as
+        :meth:`moopt.tables.ResultsReader.org_rows` returns them.
+    latest_periods : dict
+        Indicator id -> the latest period shown for it.
+    """
+    rows = []
+    for ind in indicators:
+        frame, period = org_rows.get(ind.id), latest_periods.get(ind.id)
+        if frame is None or frame.empty or period is None:
+            continue
+        rolling = frame[frame["period_type"] == "rolling_12m"]
+        if rolling.empty:
+            continue
+        by_period = {pd.Timestamp(p): r for p, r in zip(rolling["period"], rolling.to_dict("records"))}
+        now = by_period.get(pd.Timestamp(period))
+        if now is None:
+            continue
+        before_period = pd.Timestamp(period) - pd.DateOffset(months=3)
+        before = by_period.get(before_period)
+        d = ind.value_decimals
+
+        def value(row, column):
+            return row.get(column) if row is not None and pd.notna(row.get(column)) else math.nan
+
+        earlier_verdict = verdict_label(pd.Series(before)) if before is not None else "not compared: no value"
+        rows.append({
+            "Indicator": indicator_name(ind),
+            "Unit": ind.unit,
+            "12 months to": f"{before_period:%b %Y} → {pd.Timestamp(period):%b %Y}",
+            "Earlier value": _fmt(value(before, "value"), d),
+            "Latest value": _fmt(value(now, "value"), d),
+            "Change": _signed(value(now, "value") - value(before, "value"), d),
+            "Change in England": _signed(value(now, "england_value") - value(before, "england_value"), d),
+            "Compared with England (earlier → latest)": f"{earlier_verdict} → {verdict_label(pd.Series(now))}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _signed(value: float, decimals: int) -> str:
+    if value is None or math.isnan(value):
+        return "no value"
+    if round(value, decimals) == 0:
+        return f"{0:.{decimals}f}"
+    return f"{value:+,.{decimals}f}"
+
+
 class SummaryPage:
     """Every indicator for one organisation at a glance: a spine chart and a table of links."""
 
@@ -699,16 +948,20 @@ class SummaryPage:
         _display("\n".join(p for p in parts if p))
 
     @cached_property
+    def indicator_data(self) -> dict[str, IndicatorData]:
+        """Every indicator's rows for this organisation (read once, shared by every section)."""
+        return {ind.id: IndicatorData(self.ctx, ind) for ind in load_indicators()}
+
+    @cached_property
     def frame(self) -> pd.DataFrame:
         """One row per indicator: value, England, spread across the level and the comparison.
 
         Computed once per page: the spine chart and the table of links both read it.
         """
-        ctx = self.ctx
         themes = {t.id: (t.order, t.title) for t in load_themes()}
         rows = []
-        for ind in load_indicators():
-            data = IndicatorData(ctx, ind)
+        for ind_id, data in self.indicator_data.items():
+            ind = data.indicator
             own = data.latest
             if own is None or pd.isna(own["value"]):
                 continue
@@ -739,6 +992,9 @@ class SummaryPage:
             frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
             period_label=f"latest periods to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
         publish_chart(ctx, chart)
+        _display('<p class="moopt-print-only">The spine chart is not printed: with a row for every indicator it '
+                 "is taller than a page. The table of every indicator below gives the same values and "
+                 "comparisons with England.</p>")
 
     def theme_links(self, themes: list[str]) -> None:
         """A table of every indicator with its comparison in words, linking to the theme pages."""
@@ -761,3 +1017,59 @@ class SummaryPage:
             "is not necessarily important.</caption>"
             "<thead><tr><th>Indicator</th><th>Theme</th><th>Period</th><th>Value</th><th>England</th>"
             "<th>Compared with England</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+    def briefing_items(self) -> list[BriefingItem]:
+        """Up to five things to discuss (see :func:`briefing_items`), from stored results only."""
+        ctx = self.ctx
+        trends = ctx.reader.org_trends(ctx.org_level, ctx.org_code)
+        spc = ctx.reader.org_latest_spc(ctx.org_level, ctx.org_code, ctx.latest_period)
+        data = self.indicator_data
+        return briefing_items(
+            [d.indicator for d in data.values()],
+            {ind_id: d.latest for ind_id, d in data.items()},
+            {r["indicator_id"]: r for _, r in trends.iterrows()},
+            {r["indicator_id"]: r for _, r in spc.iterrows()},
+            ctx.org_level)
+
+    def briefing(self, themes: list[str] | None = None) -> None:
+        """The "To discuss" list: ranked items, each linking to its theme page when it is built."""
+        items = self.briefing_items()
+        if not items:
+            _display("<p>Nothing stands out: no indicator is worse than England or different from it "
+                     "outside the 99.8% funnel limits, none is moving the non-preferred way, and there is "
+                     "no cost saving at the 10th percentile. The spine chart and the table below show "
+                     "every indicator.</p>")
+            return
+        entries = []
+        for item in items:
+            text = html.escape(item.sentence)
+            if themes is not None and item.theme in themes:
+                text += (f' <a href="{html.escape(item.theme)}.html#{html.escape(item.indicator_id)}">'
+                         f"See {html.escape(item.indicator_id)} on its theme page</a>.")
+            entries.append(f"<li>{text}</li>")
+        _display(
+            f"<p>The {len(items)} {'item' if len(items) == 1 else 'items'} most worth a conversation, "
+            "ranked: differences from England judged worse by the 99.8% funnel limits, then changes over "
+            "time in the non-preferred direction, then the largest cost savings, then differences for "
+            "indicators with no preferred direction. They are prompts for discussion, not "
+            f'judgements.</p><ol class="moopt-briefing">{"".join(entries)}</ol>')
+
+    def changes_since_previous_quarter(self) -> None:
+        """12-month values now and three months earlier, with their differences and verdicts."""
+        data = self.indicator_data
+        table = quarter_changes([d.indicator for d in data.values()],
+                                {ind_id: d.org_rows for ind_id, d in data.items() if d.period_type == "rolling_12m"},
+                                {ind_id: d.period for ind_id, d in data.items()})
+        if table.empty:
+            _display("<p>No 12-month values to compare: the data cover less than a year.</p>")
+            return
+        path, rel = self.ctx.csv_path("changes_since_previous_quarter")
+        write_csv_atomic(table, path)
+        _display(
+            table.to_html(index=False, escape=True, classes="moopt-table")
+            .replace('<table border="1" class="dataframe moopt-table">',
+                     '<table class="moopt-table"><caption>Each 12-month value against the one three months '
+                     "earlier (the stored values and their difference; England's own change alongside). "
+                     "A change is not necessarily important: the 12-month windows overlap by nine months."
+                     "</caption>", 1)
+            + f'<p><a href="{rel}">Download this table (CSV)</a></p>')

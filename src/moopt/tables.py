@@ -277,6 +277,12 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
+# What an indicator page shows of each organisation's row (ResultsReader.indicator_table).
+INDICATOR_TABLE_COLUMNS = (
+    "org_level", "org_code", "org_name", "period", "period_type", "value", "lower_95", "upper_95",
+    "england_value", "lowest", "decile_10", "decile_50", "decile_90", "highest",
+    "comparison_99_8", "assessment_99_8", "not_compared_reason")
+
 _NATIONAL: dict = {}
 _NATIONAL_SIZE = 512
 
@@ -398,6 +404,43 @@ class ResultsReader:
         rows = self.frame("SELECT * FROM trends WHERE indicator_id = ? AND org_level = ? AND org_code = ?",
                           [indicator_id, org_level, org_code])
         return rows.iloc[0] if len(rows) else None
+
+    def indicator_table(self, indicator_id: str, org_levels: list[str], period_type: str, up_to) -> pd.DataFrame:
+        """Every organisation at ``org_levels`` for one indicator, in its latest period of
+        ``period_type`` up to ``up_to`` (the period the organisation pages show), with its trend
+        where there is one: one query for all of an indicator's pages.
+
+        Columns: :data:`INDICATOR_TABLE_COLUMNS` of ``indicator_results`` plus ``trend_points``,
+        ``change_per_year`` (and its limits) and ``recent_trend`` from ``trends`` (empty without a trend).
+        """
+        trend_columns = ("trend_points", "change_per_year", "change_per_year_lower", "change_per_year_upper",
+                         "recent_trend")
+        if table_exists(self.con, "trends"):
+            joined = ("LEFT JOIN trends AS t ON t.indicator_id = r.indicator_id AND t.org_level = r.org_level "
+                      "AND t.org_code = r.org_code")
+            picked = ", ".join(f"t.{c}" for c in trend_columns)
+        else:
+            joined, picked = "", ", ".join(f"NULL AS {c}" for c in trend_columns)
+        levels = ", ".join("?" for _ in org_levels) or "NULL"
+        return self.frame(
+            f"SELECT {', '.join('r.' + c for c in INDICATOR_TABLE_COLUMNS)}, {picked} "
+            f"FROM indicator_results AS r {joined} "
+            f"WHERE r.indicator_id = ? AND r.period_type = ? AND r.org_level IN ({levels}) AND r.period = "
+            "(SELECT max(period) FROM indicator_results WHERE indicator_id = ? AND period_type = ? AND period <= ?) "
+            "ORDER BY r.org_level, r.org_name, r.org_code",
+            [indicator_id, period_type, *org_levels, indicator_id, period_type, up_to])
+
+    def org_trends(self, org_level: str, org_code: str) -> pd.DataFrame:
+        """Every indicator's trend row for one organisation (one query for a summary page)."""
+        return self.frame("SELECT * FROM trends WHERE org_level = ? AND org_code = ? ORDER BY indicator_id",
+                          [org_level, org_code])
+
+    def org_latest_spc(self, org_level: str, org_code: str, up_to) -> pd.DataFrame:
+        """Each indicator's latest SPC point for one organisation, up to a period."""
+        return self.frame(
+            "SELECT * FROM spc_points WHERE org_level = ? AND org_code = ? AND period <= ? "
+            "QUALIFY row_number() OVER (PARTITION BY indicator_id ORDER BY period DESC, period_type) = 1 "
+            "ORDER BY indicator_id", [org_level, org_code, up_to])
 
     def breakdowns(self, indicator_id: str, org_level: str, org_code: str, period, period_type: str) -> pd.DataFrame:
         return self.frame(

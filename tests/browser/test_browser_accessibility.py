@@ -19,6 +19,7 @@ PAGE_TYPES = {
     "methodology": "methodology.html",
     "indicator method": "methodology/AMR01.html",
     "downloads and data dictionary": "downloads.html",
+    "indicator": "indicators/{level}/AMR01.html",
 }
 FAILING_IMPACTS = ("serious", "critical")
 

@@ -159,8 +159,9 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         if not (tmp / "index.html").is_file():
             raise RuntimeError(f"Rendering finished without writing {tmp / 'index.html'}.")
         if progress is not None and bulk is not None:
-            progress(f"site: whole results table ({bulk.rows:,} rows) "
-                     f"{'reused from the last site' if bulk.reused else 'written'} as CSV and Parquet")
+            progress(f"site: results downloads ({bulk.latest_rows:,} latest rows, {bulk.history_rows:,} "
+                     f"rows of history, {bulk.total_bytes / 1e6:,.1f} MB) "
+                     f"{'reused from the last site' if bulk.reused else 'written'}")
         broken = check_links(tmp)
         swap_into_place(tmp, site_dir)
     except BaseException:

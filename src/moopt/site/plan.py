@@ -26,7 +26,7 @@ THEME_ID = re.compile(r"^[a-z0-9_]+$")
 # One component of a relative path to a CSV download or an extra page.
 SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 # Section names become the slug of a landing page at the site root.
-RESERVED_SLUGS = frozenset({"index", "about", "orgs", "themes", "csv", "assets", "site_libs", "downloads"})
+RESERVED_SLUGS = frozenset({"index", "about", "orgs", "themes", "csv", "assets", "site_libs", "downloads", "indicators"})
 
 OVERVIEW_THEME = "overview"
 DEFAULT_TITLE = "Medicines optimisation dashboard"

@@ -42,11 +42,13 @@ from pathlib import Path, PurePosixPath
 import nbformat
 import yaml
 
-from moopt.orgs import ORG_LEVELS
+from moopt.orgs import ORG_LEVEL_PLURALS, ORG_LEVELS
 
 from moopt.site.downloads import (
-    CSV_FILE,
-    PARQUET_FILE,
+    HISTORY_PARQUET_FILE,
+    LATEST_CSV_FILE,
+    LATEST_PARQUET_FILE,
+    PRACTICE_LEVEL,
     RESULTS_TABLE,
     SIGNIFICANT_FIGURES,
     STORE_FILE,
@@ -63,6 +65,12 @@ from moopt.site.markdown import (
     raw_html_block,
     split_front_matter,
     split_leading_heading,
+)
+from moopt.site.indicator_pages import (
+    TABLE_SCRIPT_FILE,
+    indicator_page_levels,
+    indicator_page_url,
+    indicator_pages,
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
 from moopt.site.plan import (
@@ -307,7 +315,8 @@ def _index_body(
         lines += [
             "## Download all results",
             "",
-            f"Every indicator for every organisation and period in this run ({results.rows:,} rows), "
+            f"Every indicator for every organisation in this run, latest period "
+            f"({results.latest_rows:,} rows) and every period ({results.history_rows:,} rows), "
             f"as CSV or Parquet: {md_link('download all results, with the data dictionary', DOWNLOADS[1])}.",
             "",
         ]
@@ -344,8 +353,13 @@ def _org_body(plan: SitePlan, org: OrgInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _theme_body(plan: SitePlan, theme_id: str) -> str:
+def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = None) -> str:
+    """A theme's description, its indicators (linking to their indicator pages) and its pages.
+
+    ``indicator_links`` maps an indicator id to its indicator pages, [(level, url)...].
+    """
     theme = plan.theme(theme_id)
+    indicator_links = indicator_links or {}
     lines: list[str] = []
     if theme.description.strip():
         # Authored Markdown from the theme definition: keep its formatting, not raw HTML.
@@ -354,14 +368,18 @@ def _theme_body(plan: SitePlan, theme_id: str) -> str:
         lines += [
             "## Indicators",
             "",
-            "| Indicator | Title | Better when | Unit |",
-            "|---|---|---|---|",
+            "| Indicator | Title | Better when | Unit | Every organisation |",
+            "|---|---|---|---|---|",
         ]
         for ind in theme.indicators:
             direction = DIRECTION_LABELS.get(ind.get("improvement_direction"), "Not stated")
+            links = " · ".join(
+                md_link(ORG_LEVEL_PLURALS[level][:1].upper() + ORG_LEVEL_PLURALS[level][1:], _rel(url, 1))
+                for level, url in indicator_links.get(ind.get("id"), [])
+            ) or "–"
             lines.append(
                 f"| {md_text(ind.get('id', ''))} | {md_text(ind.get('title', ''))} | "
-                f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} |"
+                f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} | {links} |"
             )
         lines.append("")
     lines += ["## Pages for each organisation", ""]
@@ -397,8 +415,8 @@ def _about_body(plan: SitePlan, results: ResultsOverview | None = None) -> str:
     ]
     if results is not None:
         lines += [
-            f"The whole results table of this run is one download, as CSV or Parquet, with a data "
-            f"dictionary of its columns: {md_link('download all results', DOWNLOADS[1])}.",
+            f"The results of this run are downloads, as CSV or Parquet, with a data "
+            f"dictionary of their columns: {md_link('download all results', DOWNLOADS[1])}.",
             "",
         ]
     lines += [
@@ -473,22 +491,46 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
     from moopt.tables import TABLES
 
     table = TABLES[RESULTS_TABLE]
-    levels = [level_label(level) for level in ORG_LEVELS if level in results.levels]
+    levels = md_text(", ".join(level_label(level) for level in ORG_LEVELS if level in results.download_levels))
+    practices = PRACTICE_LEVEL in results.levels and PRACTICE_LEVEL not in results.download_levels
+
+    def link(path: str, text: str, note: str) -> str:
+        return (f'<li><a href="{path}" download>{html_text(text)} ({PurePosixPath(path).name})</a>'
+                f" – {html_text(note)}</li>\n")
+
     links = (
         '<ul class="moopt-downloads">\n'
-        f'<li><a href="{CSV_FILE}" download>All results as CSV ({PurePosixPath(CSV_FILE).name})</a>'
-        " – opens in a spreadsheet</li>\n"
-        f'<li><a href="{PARQUET_FILE}" download>All results as Parquet '
-        f"({PurePosixPath(PARQUET_FILE).name})</a> – smaller and typed, for R, Python or DuckDB</li>\n"
-        "</ul>"
+        + link(LATEST_CSV_FILE, "Latest results as CSV", f"{results.latest_rows:,} rows; opens in a spreadsheet")
+        + link(LATEST_PARQUET_FILE, "Latest results as Parquet",
+               "the same rows, smaller and typed, for R, Python or DuckDB")
+        + link(HISTORY_PARQUET_FILE, "Every period as Parquet", f"{results.history_rows:,} rows")
+        + "</ul>"
     )
     lines = [
-        "Everything this run calculated in one table: every indicator, for every organisation "
-        f"at every level ({md_text(', '.join(levels))}) and every period, "
-        f"{results.rows:,} rows. Both files hold the same rows and columns; one row per "
-        f"{md_text(table.grain)}. Data period: {md_text(_period_text(plan.period) or 'not recorded')}.",
+        f"The results of this run, one row per {md_text(table.grain)}, in three files with the same "
+        f"columns. Data period: {md_text(_period_text(plan.period) or 'not recorded')}.",
         "",
         raw_html_block(links),
+        "## What each file holds",
+        "",
+        f"- **{PurePosixPath(LATEST_CSV_FILE).name}** and **{PurePosixPath(LATEST_PARQUET_FILE).name}** "
+        f"hold the same {results.latest_rows:,} rows: what the pages show. That is every organisation "
+        f"at each of these levels: {levels}; for every indicator, in its latest period of the period "
+        "type its pages compare on (the 12 months to the last month for prescribing indicators, or "
+        "the single month when the data cover less than a year; the supplied period for indicators "
+        "from other sources).",
+        f"- **{PurePosixPath(HISTORY_PARQUET_FILE).name}** holds {results.history_rows:,} rows: the same "
+        "levels and indicators in every period and period type (month, quarter, 12 months), for "
+        "trends. It is Parquet only (zstd-compressed); as CSV it would be too large to open in a "
+        "spreadsheet.",
+        (f"- **Practice rows are not in the downloads.** The full table, practices included "
+         f"({results.rows:,} rows in this run), is the `{RESULTS_TABLE}` table of the run's store, "
+         f"`outputs/{STORE_FILE}` (DuckDB), described with every other table in `docs/tables.md` of "
+         "moopt's repository." if practices else
+         f"- The full table of this run ({results.rows:,} rows, every level and period) is the "
+         f"`{RESULTS_TABLE}` table of the run's store, `outputs/{STORE_FILE}` (DuckDB), described "
+         "with every other table in `docs/tables.md` of moopt's repository."),
+        "",
         "## How numbers are written",
         "",
         f"- Every number is rounded to {SIGNIFICANT_FIGURES} significant figures, but never to "
@@ -503,7 +545,7 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
         "",
         "## Data dictionary",
         "",
-        f"The columns of both files, in order ({len(table.columns)} columns).",
+        f"The columns of every file, in order ({len(table.columns)} columns).",
         "",
         "| Column | Type | Unit | Meaning and method |",
         "|---|---|---|---|",
@@ -531,6 +573,14 @@ def _downloads_body(plan: SitePlan, results: ResultsOverview) -> str:
         lines.append(f"| {name} | {title} | {unit} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _indicator_theme(plan: SitePlan, indicator_id: str) -> str | None:
+    """The theme of the run that lists an indicator, if any."""
+    for theme in plan.themes.values():
+        if any(ind.get("id") == indicator_id for ind in theme.indicators):
+            return theme.id
+    return None
 
 
 def _section_body(plan: SitePlan, slug: str) -> str:
@@ -752,6 +802,33 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
                     text=front_matter({"title": md_text(title)}) + _failed_notice(plan, nb),
                 )
 
+    # Indicator pages: every organisation of a level for one indicator (one query each).
+    indicator_links: dict[str, list[tuple[str, str]]] = {}
+    if results is not None:
+        methodology = {
+            page.path.stem: str(page.path.with_suffix(".html"))
+            for page in plan.extra_pages
+            if page.slug == "methodology"
+        }
+        org_pages = {(org.level, org.code): org_index_url(org.level, org.code) for org in orgs}
+        for found in indicator_pages(
+            plan.out / STORE_FILE, indicator_page_levels(results.download_levels), org_pages, methodology
+        ):
+            theme_id = _indicator_theme(plan, found.indicator_id)
+            crumbs = [HOME, THEMES]
+            if theme_id is not None:
+                crumbs.append((plan.theme(theme_id).title, theme_url(theme_id)))
+            pages.add(
+                found.source,
+                found.title,
+                "themes",
+                [*crumbs, (found.title, None)],
+                text=front_matter({"title": md_text(found.title)}) + found.body,
+            )
+            indicator_links.setdefault(found.indicator_id, []).append(
+                (found.level, indicator_page_url(found.level, found.indicator_id))
+            )
+
     pages.add(
         "themes/index.qmd",
         "Themes",
@@ -765,7 +842,8 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             theme.title,
             "themes",
             [HOME, THEMES, (theme.title, None)],
-            text=front_matter({"title": md_text(theme.title)}) + _theme_body(plan, theme.id),
+            text=front_matter({"title": md_text(theme.title)})
+            + _theme_body(plan, theme.id, indicator_links),
         )
 
     for slug, section in plan.sections().items():
@@ -820,6 +898,7 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     (root / "assets").mkdir(exist_ok=True)
     (root / FINDER_INDEX_FILE).write_text(finder_index_script(orgs), encoding="utf-8")
     copy_file(TEMPLATE_DIR / "finder.js", root / FINDER_SCRIPT_FILE)
+    copy_file(TEMPLATE_DIR / "tables.js", root / TABLE_SCRIPT_FILE)
     if plan.synthetic:
         (root / BANNER_FILE).write_text(
             render_template("banner.html.j2", notice=plan.data_notice), encoding="utf-8"
