@@ -221,6 +221,29 @@ def _drop_warm_client() -> None:
     _WARM_CLIENT = None
 
 
+def _reset_warm_kernel(cwd: str | None):
+    """This worker's kernel, started if needed and reset, ready for the next notebook.
+
+    A kernel that fails to start or dies during the reset (seen on a heavily loaded machine:
+    "Kernel died before replying to kernel_info") is replaced once: nothing of the notebook
+    has run yet, so trying again with a new kernel cannot run any of its cells twice.
+    """
+    import nbformat
+
+    for attempt in (1, 2):
+        try:
+            client = _warm_client(cwd)
+            client.nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_RESET_SOURCE)])
+            client.execute(cleanup_kc=False)
+            return client
+        except Exception as exc:  # noqa: BLE001 - any start-up failure; a cell error is not retried
+            _drop_warm_client()
+            if getattr(exc, "ename", None) or attempt == 2:
+                raise
+            log.warning("the notebook kernel failed to start or reset (%s); starting a new one", exc)
+    raise AssertionError("unreachable")
+
+
 def execute_job_warm(job: NotebookJob, outputs_dir: str, cwd: str | None = None) -> NotebookResult:
     """Execute one notebook job in this worker's long-lived kernel."""
     import nbformat
@@ -231,9 +254,7 @@ def execute_job_warm(job: NotebookJob, outputs_dir: str, cwd: str | None = None)
         nb = papermill.execute_notebook(job.template, str(tmp), parameters=job.parameters,
                                         prepare_only=True, kernel_name="python3", progress_bar=False)
         try:
-            client = _warm_client(cwd)
-            client.nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_RESET_SOURCE)])
-            client.execute(cleanup_kc=False)
+            client = _reset_warm_kernel(cwd)
             client.nb = nb
             client.execute(cleanup_kc=False)
         except BaseException as exc:
