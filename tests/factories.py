@@ -112,6 +112,35 @@ def copy_project(folder: Path) -> Path:
     return folder
 
 
+def first_sub_icb_codes(project: Path, count: int = 1) -> list[str]:
+    """The first ``count`` sub-ICB location codes of the project's synthetic set, sorted."""
+    import pandas as pd
+
+    mapping = pd.read_csv(project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv", dtype=str)
+    return sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[:count]
+
+
+def small_build(folder: Path, *build_args: str, orgs: int | None = None) -> Path:
+    """Make ``folder`` a project, generate the small synthetic set and run ``moopt build`` in it.
+
+    ``orgs``: build only the first so many sub-ICB locations (``--orgs``). Returns the project.
+    """
+    import os
+
+    from moopt.cli import main
+
+    project = copy_project(folder)
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        assert main(["synth", "--scale", "small"]) == 0
+        codes = ["--orgs", ",".join(first_sub_icb_codes(project, orgs))] if orgs else []
+        assert main(["build", *codes, *build_args]) == 0
+    finally:
+        os.chdir(cwd)
+    return project
+
+
 def write_notebook(path: Path, body: str) -> str:
     """A two-cell notebook: a ``parameters`` cell setting ``value = 1``, then ``body``."""
     import nbformat

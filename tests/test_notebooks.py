@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
-from factories import copy_project
+from factories import small_build
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -31,18 +29,8 @@ def test_notebooks_are_committed_without_outputs(path):
 @pytest.fixture(scope="module")
 def built_project(tmp_path_factory) -> Path:
     """A project whose outputs hold a small build (one sub-ICB location, the safety theme)."""
-    from moopt.cli import main
-
-    project = copy_project(tmp_path_factory.mktemp("notebook_project"))
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        assert main(["synth", "--scale", "small"]) == 0
-        mapping = project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv"
-        first = sorted(pd.read_csv(mapping, dtype=str)["SUB_ICB_LOCATION_CODE"].unique())[0]
-        assert main(["build", "--orgs", first, "--themes", "safety", "--no-site"]) == 0
-    finally:
-        os.chdir(cwd)
+    project = small_build(tmp_path_factory.mktemp("notebook_project"), "--themes", "safety", "--no-site",
+                          orgs=1)
     return project
 
 

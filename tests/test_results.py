@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from factories import copy_project
+from factories import small_build
 
 from moopt.indicators.definitions import get_indicator
 from moopt.results import verdict_columns
@@ -91,17 +90,9 @@ def test_pages_and_notebooks_compute_no_statistics():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    from moopt.cli import main
-
-    folder = copy_project(tmp_path_factory.mktemp("results_project"))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert main(["synth", "--scale", "small"]) == 0
-        assert main(["build", "--themes", "antimicrobials,safety,cardiovascular", "--no-site"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder / "outputs"
+    project = small_build(tmp_path_factory.mktemp("results_project"),
+                          "--themes", "antimicrobials,safety,cardiovascular", "--no-site")
+    return project / "outputs"
 
 
 FUNNEL_WORDS = {"above 99.8% limit": "higher", "below 99.8% limit": "lower"}

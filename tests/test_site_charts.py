@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,7 +19,7 @@ import pytest
 
 from moopt.charts.base import VEGA_CONFIG, expand_rows, spec_data_names
 from moopt.charts.web import validate_spec
-from factories import copy_project
+from factories import small_build
 
 pytestmark = pytest.mark.slow
 
@@ -40,24 +39,9 @@ def attributes(text: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    from moopt.cli import main
-
-    folder = copy_project(tmp_path_factory.mktemp("site_charts"))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        assert main(["synth", "--scale", "small"]) == 0
-        code = _first_two_codes(folder)
-        assert main(["build", "--themes", "antimicrobials,respiratory", "--orgs", code,
-                     "--renderer", "builtin"]) == 0
-    finally:
-        os.chdir(cwd)
-    return folder / "outputs" / "site"
-
-
-def _first_two_codes(folder: Path) -> str:
-    mapping = pd.read_csv(folder / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv")
-    return ",".join(sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[:2])
+    project = small_build(tmp_path_factory.mktemp("site_charts"), "--themes", "antimicrobials,respiratory",
+                          "--renderer", "builtin", orgs=2)
+    return project / "outputs" / "site"
 
 
 def _page_scripts(page: Path, text: str) -> tuple[dict, dict]:
