@@ -203,3 +203,12 @@ def test_a_site_page_carries_only_its_part_when_the_template_is_shared(tmp_path)
     merged = {**spec, **part, "datasets": {k: expand_rows(v) for k, v in part["datasets"].items()}}
     merged["datasets"]["every"] = json_records(all_rows())
     assert web.validate_spec(merged) == []
+
+
+def test_chart_csv_download_cannot_carry_a_spreadsheet_formula(tmp_path):
+    rows = all_rows().assign(org_name=["=HYPERLINK(\"http://x\")", "-1.5", "Plain $x^2$ name"])
+    chart = Chart("X01_csv", "t", "c", "a", [ChartData("every", rows, "rows")], None)
+    written = pd.read_csv(chart.to_csv(tmp_path / "every.csv"), dtype=str)
+    assert written["org_name"].tolist() == ["'=HYPERLINK(\"http://x\")", "-1.5", "Plain $x^2$ name"]
+    # The chart itself draws the name as written: JSON carries text, never a formula or markup.
+    assert json_records(rows)[0]["org_name"] == "=HYPERLINK(\"http://x\")"
