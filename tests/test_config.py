@@ -49,3 +49,23 @@ def test_unknown_section_and_bad_yaml_name_the_file(tmp_path):
         load_config(bad, project_dir=tmp_path)
     with pytest.raises(ParameterError, match="does not exist"):
         load_config(tmp_path / "missing.yml", project_dir=tmp_path)
+
+
+def test_an_out_of_memory_error_is_not_reported_as_a_locked_store(monkeypatch, capsys):
+    import duckdb
+
+    from moopt import cli
+
+    def run_out_of_memory(args):
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256.0 KiB")
+
+    monkeypatch.setattr(cli, "cmd_indicators", run_out_of_memory, raising=False)
+    parser = cli.parser()
+    monkeypatch.setattr(cli, "parser", lambda: parser)
+    for action in parser._subparsers._group_actions[0].choices.values():
+        action.set_defaults(func=run_out_of_memory)
+    assert cli.main(["indicators", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "ran out of the memory" in err and "in use by another program" not in err
+    assert not cli._is_duckdb_lock_error(duckdb.OutOfMemoryException("could not allocate block"))
+    assert cli._is_duckdb_lock_error(duckdb.IOException("Could not set lock on file"))

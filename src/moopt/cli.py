@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -267,7 +268,12 @@ def stop_cleanly_on_sigterm():
 
 
 def _is_duckdb_lock_error(exc: BaseException) -> bool:
-    return "duckdb" in type(exc).__module__ and "lock" in str(exc).lower()
+    # "lock" as a word: DuckDB's out-of-memory message ("could not allocate block") is not one.
+    return "duckdb" in type(exc).__module__ and re.search(r"\block\b", str(exc).lower()) is not None
+
+
+def _is_duckdb_memory_error(exc: BaseException) -> bool:
+    return "duckdb" in type(exc).__module__ and type(exc).__name__ == "OutOfMemoryException"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         print("moopt: interrupted (a build stopped before its end does not replace the site)", file=sys.stderr)
         return 130
     except Exception as exc:
+        if _is_duckdb_memory_error(exc):
+            print("moopt: error: DuckDB ran out of the memory it is allowed (data.ingest_memory_limit in "
+                  f"the run file, which holds ingest, indicators and results): {str(exc).splitlines()[0]} "
+                  "Raise the limit, or run with fewer organisations or months.", file=sys.stderr)
+            return 2
         if not _is_duckdb_lock_error(exc):
             raise
         # Another program (a notebook, a DuckDB shell) has the store open for writing.

@@ -336,10 +336,16 @@ class Store:
         if Path(current or ".").resolve() != spill.resolve():
             self.con.execute(f"SET temp_directory = {_quote(spill)}")
         self.con.execute(f"SET memory_limit = '{limit.strip()}'")
+        # Results are ordered where order matters (ORDER BY); keeping every intermediate table in
+        # insertion order makes DuckDB hold more in memory than the limit allows (the engine's
+        # 12-month windows ran out of memory at national scale).
+        order_before = self.con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+        self.con.execute("SET preserve_insertion_order = false")
         try:
             yield
         finally:
-            restore = f"SET memory_limit = '{before}'"
+            restore = (f"SET memory_limit = '{before}'; "
+                       f"SET preserve_insertion_order = {'true' if order_before else 'false'}")
             try:
                 self.con.execute(restore)
             except duckdb.Error:

@@ -524,22 +524,35 @@ class IndicatorEngine:
 
     @staticmethod
     def benchmarked(values: ir.Table) -> ir.Table:
+        """Every row with England's value, its percentile and its level's spread in its period.
+
+        The percentile ranks and the spread (deciles, quartiles, range) are computed on a
+        narrow table of keys and values and materialised (``_ranks``, ``_spread`` on the
+        values' own backend) before being joined back: as one query over the wide table,
+        its windows and quantiles held every column in memory and ran out of it at national
+        scale under the build's DuckDB memory limit.
+        """
+        backend = values.get_backend()
         part = ["indicator_id", "org_level", "period", "period_type"]
+        keys = [*part, "org_code"]
+        narrow = values.select(*keys, "value")
+        w = ibis.window(group_by=part, order_by=narrow.value)
+        n = narrow.value.count().over(ibis.window(group_by=part))
+        rank0 = ibis.rank().over(w)
+        ranks = backend.create_table("_ranks", narrow.mutate(percentile=ibis.ifelse(
+            narrow.value.notnull() & (n > 1) & (narrow.org_level != "england"),
+            rank0.cast("float64") / (n - 1).cast("float64") * 100.0, ibis.null("float64"))).drop("value"),
+            overwrite=True)
+        valued = narrow.filter(narrow.value.notnull() & (narrow.org_level != "england"))
+        spread = backend.create_table("_spread", valued.group_by(part).aggregate(
+            **{f"decile_{d}": valued.value.quantile(d / 100) for d in DECILES},
+            lowest=valued.value.min(), quartile_25=valued.value.quantile(0.25),
+            quartile_75=valued.value.quantile(0.75), highest=valued.value.max()), overwrite=True)
         england = values.filter(values.org_level == "england").select(
             "indicator_id", "period", "period_type", england_value=values.value)
         t = values.left_join(england, ["indicator_id", "period", "period_type"]).select(
             values, england_value=england.england_value)
-        w = ibis.window(group_by=part, order_by=t.value)
-        n = t.value.count().over(ibis.window(group_by=part))
-        rank0 = ibis.rank().over(w)
-        t = t.mutate(percentile=ibis.ifelse(
-            t.value.notnull() & (n > 1) & (t.org_level != "england"),
-            rank0.cast("float64") / (n - 1).cast("float64") * 100.0, ibis.null("float64")))
-        valued = t.filter(t.value.notnull() & (t.org_level != "england"))
-        spread = valued.group_by(part).aggregate(
-            **{f"decile_{d}": valued.value.quantile(d / 100) for d in DECILES},
-            lowest=valued.value.min(), quartile_25=valued.value.quantile(0.25),
-            quartile_75=valued.value.quantile(0.75), highest=valued.value.max())
+        t = t.left_join(ranks, keys).select(t, ranks.percentile)
         return t.left_join(spread, part).select(t, *[spread[c] for c in SPREAD_COLUMNS])
 
     # -- the whole thing ---------------------------------------------------------------------------------
@@ -578,7 +591,7 @@ class IndicatorEngine:
             result = result.filter(result.period >= start_month)
         result = result.order_by(["indicator_id", "org_level", "org_code", "period_type", "period"])
         final = self.backend.create_table(table_name, result, overwrite=True)
-        for scratch in ("_practice_month_long", "_level_months", "_values"):
+        for scratch in ("_practice_month_long", "_level_months", "_values", "_ranks", "_spread"):
             self.backend.drop_table(scratch, force=True)
         months = sorted({str(p)[:7] for p in final.select("period").distinct().to_pandas()["period"]})
         rows = int(final.count().execute())
