@@ -7,6 +7,7 @@
     moopt ingest [--params FILE]             validate and load the run's files into the store
     moopt fetch [--months A:B] [--icb ...]    download EPD months (NHSBSA open data portal) or a file
     moopt indicators list | check            the indicator library
+    moopt export-parquet [--month YYYY-MM]   the store's input tables as Parquet, by month
     moopt site                               re-render the site from the last run's notebooks
 """
 
@@ -148,6 +149,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return run_fetch_command(args, _say, config)
 
 
+def cmd_export_parquet(args: argparse.Namespace) -> int:
+    from moopt.parquet_store import run_export_command
+
+    config = load_config(args.params, overrides=_overrides(args))
+    return run_export_command(config.store_path, args.out, args.month, _say)
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from moopt.indicators.definitions import load_indicators
 
@@ -217,6 +225,14 @@ def parser() -> argparse.ArgumentParser:
     add_common(sp)
     add_fetch_arguments(sp)
     sp.set_defaults(func=cmd_fetch)
+
+    sp = sub.add_parser("export-parquet", help="write the store's input tables as Parquet, prescribing "
+                                               "partitioned by month (for Spark or another cluster engine)")
+    add_common(sp)
+    sp.add_argument("--out", help="folder (default outputs/store/parquet)")
+    sp.add_argument("--month", action="append", help="replace only this prescribing month (YYYY-MM), "
+                                                     "atomically; may be repeated")
+    sp.set_defaults(func=cmd_export_parquet)
 
     sp = sub.add_parser("indicators", help="list or check the indicator definitions")
     add_common(sp)
