@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "runner": "warm",
     # also write a static SVG of every chart (through vl-convert), shown where JavaScript is off
     "static_charts": False,
+    # where the indicator engine runs: duckdb (the store itself) or pyspark (see moopt.spark_engine)
+    "engine": {"backend": "duckdb", "spark": None},
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -97,6 +99,8 @@ class RunConfig:
     ingest_memory_limit: str | None = "2GB"
     month_drop_warning_share: float = 0.5
     static_charts: bool = False
+    engine_backend: str = "duckdb"
+    spark: Any = None  # moopt.spark_engine.SparkSettings when engine_backend is pyspark
 
     @property
     def data_dir(self) -> Path:
@@ -278,6 +282,18 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
+    engine = p["engine"]
+    if not isinstance(engine, dict) or set(engine) - {"backend", "spark"}:
+        fail(f"engine must be a mapping with backend (duckdb or pyspark) and spark, not {engine!r}.")
+    from moopt.spark_engine import ENGINE_BACKENDS, parse_spark_settings
+
+    if engine.get("backend", "duckdb") not in ENGINE_BACKENDS:
+        fail(f"engine.backend must be one of {', '.join(ENGINE_BACKENDS)}, not {engine.get('backend')!r}.")
+    try:
+        spark = parse_spark_settings(engine.get("spark"))
+    except ValueError as exc:
+        fail(str(exc))
+
     def resolve_all(paths: Any, what: str) -> list[str]:
         if isinstance(paths, str):
             paths = [paths]
@@ -331,6 +347,8 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         renderer=p["renderer"],
         runner=p["runner"],
         static_charts=p["static_charts"],
+        engine_backend=engine.get("backend", "duckdb"),
+        spark=spark,
         raw=p,
         params_file=params_file,
     )

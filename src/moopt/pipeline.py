@@ -394,8 +394,14 @@ def _engine_and_results(config: RunConfig, store: Store, key: str, stored: dict,
         say("indicator table is up to date (inputs and definitions unchanged)")
         info = json.loads(stored["engine_report"])
     else:
-        engine = IndicatorEngine(backend, indicators)
-        report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+        if config.engine_backend == "pyspark":
+            from moopt.spark_engine import run_engine_on_spark
+
+            report = run_engine_on_spark(con, indicators, config.spark, config.outputs_dir / "spark",
+                                         end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+        else:
+            engine = IndicatorEngine(backend, indicators)
+            report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
         overflow = proportion_overflow(backend, indicators)
         if overflow:
             raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
