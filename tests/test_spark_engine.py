@@ -16,7 +16,8 @@ import pytest
 
 from moopt.spark_engine import SparkSettings, parse_spark_settings, spark_available
 
-pytestmark = [pytest.mark.slow, pytest.mark.spark]
+# One group: the module fixture (a Spark run) is then made once, on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.xdist_group("spark")]
 
 # The engine sums exact decimals, so sums agree; what may differ is how each engine rounds a
 # double with more than 12 decimals (a quantity times a lookup factor) to its 12-place decimal.

@@ -45,6 +45,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over["workers"] = args.workers
     if getattr(args, "runner", None):
         over["runner"] = args.runner
+    if getattr(args, "scheduler", None):
+        over["scheduler"] = args.scheduler
     if getattr(args, "renderer", None):
         over["renderer"] = args.renderer
     if getattr(args, "outputs", None):
@@ -204,6 +206,8 @@ def parser() -> argparse.ArgumentParser:
                     help="warm: one kernel per worker, reused (default); papermill: a new kernel each")
     sp.add_argument("--synthetic-scale", choices=["national", "small"],
                     help="regenerate synthetic data at this scale if the current set differs")
+    sp.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): run the notebooks on that "
+                                        "cluster instead of local worker processes (see docs/scaling.md)")
     sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")
     sp.add_argument("--force", action="store_true",
                     help="run every notebook, even those whose inputs are unchanged since the last build")

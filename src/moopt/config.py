@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "static_charts": False,
     # where the indicator engine runs: duckdb (the store itself) or pyspark (see moopt.spark_engine)
     "engine": {"backend": "duckdb", "spark": None},
+    # a Dask scheduler address (tcp://host:8786): notebooks run on that cluster (moopt.dask_fanout)
+    "scheduler": None,
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -101,6 +103,7 @@ class RunConfig:
     static_charts: bool = False
     engine_backend: str = "duckdb"
     spark: Any = None  # moopt.spark_engine.SparkSettings when engine_backend is pyspark
+    scheduler: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -294,6 +297,10 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     except ValueError as exc:
         fail(str(exc))
 
+    scheduler = p["scheduler"]
+    if scheduler is not None and not re.fullmatch(r"([a-z]+://)?[^\s/:]+:\d+", str(scheduler)):
+        fail(f"scheduler must be a Dask scheduler address such as tcp://host:8786, not {scheduler!r}.")
+
     def resolve_all(paths: Any, what: str) -> list[str]:
         if isinstance(paths, str):
             paths = [paths]
@@ -349,6 +356,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         static_charts=p["static_charts"],
         engine_backend=engine.get("backend", "duckdb"),
         spark=spark,
+        scheduler=None if scheduler is None else str(scheduler),
         raw=p,
         params_file=params_file,
     )

@@ -744,7 +744,7 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     mark_unfinished(config.outputs_dir)
     with _kernel_environment(MOOPT_CHART_MODE=page_chart_mode(config)):
         result.notebooks = run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
-                                         mode=config.runner, force=force)
+                                         mode=config.runner, force=force, scheduler=config.scheduler)
     result.seconds["notebooks"] = time.perf_counter() - t
 
     manifest = {
