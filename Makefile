@@ -55,4 +55,4 @@ bench:  ## performance figures (not part of the tests)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf outputs/data outputs/store outputs/notebooks outputs/csv outputs/quarto outputs/site outputs/cache
+	rm -rf outputs/data outputs/store outputs/notebooks outputs/csv outputs/quarto outputs/site outputs/cache outputs/spark

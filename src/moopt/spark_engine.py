@@ -216,7 +216,9 @@ def run_engine_on_spark(con, indicators, settings: SparkSettings, work_dir: Path
         if not settings.remote:
             session.stop()
     _load_results(con, results, written)
-    shutil.rmtree(warehouse, ignore_errors=True)
+    # The Parquet export stays (a cluster, or `moopt export-parquet --month`, can reuse it).
+    for scratch in (results, warehouse):
+        shutil.rmtree(scratch, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     say(f"{', '.join(written)} copied back into the store [{report.seconds:.1f}s]")
     return report
