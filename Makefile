@@ -8,10 +8,11 @@ AXE_DIR     = .cache/axe-core
 
 .PHONY: setup browser-tools build test bench clean lab
 
-setup:  ## create .venv and install moopt with its test tools and JupyterLab
+setup:  ## create .venv and install moopt with its test tools, JupyterLab, PySpark and Dask
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,lab]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab,spark]"
+	@command -v java >/dev/null 2>&1 || echo "NOTE: no Java runtime: the PySpark engine test will be skipped (install a JDK 17)."
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@$(MAKE) --no-print-directory browser-tools
 
@@ -54,4 +55,4 @@ bench:  ## performance figures (not part of the tests)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf outputs/data outputs/store outputs/notebooks outputs/csv outputs/quarto outputs/site outputs/cache
+	rm -rf outputs/data outputs/store outputs/notebooks outputs/csv outputs/quarto outputs/site outputs/cache outputs/spark

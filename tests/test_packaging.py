@@ -9,7 +9,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI names
 CONDA_TO_PIP = {"ibis-duckdb": "ibis-framework", "playwright-python": "playwright"}
-CONDA_ONLY = {"python", "pip", "quarto"}  # quarto has no PyPI package; pip users install it separately
+# quarto and openjdk (Java, for pyspark) have no PyPI package; pip users install them separately
+CONDA_ONLY = {"python", "pip", "quarto", "openjdk"}
 
 
 def _split(spec: str) -> tuple[str, str]:

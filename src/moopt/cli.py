@@ -8,6 +8,7 @@
     moopt ingest [--params FILE]             validate and load the run's files into the store
     moopt fetch [--months A:B] [--icb ...]    download EPD months (NHSBSA open data portal) or a file
     moopt indicators list | check            the indicator library
+    moopt export-parquet [--month YYYY-MM]   the store's input tables as Parquet, by month
     moopt site                               re-render the site from the last run's notebooks
 """
 
@@ -46,6 +47,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over["workers"] = args.workers
     if getattr(args, "runner", None):
         over["runner"] = args.runner
+    if getattr(args, "scheduler", None):
+        over["scheduler"] = args.scheduler
     if getattr(args, "renderer", None):
         over["renderer"] = args.renderer
     if getattr(args, "outputs", None):
@@ -155,6 +158,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return run_fetch_command(args, _say, config)
 
 
+def cmd_export_parquet(args: argparse.Namespace) -> int:
+    from moopt.parquet_store import run_export_command
+
+    config = load_config(args.params, overrides=_overrides(args))
+    return run_export_command(config.store_path, args.out, args.month, _say)
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from moopt.indicators.definitions import load_indicators
 
@@ -213,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--drafts", action="store_true",
                     help="compute and show draft indicators (status: draft), marked Draft on every page "
                          "(run file: include_drafts: true)")
+    sp.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): run the notebooks on that "
+                                        "cluster instead of local worker processes (see docs/scaling.md)")
     sp.add_argument("--no-site", action="store_true", help="stop after the notebooks")
     sp.add_argument("--force", action="store_true",
                     help="run every notebook, even those whose inputs are unchanged since the last build")
@@ -234,6 +246,14 @@ def parser() -> argparse.ArgumentParser:
     add_common(sp)
     add_fetch_arguments(sp)
     sp.set_defaults(func=cmd_fetch)
+
+    sp = sub.add_parser("export-parquet", help="write the store's input tables as Parquet, prescribing "
+                                               "partitioned by month (for Spark or another cluster engine)")
+    add_common(sp)
+    sp.add_argument("--out", help="folder (default outputs/store/parquet)")
+    sp.add_argument("--month", action="append", help="replace only this prescribing month (YYYY-MM), "
+                                                     "atomically; may be repeated")
+    sp.set_defaults(func=cmd_export_parquet)
 
     sp = sub.add_parser("indicators", help="list or check the indicator definitions")
     add_common(sp)

@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "static_charts": False,
     # compute and show indicators whose definition has status: draft (else only when named by --indicator)
     "include_drafts": False,
+    # where the indicator engine runs: duckdb (the store itself) or pyspark (see moopt.spark_engine)
+    "engine": {"backend": "duckdb", "spark": None},
+    # a Dask scheduler address (tcp://host:8786): notebooks run on that cluster (moopt.dask_fanout)
+    "scheduler": None,
 }
 
 KNOWN_SECTIONS = set(DEFAULTS)
@@ -104,6 +108,9 @@ class RunConfig:
     named_drafts: tuple[str, ...] = ()
     # CSV of practice_code, group_code, group_name: the run's own groups (organisations.groupings).
     groupings_file: str | None = None
+    engine_backend: str = "duckdb"
+    spark: Any = None  # moopt.spark_engine.SparkSettings when engine_backend is pyspark
+    scheduler: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -294,6 +301,22 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     if p["renderer"] not in ("auto", "quarto", "builtin"):
         fail(f"renderer must be auto, quarto or builtin, not {p['renderer']!r}.")
 
+    engine = p["engine"]
+    if not isinstance(engine, dict) or set(engine) - {"backend", "spark"}:
+        fail(f"engine must be a mapping with backend (duckdb or pyspark) and spark, not {engine!r}.")
+    from moopt.spark_engine import ENGINE_BACKENDS, parse_spark_settings
+
+    if engine.get("backend", "duckdb") not in ENGINE_BACKENDS:
+        fail(f"engine.backend must be one of {', '.join(ENGINE_BACKENDS)}, not {engine.get('backend')!r}.")
+    try:
+        spark = parse_spark_settings(engine.get("spark"))
+    except ValueError as exc:
+        fail(str(exc))
+
+    scheduler = p["scheduler"]
+    if scheduler is not None and not re.fullmatch(r"([a-z]+://)?[^\s/:]+:\d+", str(scheduler)):
+        fail(f"scheduler must be a Dask scheduler address such as tcp://host:8786, not {scheduler!r}.")
+
     def resolve_all(paths: Any, what: str) -> list[str]:
         if isinstance(paths, str):
             paths = [paths]
@@ -349,6 +372,9 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         static_charts=p["static_charts"],
         include_drafts=p["include_drafts"],
         groupings_file=resolve_one(groupings),
+        engine_backend=engine.get("backend", "duckdb"),
+        spark=spark,
+        scheduler=None if scheduler is None else str(scheduler),
         raw=p,
         params_file=params_file,
     )

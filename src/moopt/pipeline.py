@@ -397,8 +397,14 @@ def _engine_and_results(config: RunConfig, store: Store, key: str, stored: dict,
         say("indicator table is up to date (inputs and definitions unchanged)")
         info = json.loads(stored["engine_report"])
     else:
-        engine = IndicatorEngine(backend, indicators)
-        report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+        if config.engine_backend == "pyspark":
+            from moopt.spark_engine import run_engine_on_spark
+
+            report = run_engine_on_spark(con, indicators, config.spark, config.outputs_dir / "spark",
+                                         end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
+        else:
+            engine = IndicatorEngine(backend, indicators)
+            report = engine.run(end_month=end_ts.date(), start_month=start_ts.date(), progress=say)
         overflow = proportion_overflow(backend, indicators)
         if overflow:
             raise ValueError("Percentages above 100% (numerator codes outside the denominator's) for: "
@@ -662,12 +668,12 @@ def _run_pages(jobs: list[NotebookJob], config: RunConfig, say, force: bool,
     """Run the notebooks; in a preview only those of the pages that show what is previewed."""
     if preview is None:
         return run_notebooks(jobs, config.outputs_dir, config.workers, config.project_dir, say,
-                             mode=config.runner, force=force)
+                             mode=config.runner, force=force, scheduler=config.scheduler)
     to_run, kept = split_preview_jobs(jobs, preview, config.outputs_dir)
     say(f"preview of {preview.describe()}: {len(to_run)} page(s) that show it (or that the last build did not "
         f"leave) are run; {len(kept)} other page(s) are kept from the last build")
     ran = run_notebooks([jobs[i] for i in to_run], config.outputs_dir, config.workers, config.project_dir,
-                        say, mode=config.runner, force=force)
+                        say, mode=config.runner, force=force, scheduler=config.scheduler)
     results = dict(kept)
     results.update(zip(to_run, ran))
     return [results[i] for i in range(len(jobs))]

@@ -416,7 +416,8 @@ WORKER_DIED = ("its worker process died twice while running it (killed by the sy
 
 
 def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, cwd: Path | None = None,
-                  progress=None, mode: str = "warm", execute=None, force: bool = False) -> list[NotebookResult]:
+                  progress=None, mode: str = "warm", execute=None, force: bool = False,
+                  scheduler=None) -> list[NotebookResult]:
     """Execute every job whose notebook cannot be reused, ``workers`` at a time, reporting progress.
 
     Parameters
@@ -439,6 +440,9 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
         the outputs folder and the working folder, returning a :class:`NotebookResult`).
     force : bool
         Run every job, even one whose notebook could be reused.
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler address: the jobs run on that cluster's workers instead of a local
+        pool (see :mod:`moopt.dask_fanout`), with the same executor, cache and reporting.
 
     Returns
     -------
@@ -522,6 +526,13 @@ def run_notebooks(jobs: list[NotebookJob], outputs_dir: Path, workers: int = 2, 
             raise
         pool.shutdown(wait=True)
         return started - results.keys() if broken else None
+
+    if scheduler is not None:
+        from moopt.dask_fanout import run_on_dask
+
+        run_on_dask(scheduler, [i for i in range(len(jobs)) if i not in results], jobs, out, cwd_text,
+                    execute, record, failed)
+        return [results[i] for i in range(len(jobs))]
 
     # When a worker dies, the pool stops every worker, so the notebooks then in flight are only
     # suspects. Suspects are rerun one at a time, where a death names its notebook exactly: a

@@ -308,13 +308,22 @@ class IndicatorEngine:
             return None
         return ls.group_by(["practice_code", "month"]).aggregate(**sums)
 
-    def practice_month_long(self, end_month=None) -> ir.Table:
-        """Long table: indicator_id, practice_code, month, numerator, denominator, flags."""
+    def practice_month_sums(self, end_month=None) -> ir.Table:
+        """Wide table: practice_code, month and one column per distinct numerator or denominator."""
         base = self._prescribing_sums(end_month)
         pop = self._population_sums(end_month)
         if pop is not None:
             base = base.left_join(pop, ["practice_code", "month"]).select(
                 base, *[pop[c] for c in pop.columns if c not in ("practice_code", "month")])
+        return base
+
+    def practice_month_long(self, end_month=None, sums: ir.Table | None = None) -> ir.Table:
+        """Long table: indicator_id, practice_code, month, numerator, denominator, flags.
+
+        ``sums`` is :meth:`practice_month_sums`, materialised by the caller; without it the
+        long table is built over the unmaterialised expression.
+        """
+        base = self.practice_month_sums(end_month) if sums is None else sums
         parts = []
         for ind in self.indicators:
             num = self._columns[_component_key(ind.numerator)]
@@ -564,8 +573,12 @@ class IndicatorEngine:
         started = time.perf_counter()
         values, missing_count, unmatched = None, 0, {}
         if self.indicators:
-            long = self.backend.create_table("_practice_month_long", self.practice_month_long(end_month),
+            # Materialised first: the long table reads it once per indicator, and a backend that
+            # inlines common table expressions (Spark) would otherwise scan prescribing each time.
+            sums = self.backend.create_table("_practice_month_sums", self.practice_month_sums(end_month),
                                              overwrite=True)
+            long = self.backend.create_table("_practice_month_long",
+                                             self.practice_month_long(sums=sums), overwrite=True)
             say(f"practice x month sums for {len(self.indicators)} indicators "
                 f"[{time.perf_counter() - started:.1f}s]")
             missing = long.filter(long.population_denominator & long.denominator.isnull())
@@ -591,7 +604,8 @@ class IndicatorEngine:
             result = result.filter(result.period >= start_month)
         result = result.order_by(["indicator_id", "org_level", "org_code", "period_type", "period"])
         final = self.backend.create_table(table_name, result, overwrite=True)
-        for scratch in ("_practice_month_long", "_level_months", "_values", "_ranks", "_spread"):
+        for scratch in ("_practice_month_sums", "_practice_month_long", "_level_months", "_values", "_ranks",
+                        "_spread"):
             self.backend.drop_table(scratch, force=True)
         months = sorted({str(p)[:7] for p in final.select("period").distinct().to_pandas()["period"]})
         rows = int(final.count().execute())
