@@ -69,3 +69,27 @@ def test_theme_notebook_runs_as_it_is_against_the_last_build(built_project):
         or "text/html" in o.get("data", {})
         for o in outputs
     )
+
+
+@pytest.mark.slow
+def test_theme_notebook_runs_under_plain_papermill_without_the_runner(built_project, tmp_path):
+    """A researcher's papermill call, with parameters and no moopt runner: interactive charts inline."""
+    import papermill
+
+    out = tmp_path / "safety-run.ipynb"
+    manifest = json.loads((built_project / "outputs" / "run_manifest.json").read_text())
+    organisation = manifest["organisations"][0]
+    papermill.execute_notebook(
+        str(built_project / "notebooks" / "safety.ipynb"), str(out), kernel_name="python3",
+        progress_bar=False, cwd=str(built_project / "notebooks"),
+        parameters={"org_level": "sub_icb", "org_code": organisation["code"], "theme": "safety",
+                    "store_path": str(built_project / "outputs" / "store" / "moopt.duckdb"),
+                    "outputs_dir": str(tmp_path / "outputs")})
+    cells = nbformat.read(out, as_version=4).cells
+    outputs = [o for c in cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert [o for o in outputs if o.get("output_type") == "error"] == []
+    shown = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert html.escape(organisation["name"]) in shown or organisation["name"] in shown
+    # Outside a build the charts carry their data and the drawing scripts inline (JupyterLab).
+    assert "moopt-vega-spec" in shown and "vegaEmbed" in shown
+    assert list((tmp_path / "outputs" / "csv").rglob("*.csv"))  # downloads written where asked
