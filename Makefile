@@ -46,7 +46,7 @@ build:  ## synthetic data (if none configured), store, indicators, notebooks, si
 
 lab:    ## JupyterLab on notebooks/; each notebook reads the last build's store (outputs/store)
 	@test -f outputs/store/moopt.duckdb || echo "note: no build yet: run 'make build' first, the notebooks read outputs/store/moopt.duckdb"
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)  # JupyterLab refuses root without it
 
 test:   ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
