@@ -83,6 +83,7 @@ def organisation_attributes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         SELECT o.*, lists.list_size, lists.aged_65_plus, lists.age_known, {dep} AS deprivation_score
         FROM organisations o JOIN lists USING (practice_code)
         {"LEFT JOIN practice_attributes p USING (practice_code)" if has_attributes else ""}
+        ORDER BY o.practice_code
     """).fetchdf()
     frames = []
     weighted = base.assign(dep_x_list=base["deprivation_score"] * base["list_size"])
@@ -345,7 +346,8 @@ def _breakdowns(con: duckdb.DuckDBPyConnection, indicators: list[Indicator]) -> 
     if not table_exists(con, "supplied_breakdowns"):
         return pd.DataFrame()
     rows = con.execute("SELECT indicator_id, org_level, org_code, org_name, period, period_type, breakdown, "
-                       "numerator, denominator FROM supplied_breakdowns").fetchdf()
+                       "numerator, denominator FROM supplied_breakdowns "
+                       "ORDER BY indicator_id, org_level, org_code, period_type, period, breakdown").fetchdf()
     if rows.empty:
         return rows
     multipliers = {i.id: i.multiplier for i in indicators}
@@ -372,7 +374,10 @@ def compute_results(con: duckdb.DuckDBPyConnection, indicators: list[Indicator],
     try:
         for number, indicator in enumerate([i for i in indicators if i.id in present], start=1):
             with times.phase("reading"):
-                frame = con.execute("SELECT * FROM indicator_values WHERE indicator_id = ?",
+                # In key order: DuckDB need not keep insertion order (see Store.memory_limit), and
+                # the statistics add floats in row order, so the same rows must come in the same order.
+                frame = con.execute("SELECT * FROM indicator_values WHERE indicator_id = ? "
+                                    "ORDER BY org_level, org_code, period_type, period",
                                     [indicator.id]).fetchdf()
             for name, table in indicator_results(frame, indicator, peers, scope, times).items():
                 with times.phase("writing"):
