@@ -23,8 +23,7 @@ import pandas as pd
 
 from moopt import charts
 from moopt.atomic import write_csv_atomic, write_text_atomic
-from moopt.charts.web import (DRAW_CHARTS_SCRIPT, notebook_scripts, write_shared_dataset,
-                              write_shared_template)
+from moopt.charts.web import write_shared_dataset, write_shared_template
 from moopt.indicators.definitions import Indicator, get_indicator, load_indicators, load_themes
 from moopt.orgs import (ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS,
                         check_org_level, check_safe_code)
@@ -223,7 +222,7 @@ def publish_chart(ctx: PageContext, chart: charts.Chart) -> list[str]:
         static = str(static_path.relative_to(ctx.outputs_dir))
         written.append(static)
     if mode == "notebook":
-        _display(notebook_scripts() + chart.to_html(downloads, inline=True) + DRAW_CHARTS_SCRIPT)
+        _display(chart.notebook_html(downloads))
     else:
         template = write_shared_template(ctx.outputs_dir, chart.spec) if chart.spec is not None else None
         if template is not None:

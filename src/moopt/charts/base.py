@@ -480,10 +480,14 @@ class Chart:
         parts.append("</figure>")
         return "\n".join(parts)
 
-    def _repr_html_(self) -> str:  # shown by Jupyter: data inline, scripts loaded once per kernel
+    def notebook_html(self, downloads: list[tuple[str, str]] = ()) -> str:
+        """The chart for a notebook: data inline, the drawing scripts sent once per kernel."""
         from moopt.charts.web import DRAW_CHARTS_SCRIPT, notebook_scripts
 
-        return notebook_scripts() + self.to_html(inline=True) + DRAW_CHARTS_SCRIPT
+        return notebook_scripts() + self.to_html(downloads, inline=True) + DRAW_CHARTS_SCRIPT
+
+    def _repr_html_(self) -> str:  # shown by Jupyter
+        return self.notebook_html()
 
 
 def spec_data_names(spec: dict) -> set[str]:
