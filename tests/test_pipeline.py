@@ -50,14 +50,20 @@ def _first_codes(project: Path, n: int) -> list[str]:
     return sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[:n]
 
 
+def _sub_icbs(manifest: dict) -> list[dict]:
+    """The run's own organisations (its ICBs and regions have pages too)."""
+    return [org for org in manifest["organisations"] if org["level"] == "sub_icb"]
+
+
 def test_site_links_every_organisation_and_all_links_resolve(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
-    index = (built / "site" / "index.html").read_text()
-    assert len(manifest["organisations"]) == 2
+    listing = (built / "site" / "orgs" / "index.html").read_text()
+    assert len(_sub_icbs(manifest)) == 2
+    assert {org["level"] for org in manifest["organisations"]} == {"region", "icb", "sub_icb"}
     for org in manifest["organisations"]:
-        assert f"orgs/sub_icb/{org['code']}/index.html" in index
+        assert f"{org['level']}/{org['code']}/index.html" in listing
         for theme in ("antimicrobials", "safety"):
-            page = built / "site" / "orgs" / "sub_icb" / org["code"] / f"{theme}.html"
+            page = built / "site" / "orgs" / org["level"] / org["code"] / f"{theme}.html"
             html = page.read_text()
             # real charts: Vega-Lite specifications with their captions and data downloads
             assert "moopt-vega-spec" in html and "moopt-chart-caption" in html and "moopt-chart-csv" in html
@@ -69,7 +75,8 @@ def test_site_links_every_organisation_and_all_links_resolve(built):
 def test_every_notebook_ran_and_ingest_accounts_for_every_row(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
     assert all(nb["status"] == "ok" for nb in manifest["notebooks"])
-    assert len(manifest["notebooks"]) == 2 * (3 + 1) + 1  # themes + summary per organisation, + England
+    # themes + summary per organisation (the two sub-ICB locations and the ICBs and regions above), + England
+    assert len(manifest["notebooks"]) == len(manifest["organisations"]) * (3 + 1) + 1
     for report in manifest["ingest"]:
         if not report["skipped"]:
             assert report["rows_read"] == report["rows_accepted"] + report["rows_rejected"]
@@ -77,7 +84,7 @@ def test_every_notebook_ran_and_ingest_accounts_for_every_row(built):
 
 def test_chart_csv_is_exactly_the_computed_indicator_values(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
-    code = manifest["organisations"][0]["code"]
+    code = _sub_icbs(manifest)[0]["code"]
     trend = pd.read_csv(built / "csv" / "sub_icb" / code / "antimicrobials" / "AMR01_trend.csv")
     org_series = trend[trend["series"] == "organisation"].sort_values("period")
     con = duckdb.connect(str(built / "store" / "moopt.duckdb"), read_only=True)
@@ -122,7 +129,7 @@ def test_benchmarked_table_has_intervals_and_comparisons(built):
 
 def test_theme_page_charts_and_summary_page(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
-    code = manifest["organisations"][0]["code"]
+    code = _sub_icbs(manifest)[0]["code"]
     folder = built / "csv" / "sub_icb" / code / "antimicrobials"
     for chart in ("trend", "practices", "spc"):  # this organisation's own rows
         assert (folder / f"AMR01_{chart}.csv").exists(), chart
@@ -146,7 +153,7 @@ def test_theme_page_charts_and_summary_page(built):
 
 def test_transfer_of_care_comparison_from_supplied_data(built):
     manifest = json.loads((built / "run_manifest.json").read_text())
-    code = manifest["organisations"][0]["code"]
+    code = _sub_icbs(manifest)[0]["code"]
     table = pd.read_csv(built / "csv" / "sub_icb" / code / "transfer_of_care" / "TOC03_by_group.csv")
     england = table[table["area"] == "England"].set_index("group")
     assert set(england.index) == {"completed", "not_completed"}

@@ -117,18 +117,20 @@ def test_summary_theme_page_and_funnel_agree_for_every_organisation_and_indicato
     themes = {t["id"]: [i["id"] for i in t["indicators"]] for t in manifest["themes"] if t["id"] != "summary"}
     checked = 0
     compared = set()
-    for org in manifest["organisations"]:
-        code = org["code"]
-        spine = pd.read_csv(built / "csv" / "sub_icb" / code / "summary" / "summary_spine.csv")
+    levels = set()
+    for org in manifest["organisations"]:  # every level's pages: regions, ICBs and sub-ICB locations
+        code, level = org["code"], org["level"]
+        levels.add(level)
+        spine = pd.read_csv(built / "csv" / level / code / "summary" / "summary_spine.csv")
         for theme, ids in themes.items():
-            page = _page_text(built / "notebooks" / "sub_icb" / code / f"{theme}.ipynb")
-            glance = pd.read_csv(built / "csv" / "sub_icb" / code / theme / "summary.csv")
+            page = _page_text(built / "notebooks" / level / code / f"{theme}.ipynb")
+            glance = pd.read_csv(built / "csv" / level / code / theme / "summary.csv")
             for ind in ids:
                 period_type = get_indicator(ind).main_period_type
                 row = con.execute(
-                    "SELECT * FROM indicator_results WHERE indicator_id = ? AND org_level = 'sub_icb' "
+                    "SELECT * FROM indicator_results WHERE indicator_id = ? AND org_level = ? "
                     "AND org_code = ? AND period_type = ? ORDER BY period DESC LIMIT 1",
-                    [ind, code, period_type]).fetchdf()
+                    [ind, level, code, period_type]).fetchdf()
                 if row.empty or pd.isna(row["value"].iloc[0]):
                     continue
                 r = row.iloc[0]
@@ -144,7 +146,7 @@ def test_summary_theme_page_and_funnel_agree_for_every_organisation_and_indicato
                 # (all organisations' values: one shared download per indicator, level and period,
                 # which the page's funnel chart loads; the page highlights its own row)
                 if isinstance(verdict, str):
-                    shared = re.search(rf'src="(csv/shared/{ind}\.sub_icb\.[^"]*\.values\.[0-9a-f]+)\.js"', page)
+                    shared = re.search(rf'src="(csv/shared/{ind}\.{level}\.[^"]*\.values\.[0-9a-f]+)\.js"', page)
                     assert shared, (code, ind)
                     funnel = pd.read_csv(built / f"{shared.group(1)}.csv", dtype={"org_code": str})
                     own = funnel.loc[funnel["org_code"] == code, "position"].iloc[0]
@@ -161,7 +163,7 @@ def test_summary_theme_page_and_funnel_agree_for_every_organisation_and_indicato
                     assert (shown == label) if label else (pd.isna(shown) or "not" in str(shown)), (code, ind)
                 checked += 1
     con.close()
-    assert checked >= 6 * 10
+    assert checked >= 6 * 10 and levels == {"region", "icb", "sub_icb"}
     assert {"similar"} < compared | {"similar"}  # the build has verdicts other than "similar" too
 
 

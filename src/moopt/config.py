@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "ingest_memory_limit": "2GB",
     },
     "period": {"end": "latest", "months": 24},
-    "organisations": {"level": "sub_icb", "codes": "all"},
+    "organisations": {"level": "sub_icb", "codes": "all", "levels_above": True},
     "themes": "all",
     "outputs": "outputs",
     "workers": 2,
@@ -111,6 +111,17 @@ class RunConfig:
     engine_backend: str = "duckdb"
     spark: Any = None  # moopt.spark_engine.SparkSettings when engine_backend is pyspark
     scheduler: str | None = None
+    # Also build the pages of every level above org_level (up to region) for the parents of the
+    # run's organisations, so that a reader can go up and down the hierarchy.
+    levels_above: bool = True
+
+    @property
+    def page_levels(self) -> tuple[str, ...]:
+        """The levels that get organisation pages, from the top (region) down to ``org_level``."""
+        if self.org_level == GROUP_LEVEL or not self.levels_above:
+            return (self.org_level,)
+        chain = ORG_LEVELS[:ORG_LEVELS.index("england")]  # practice ... region
+        return tuple(reversed(chain[chain.index(self.org_level):]))
 
     @property
     def data_dir(self) -> Path:
@@ -241,7 +252,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         fail(f"data.ingest_memory_limit must be a size such as 2GB or 500MB (or null), not {limit!r}.")
     limit = None if limit is None else str(limit)
 
-    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes", "groupings"})):
+    for section, known in (("period", {"end", "months"}), ("organisations", {"level", "codes", "groupings", "levels_above"})):
         if not isinstance(p[section], dict):
             fail(f"'{section}' must be a mapping.")
         unknown = set(p[section]) - known
@@ -271,6 +282,10 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
     if level == GROUP_LEVEL and not groupings:
         fail("organisations.level is group, but organisations.groupings names no groupings file "
              "(a CSV of practice_code, group_code, group_name).")
+    levels_above = orgs.get("levels_above", True)
+    if not isinstance(levels_above, bool):
+        fail(f"organisations.levels_above must be true (also build the pages of the levels above, up to "
+             f"region, for the organisations' parents) or false, not {levels_above!r}.")
     codes = _as_list(orgs.get("codes", "all"), "organisations.codes")
     for code in codes or []:
         try:
@@ -364,6 +379,7 @@ def _validate(p: dict[str, Any], project: Path, source: str, params_file: Path |
         period_months=months,
         org_level=level,
         org_codes=codes,
+        levels_above=levels_above,
         themes=themes,
         outputs_dir=outputs if outputs.is_absolute() else project / outputs,
         workers=workers,

@@ -30,7 +30,7 @@ from moopt.methodology import write_methodology
 from moopt.provenance import run_provenance
 from moopt.groupings import load_groupings
 from moopt.preview import PreviewRequest, left_out_drafts, run_indicators, split_preview_jobs
-from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS
+from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS, ORG_LEVELS
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
@@ -342,7 +342,8 @@ NATIONAL_PRACTICES = 6_000
 def _results_key(engine_key: str, config: RunConfig) -> str:
     """The engine key plus what the results stage adds: the series level and codes."""
     codes = ",".join(sorted(config.org_codes)) if config.org_codes is not None else "all"
-    return hashlib.sha256(f"{engine_key}|{config.org_level}|{codes}".encode()).hexdigest()
+    levels = ",".join(config.page_levels)
+    return hashlib.sha256(f"{engine_key}|{config.org_level}|{codes}|{levels}".encode()).hexdigest()
 
 
 def _stored_facts(con) -> dict:
@@ -415,7 +416,8 @@ def _engine_and_results(config: RunConfig, store: Store, key: str, stored: dict,
         if report.practice_months_without_list_size:
             say(f"note: {report.practice_months_without_list_size:,} practice-months had prescribing but no "
                 "list size; they are left out of population-based indicators above practice level")
-    scope = SeriesScope(config.org_level, tuple(config.org_codes) if config.org_codes is not None else None)
+    scope = SeriesScope(config.org_level, tuple(config.org_codes) if config.org_codes is not None else None,
+                        levels_above=config.page_levels[:-1])
     info["results"] = compute_results(con, indicators, scope, say)
     return info
 
@@ -448,18 +450,23 @@ def write_run_facts(con, config: RunConfig, synthetic: bool, start_ts: pd.Timest
 # -- organisations and jobs ---------------------------------------------------------------------------
 
 def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
-    """The organisations at the run's level, with parents; unknown requested codes are an error."""
+    """The organisations that get pages, top level first, each with its parent and ancestors.
+
+    The run's own level (``organisations.level``) is chosen by ``organisations.codes``; with
+    ``levels_above`` (the default) the levels above it, up to region, add the organisations that
+    contain the chosen ones, so that every page has a page above it (its breadcrumbs) and the pages
+    above list the ones below. Unknown requested codes are an error.
+    """
     level = config.org_level
     if level == GROUP_LEVEL:
         return _groups_for_run(store, config)
     code_col, name_col = ORG_LEVEL_COLUMNS[level]
-    chain = ["practice", "pcn", "sub_icb", "icb", "region"]
-    parent_level = chain[chain.index(level) + 1] if level != "region" else None
-    parent_cols = ORG_LEVEL_COLUMNS[parent_level] if parent_level else (None, None)
-    select = [f"{code_col} AS code", f"any_value({name_col}) AS name",
-              f"any_value({parent_cols[0]}) AS parent_code" if parent_level else "NULL AS parent_code",
-              f"any_value({parent_cols[1]}) AS parent_name" if parent_level else "NULL AS parent_name",
-              "any_value(region_code) AS region_code", "any_value(region_name) AS region_name"]
+    chain = ORG_LEVELS[:ORG_LEVELS.index("england")]  # practice, pcn, sub_icb, icb, region
+    above = list(chain[chain.index(level) + 1:])  # nearest first
+    select = [f"{code_col} AS code", f"any_value({name_col}) AS name"]
+    for upper in above:
+        upper_code, upper_name = ORG_LEVEL_COLUMNS[upper]
+        select += [f"any_value({upper_code}) AS {upper}_code_", f"any_value({upper_name}) AS {upper}_name_"]
     frame = store.con.execute(
         f"SELECT {', '.join(select)}, count(*) FILTER (WHERE status IN ('C', 'D')) AS n_closed "
         f"FROM organisations GROUP BY {code_col} ORDER BY {code_col}").fetchdf()
@@ -479,9 +486,35 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
         # Practices closed (or dormant) per ODS keep their history in every level above, but get
         # no page of their own in a run of all practices; ask for one by code to see its history.
         frame = frame[frame["n_closed"] == 0]
-    frame = frame.drop(columns=["n_closed"])
-    frame["level"] = level
-    return frame.where(frame.notna(), None).to_dict("records")
+    frame = frame.where(frame.notna(), None)
+
+    def ancestors(row, levels: list[str]) -> list[dict]:
+        # Top (region) first, as breadcrumbs read; a level the data leave empty is skipped.
+        return [{"level": upper, "code": row[f"{upper}_code_"], "name": row[f"{upper}_name_"]}
+                for upper in reversed(levels) if row[f"{upper}_code_"] is not None]
+
+    def record(code, name, org_level: str, row, levels: list[str]) -> dict:
+        up = ancestors(row, levels)
+        parent = up[-1] if up else None
+        region = next((a for a in up if a["level"] == "region"), None)
+        return {"code": code, "name": name, "level": org_level,
+                "parent_code": parent["code"] if parent else None,
+                "parent_name": parent["name"] if parent else None,
+                "region_code": region["code"] if region else (code if org_level == "region" else None),
+                "region_name": region["name"] if region else (name if org_level == "region" else None),
+                "ancestors": up}
+
+    records = [record(row["code"], row["name"], level, row, above) for row in frame.to_dict("records")]
+    if config.levels_above:
+        rows = frame.to_dict("records")
+        for i, upper in enumerate(above):
+            seen: dict[str, dict] = {}
+            for row in rows:
+                code = row[f"{upper}_code_"]
+                if code is not None and code not in seen:
+                    seen[code] = record(code, row[f"{upper}_name_"], upper, row, above[i + 1:])
+            records = [seen[c] for c in sorted(seen)] + records
+    return records
 
 
 def _groups_for_run(store: Store, config: RunConfig) -> list[dict]:
@@ -539,16 +572,17 @@ def notebook_jobs(config: RunConfig, orgs: list[dict], themes: list[Theme]) -> l
                         str(out / "notebooks" / "england" / ENGLAND_CODE / "overview.ipynb"),
                         {**common, "comparison_level": config.org_level})]
     for org in orgs:
+        level = org.get("level", config.org_level)
         jobs.append(NotebookJob(
-            config.org_level, org["code"], "summary", str(nb_dir / "summary.ipynb"),
-            str(out / "notebooks" / config.org_level / org["code"] / "summary.ipynb"),
-            {**common, "org_level": config.org_level, "org_code": org["code"],
+            level, org["code"], "summary", str(nb_dir / "summary.ipynb"),
+            str(out / "notebooks" / level / org["code"] / "summary.ipynb"),
+            {**common, "org_level": level, "org_code": org["code"],
              "themes": [t.id for t in themes]}))
         for theme in themes:
             jobs.append(NotebookJob(
-                config.org_level, org["code"], theme.id, str(nb_dir / f"{theme.notebook}.ipynb"),
-                str(out / "notebooks" / config.org_level / org["code"] / f"{theme.id}.ipynb"),
-                {**common, "org_level": config.org_level, "org_code": org["code"], "theme": theme.id}))
+                level, org["code"], theme.id, str(nb_dir / f"{theme.notebook}.ipynb"),
+                str(out / "notebooks" / level / org["code"] / f"{theme.id}.ipynb"),
+                {**common, "org_level": level, "org_code": org["code"], "theme": theme.id}))
     missing = sorted({j.template for j in jobs if not Path(j.template).exists()})
     if missing:
         raise ParameterError(f"Notebook template(s) not found: {', '.join(missing)}.")
@@ -641,7 +675,7 @@ def assign_cache_keys(jobs: list[NotebookJob], inputs: PageCacheInputs, orgs: li
     the definitions of the indicators the page shows: a theme page its theme's, the summary
     and the England overview every one. The runner reuses a notebook whose key is unchanged.
     """
-    by_code = {org["code"]: org for org in orgs}
+    by_code = {(org.get("level"), org["code"]): org for org in orgs}
     every = sorted(inputs.indicators)
     by_theme: dict[str, list[str]] = {}
     for indicator in load_indicators():
@@ -651,7 +685,7 @@ def assign_cache_keys(jobs: list[NotebookJob], inputs: PageCacheInputs, orgs: li
         if job.template not in templates:
             templates[job.template] = hashlib.sha256(Path(job.template).read_bytes()).hexdigest()
         shown = by_theme.get(job.theme, []) if job.theme not in ("summary", "overview") else every
-        organisation = by_code.get(job.org_code, {"code": job.org_code, "level": job.org_level})
+        organisation = by_code.get((job.org_level, job.org_code), {"code": job.org_code, "level": job.org_level})
         job.cache_key = hashlib.sha256(_canonical({
             "template": templates[job.template],
             "parameters": job.parameters,
@@ -788,7 +822,9 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
     assign_cache_keys(jobs, cache_inputs, orgs)
 
     workers = min(config.workers, len(jobs))
-    say(f"4/5 notebooks: {len(jobs)} in all ({len(orgs)} organisations x ({len(themes)} themes + summary) "
+    per_level = ", ".join(f"{sum(o.get('level') == lv for o in orgs)} {ORG_LEVEL_PLURALS.get(lv, lv)}"
+                          for lv in config.page_levels)
+    say(f"4/5 notebooks: {len(jobs)} in all ({per_level}; each {len(themes)} themes + summary; "
         f"+ England overview), those not reusable run on {workers} workers, {config.runner} kernels")
     t = time.perf_counter()
     # From here the notebooks on disk stop matching the last manifest until the new one is written.

@@ -58,6 +58,8 @@ class SeriesScope:
 
     org_level: str
     org_codes: tuple[str, ...] | None = None
+    # Levels above that also get pages (every organisation of each: there are few of them).
+    levels_above: tuple[str, ...] = ()
 
 
 # -- peers -------------------------------------------------------------------------------------------
@@ -180,15 +182,16 @@ def _funnel(frame: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd
 def _series(frame: pd.DataFrame, indicator: Indicator, scope: SeriesScope) -> pd.DataFrame:
     """The monthly (or supplied-period) series SPC and trends use, for the organisations in scope."""
     kind = indicator.main_period_type if indicator.is_supplied else "month"
-    rows = frame[(frame["org_level"] == scope.org_level) & (frame["period_type"] == kind)
-                 & frame["value"].notna()]
+    own_level = frame["org_level"] == scope.org_level
     if scope.org_codes is not None:
-        rows = rows[rows["org_code"].isin(scope.org_codes)]
-    return rows.sort_values(["org_code", "period"])
+        own_level &= frame["org_code"].isin(scope.org_codes)
+    rows = frame[(own_level | frame["org_level"].isin(scope.levels_above)) & (frame["period_type"] == kind)
+                 & frame["value"].notna()]
+    return rows.sort_values(["org_level", "org_code", "period"])
 
 
 def _spc(series: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    counts = series.groupby("org_code")["period"].transform("size")
+    counts = series.groupby(["org_level", "org_code"])["period"].transform("size")
     series = series[counts >= MIN_SPC_POINTS].copy()
     if series.empty:
         return pd.DataFrame(), pd.DataFrame()
@@ -198,7 +201,8 @@ def _spc(series: pd.DataFrame, indicator: Indicator) -> tuple[pd.DataFrame, pd.D
         # noise and leaves a straight line, on which SPC would flag nearly every point.
         adjusted = stats.calculate_seasonal_adjustment(series, on_short_series="skip", seasonal_degree=0)
         # a series is drawn adjusted entirely or not at all (STL needs 24 months without gaps)
-        whole = adjusted["seasonally_adjusted"].notna().groupby(series["org_code"]).transform("all")
+        whole = adjusted["seasonally_adjusted"].notna().groupby(
+            [series["org_level"], series["org_code"]]).transform("all")
         series["value"] = adjusted["seasonally_adjusted"].where(whole, series["value"])
         series["seasonally_adjusted"] = whole
     # Supplied 12-month values (QOF years) do not overlap, so the rolling-sum guard does not apply.
@@ -212,7 +216,7 @@ def _trends(series: pd.DataFrame, indicator: Indicator) -> pd.DataFrame:
     if indicator.value_kind == "none" or indicator.is_supplied:
         return pd.DataFrame()
     series = series[(series["denominator"] > 0) & series["numerator"].notna()]
-    counts = series.groupby("org_code")["period"].transform("size")
+    counts = series.groupby(["org_level", "org_code"])["period"].transform("size")
     series = series[counts >= MIN_TREND_POINTS]
     if series.empty:
         return pd.DataFrame()
@@ -394,10 +398,10 @@ def compute_results(con: duckdb.DuckDBPyConnection, indicators: list[Indicator],
         staging.discard()
         raise
     seconds = time.perf_counter() - started
-    level = ORG_LEVEL_PLURALS.get(scope.org_level, scope.org_level)
+    level = " and ".join(ORG_LEVEL_PLURALS.get(lv, lv) for lv in (*scope.levels_above, scope.org_level))
     say(f"national results: {counts['indicator_results']:,} rows, {counts['funnel_parameters']:,} funnels, "
         f"{counts['spc_series']:,} SPC series and {counts['trends']:,} trend models of {level} [{seconds:.1f}s]")
     say("national results by phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     return {"rows": counts, "peer_attributes": usable, "peer_group_size": PEER_GROUP_SIZE,
-            "series_level": scope.org_level, "seconds": round(seconds, 1),
+            "series_level": scope.org_level, "series_levels_above": list(scope.levels_above), "seconds": round(seconds, 1),
             "phase_seconds": {k: round(v, 2) for k, v in times.items()}}

@@ -94,10 +94,27 @@ def trend_words(row) -> str:
     return "too short to model" if points is not None and pd.notna(points) else "not modelled"
 
 
-def _cell(text: str, sort_value=None) -> str:
+def table_cell(text: str, sort_value=None) -> str:
     if sort_value is None or (not isinstance(sort_value, str) and pd.isna(sort_value)):
         return f"<td>{html.escape(text)}</td>"
     return f'<td data-sort="{html.escape(str(sort_value), quote=True)}">{html.escape(text)}</td>'
+
+
+def sortable_table(table_id: str, plural: str, caption: str, headers: list[tuple[str, str]],
+                   rows: list[str]) -> str:
+    """A table that ``assets/moopt-tables.js`` sorts and filters, with its (hidden until then) filter box.
+
+    ``headers`` are (heading, "text" or "number"); ``rows`` are finished ``<tr>`` elements.
+    """
+    return (
+        '<div class="moopt-table-tools" hidden>'
+        f'<label for="{table_id}-filter">Filter {html.escape(plural)} by name or code</label> '
+        f'<input type="search" id="{table_id}-filter" class="moopt-table-filter" data-table="{table_id}" '
+        f'autocomplete="off"> <span class="moopt-table-count" aria-live="polite"></span></div>\n'
+        f'<table class="moopt-table moopt-sortable" id="{table_id}"><caption>{html.escape(caption)}</caption>'
+        "<thead><tr>"
+        + "".join(f'<th scope="col" data-sort-type="{t}">{html.escape(h)}</th>' for h, t in headers)
+        + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _period_words(period, period_type: str) -> str:
@@ -155,11 +172,11 @@ def indicator_page(indicator, level: str, frame: list[dict], org_pages: dict[str
                     else f"{_number(r['lower_95'], d)} to {_number(r['upper_95'], d)}")
         rows.append(
             f'<tr><td data-sort="{html.escape(str(r["org_name"] or r["org_code"]), quote=True)}">{org}</td>'
-            + _cell(str(r["org_code"]), str(r["org_code"]))
-            + _cell(_number(r["value"], d), r["value"])
-            + _cell(interval, r.get("lower_95"))
-            + _cell(verdict_words(r), verdict_words(r))
-            + _cell(trend_words(r), r.get("change_per_year"))
+            + table_cell(str(r["org_code"]), str(r["org_code"]))
+            + table_cell(_number(r["value"], d), r["value"])
+            + table_cell(interval, r.get("lower_95"))
+            + table_cell(verdict_words(r), verdict_words(r))
+            + table_cell(trend_words(r), r.get("change_per_year"))
             + "</tr>")
     has_trends = any(pd.notna(r["trend_points"]) or isinstance(r["recent_trend"], str) for r in frame)
     caption = (f"{indicator.id} for all {plural}, {when}. Compared with England: the "
@@ -168,17 +185,8 @@ def indicator_page(indicator, level: str, frame: list[dict], org_pages: dict[str
     headers = ["Organisation", "Code", f"Value ({indicator.unit})", "95% interval", "Compared with England",
                "Trend"]
     types = ["text", "text", "number", "number", "text", "number"]
-    table = (
-        '<div class="moopt-table-tools" hidden>'
-        f'<label for="{table_id}-filter">Filter {html.escape(plural)} by name or code</label> '
-        f'<input type="search" id="{table_id}-filter" class="moopt-table-filter" data-table="{table_id}" '
-        f'autocomplete="off"> <span class="moopt-table-count" aria-live="polite"></span></div>\n'
-        f'<table class="moopt-table moopt-sortable" id="{table_id}"><caption>{html.escape(caption)}</caption>'
-        "<thead><tr>"
-        + "".join(f'<th scope="col" data-sort-type="{t}">{html.escape(h)}</th>' for h, t in zip(headers, types))
-        + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>\n"
-        f'<script src="{depth}{TABLE_SCRIPT_FILE}" defer></script>'
-    )
+    table = (sortable_table(table_id, plural, caption, list(zip(headers, types)), rows)
+             + f'\n<script src="{depth}{TABLE_SCRIPT_FILE}" defer></script>')
     lines.append(raw_html_block(table))
     if not has_trends:
         lines += [f"Trends are modelled for series levels only; {md_text(plural)} have none in this run.", ""]

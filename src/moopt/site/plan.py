@@ -103,6 +103,8 @@ class OrgInfo:
     parent_name: str | None = None
     region_code: str | None = None
     region_name: str | None = None
+    # The organisations above it, top (region) first: (level, code, name).
+    ancestors: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -284,7 +286,15 @@ def _read_org(raw: dict) -> OrgInfo:
         parent_name=raw.get("parent_name"),
         region_code=raw.get("region_code"),
         region_name=raw.get("region_name"),
+        ancestors=tuple(_read_ancestor(a) for a in raw.get("ancestors") or []),
     )
+
+
+def _read_ancestor(raw: dict) -> tuple[str, str, str]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"Each ancestor of an organisation in the manifest must be an object, not {raw!r}.")
+    code = check_safe_code(raw.get("code"))
+    return check_org_level(raw.get("level")), code, _text(raw.get("name"), code)
 
 
 def _read_theme(raw: dict) -> ThemeInfo:

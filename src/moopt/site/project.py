@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 import nbformat
 import yaml
 
-from moopt.orgs import ORG_LEVEL_PLURALS, ORG_LEVELS
+from moopt.orgs import ENGLAND_CODE, ENGLAND_NAME, ORG_LEVEL_PLURALS, ORG_LEVELS
 
 from moopt.site.downloads import (
     HISTORY_PARQUET_FILE,
@@ -73,6 +73,7 @@ from moopt.site.indicator_pages import (
     indicator_pages,
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
+from moopt.site.org_lists import ChildRow, children_section, read_child_rows
 from moopt.site.plan import (
     DIRECTION_LABELS,
     NotebookPage,
@@ -280,6 +281,28 @@ def _org_lines(
     return lines
 
 
+def _orgs_by_level(plan: SitePlan, orgs: list[OrgInfo]) -> list[str]:
+    """The organisations page: a section per level, top first, each grouped by region and parent."""
+    lines: list[str] = []
+    by_level: dict[str, list[OrgInfo]] = {}
+    for org in orgs:
+        by_level.setdefault(org.level, []).append(org)
+    several = len(by_level) > 1
+    for level in sorted(by_level, key=_level_rank):
+        members = by_level[level]
+        heading = 2
+        if several:
+            plural = ORG_LEVEL_PLURALS.get(level, level)
+            lines += [f"## {md_text(plural[:1].upper() + plural[1:])} ({len(members)})", ""]
+            heading = 3
+        if level == "region":  # grouping regions by region says nothing
+            lines += [f"- {md_link(org.label, _rel(org_index_url(org.level, org.code), 1))}"
+                      for org in sorted(members, key=lambda o: (o.name, o.code))] + [""]
+        else:
+            lines += _org_lines(plan, members, 1, heading, with_themes=True)
+    return lines
+
+
 def _theme_lines(plan: SitePlan, depth: int) -> list[str]:
     lines = []
     for theme in plan.themes.values():
@@ -301,7 +324,11 @@ def _listed_orgs(plan: SitePlan) -> list[OrgInfo]:
 
 
 def _index_body(
-    plan: SitePlan, overview_html: str | None, results: ResultsOverview | None = None
+    plan: SitePlan,
+    overview_html: str | None,
+    results: ResultsOverview | None = None,
+    children: dict[str, list[ChildRow]] | None = None,
+    org_pages: dict[tuple[str, str], str] | None = None,
 ) -> str:
     lines: list[str] = []
     if overview_html is not None:
@@ -324,24 +351,61 @@ def _index_body(
     lines += [
         "## Organisations",
         "",
-        f"{len(orgs)} organisations, grouped by region and parent organisation. "
-        "Each has a page per theme; "
-        f"{md_link('see all organisations with their theme pages', ORGS[1])}.",
+        f"{len(orgs)} organisations have pages: "
+        + ", ".join(f"{count} {md_text(ORG_LEVEL_PLURALS.get(level, level))}"
+                    for level, count in _level_counts(orgs))
+        + ". Type a name or code in the finder above, or "
+        f"{md_link('see every organisation, level by level', ORGS[1])}.",
         "",
     ]
-    lines += _org_lines(plan, orgs, 0, 3, with_themes=False)
+    if children:
+        lines.append(children_section(ENGLAND_NAME, children, org_pages or {}, "", heading="###"))
     return "\n".join(lines)
 
 
-def _org_body(plan: SitePlan, org: OrgInfo) -> str:
+def _level_counts(orgs: list[OrgInfo]) -> list[tuple[str, int]]:
+    """How many organisations of each level, top level first."""
+    counts: dict[str, int] = {}
+    for org in orgs:
+        counts[org.level] = counts.get(org.level, 0) + 1
+    return sorted(counts.items(), key=lambda item: _level_rank(item[0]))
+
+
+def _level_rank(level: str) -> int:
+    # Top (region) first; levels outside the hierarchy (groups) last.
+    return -ORG_LEVELS.index(level) if level in ORG_LEVELS else 1
+
+
+def _org_crumbs(plan: SitePlan, org: OrgInfo, with_pages: set[tuple[str, str]]) -> list[tuple[str, str | None]]:
+    """Home, Organisations, then the organisations above ``org`` (linked where they have a page)."""
+    crumbs = [HOME, ORGS]
+    for level, code, name in org.ancestors:
+        crumbs.append((name, org_index_url(level, code) if (level, code) in with_pages else None))
+    return crumbs
+
+
+def _org_body(
+    plan: SitePlan,
+    org: OrgInfo,
+    children: dict[str, list[ChildRow]] | None = None,
+    org_pages: dict[tuple[str, str], str] | None = None,
+) -> str:
+    org_pages = org_pages or {}
+    depth = "../../../"
     facts = [
         f"**Organisation level:** {md_text(level_label(org.level))}",
         f"**Code:** {md_text(org.code)}",
     ]
-    if org.parent_name or org.parent_code:
-        facts.append(f"**Part of:** {md_text(org.parent_name or org.parent_code)}")
-    if org.region_name or org.region_code:
-        facts.append(f"**Region:** {md_text(org.region_name or org.region_code)}")
+    # Each organisation above, nearest last, linked where it has a page.
+    for level, code, name in org.ancestors:
+        url = org_pages.get((level, code))
+        text = md_link(name, depth + url) if url else md_text(name)
+        facts.append(f"**{md_text(level_label(level))}:** {text}")
+    if not org.ancestors:  # a manifest of an earlier version, or a group of practices
+        if org.parent_name or org.parent_code:
+            facts.append(f"**Part of:** {md_text(org.parent_name or org.parent_code)}")
+        if (org.region_name or org.region_code) and org.level != "region":
+            facts.append(f"**Region:** {md_text(org.region_name or org.region_code)}")
     lines = ["  \n".join(facts), "", "## Theme pages", ""]
     pages = plan.notebooks_for_org(org.level, org.code)
     if not pages:
@@ -350,6 +414,9 @@ def _org_body(plan: SitePlan, org: OrgInfo) -> str:
         theme = plan.theme(nb.theme)
         note = "" if nb.ok else " (this page failed to build)"
         lines.append(f"- {md_link(theme.title, nb.theme + '.html')}{note}")
+    lines.append("")
+    if children:
+        lines.append(children_section(org.name, children, org_pages, depth))
     return "\n".join(lines) + "\n"
 
 
@@ -734,6 +801,8 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
     csv_wanted: set[str] = set()
     orgs = _listed_orgs(plan)
     nav = _navigation(plan)
+    org_pages = {(org.level, org.code): org_index_url(org.level, org.code) for org in orgs}
+    children = read_child_rows(plan.out / STORE_FILE)  # the lists down, every page's at once
 
     # Home: the England overview notebook, pre-rendered to HTML so that a .qmd can hold it.
     overview_html = None
@@ -753,7 +822,7 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         "home",
         [("Home", None)],
         text=front_matter({"title": md_text(plan.title)})
-        + _index_body(plan, overview_html, results),
+        + _index_body(plan, overview_html, results, children.get(("england", ENGLAND_CODE)), org_pages),
     )
 
     pages.add(
@@ -762,24 +831,26 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
         "orgs",
         [HOME, ("Organisations", None)],
         text=front_matter({"title": "Organisations"})
-        + "Every organisation in this run, with links to its theme pages.\n\n"
-        + "\n".join(_org_lines(plan, orgs, 1, 2, with_themes=True)),
+        + "Every organisation in this run, level by level from the top, with links to its theme pages.\n\n"
+        + "\n".join(_orgs_by_level(plan, orgs)),
     )
 
     for org in orgs:
         base_dir = f"orgs/{org.level}/{org.code}"
         org_crumb = (org.name, org_index_url(org.level, org.code))
+        up = _org_crumbs(plan, org, set(org_pages))
         pages.add(
             f"{base_dir}/index.qmd",
             org.label,
             "orgs",
-            [HOME, ORGS, (org.name, None)],
-            text=front_matter({"title": md_text(org.label)}) + _org_body(plan, org),
+            [*up, (org.name, None)],
+            text=front_matter({"title": md_text(org.label)})
+            + _org_body(plan, org, children.get((org.level, org.code)), org_pages),
         )
         for nb in plan.notebooks_for_org(org.level, org.code):
             theme = plan.theme(nb.theme)
             title = f"{theme.title}: {org.name}"
-            crumbs = [HOME, ORGS, org_crumb, (theme.title, None)]
+            crumbs = [*up, org_crumb, (theme.title, None)]
             if nb.ok:
                 notebook, found = prepare_notebook(
                     nb.source, title, depth=3, site_has_banner=plan.synthetic
