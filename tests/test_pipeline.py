@@ -176,6 +176,6 @@ def test_indicators_check_reports_coverage(project, built, capsys):
         os.chdir(cwd)
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "42 indicator definitions valid" in out
+    assert "47 indicator definitions valid" in out
     assert re.search(r"AMR05 numerator: \d+ BNF codes", out) and "TOC03 supplied:" in out
     assert "No problems found." in out

@@ -23,14 +23,15 @@ import pytest
 import factories as f
 from moopt.indicators import load_indicators
 from moopt.indicators.check import coverage
-from moopt.indicators.definitions import parse_definition
+from moopt.indicators.definitions import DefinitionError, parse_definition
 from moopt.indicators.engine import IndicatorEngine
 from moopt.store import Store, ingest_files
 
 JUNE, AUGUST = "2025-06", "2025-08"
 PRACTICE = "A00001"
 PATIENTS = 2000  # 1,000 men aged 25-29 and 1,000 women aged 30-34
-NEW_IDS = ["AMR07", "AMR08", "AMR09", "PAIN05", "RES06", "RES08", "CVD03", "CVD04", "DIA04", "VAL01"]
+NEW_IDS = ["AMR07", "AMR08", "AMR09", "PAIN01", "PAIN02", "PAIN03", "PAIN05", "RES04", "RES05", "RES06", "RES08",
+           "CVD03", "CVD04", "DIA04", "VAL01"]
 
 
 def rx(code: str, items: int, quantity: float = 28.0, cost: float = 10.0) -> dict:
@@ -100,6 +101,36 @@ ROWS = [
     rx("1502010J0AABMBM", 1, cost=5.0),  # lidocaine gel: not low priority
     rx("20200000100", 1, cost=30.0),  # silk garment
     rx("0403010B0AAAAAA", 3, cost=3.0),  # amitriptyline: not low priority
+    # --- opioids: mg OME = quantity x opioid mg per unit x factor; long-acting and high-dose classes ---
+    rx("0407010F0AAAHAH", 2, quantity=100),  # co-codamol 30/500 tabs: 200 x 30 mg codeine x 0.1 = 600
+    rx("0407010F0BGAAAF", 1, quantity=100),  # Solpadol effervescent 30/500 (generic AF): 100 x 30 x 0.1 = 300
+    rx("040702040AAAAAA", 1, quantity=60),  # tramadol 50 mg caps: 60 x 50 x 0.1 = 300
+    rx("0407020A0BEABAE", 1, quantity=10),  # Matrifen 25 mcg/h patch: 10 x 180 mg = 1,800; long-acting
+    rx("0407020A0AAAFAF", 1, quantity=5),  # fentanyl 50 mcg/h patch: 5 x 0.05 x 72 x 100 = 1,800; high-dose
+    rx("0407020B0BEAAAH", 2, quantity=4),  # BuTrans 5 mcg/h 7-day patch: 8 x 84 mg = 672; long-acting
+    rx("0407020B0BDABAF", 1, quantity=4),  # Transtec 52.5 mcg/h 96-h patch: 4 x 0.0525 x 96 x 100 = 2,016; high
+    rx("0407020ADBEADAH", 1, quantity=56),  # Longtec 40 mg m/r: 56 x 40 x 1.5 = 3,360; high-dose
+    rx("0407020ADAAAFAF", 2, quantity=56),  # oxycodone 10 mg m/r: 112 x 10 x 1.5 = 1,680; long-acting
+    rx("0407020Q0BIABEH", 1, quantity=28),  # MXL 60 mg (once daily): 28 x 60 = 1,680; long-acting, not high
+    rx("0407020Q0BKACEH", 1, quantity=56),  # Zomorph 60 mg (twice daily): 56 x 60 = 3,360; high-dose
+    rx("0407020Q0BCAGCN", 1, quantity=300),  # Oramorph 10 mg/5 ml: 300 ml x 2 mg = 600; not long-acting
+    rx("0407020K0AAABAB", 1, quantity=5),  # diamorphine 10 mg ampoules: 5 x 10 x 3.3 = 165
+    rx("0407020L0AAABAB", 1, quantity=112),  # meptazinol: left out of the OME lookup -> reported
+    rx("0407020A0BJAAAW", 1, quantity=30),  # Abstral sublingual: left out of the OME lookup -> reported
+    rx("0410030C0AAAAAA", 2, quantity=500),  # methadone for dependence (BNF 4.10): outside the code sets
+    # --- SABA inhalers (quantity per item above 9 = doses) and devices of other inhalers ---
+    rx("0301011V0BBAMAL", 1, quantity=1),  # Bricanyl Turbohaler: 1 inhaler; DPI
+    rx("0301011V0BBAMAL", 2, quantity=200),  # Bricanyl Turbohaler in doses: 400 / 100 = 4 inhalers; DPI
+    rx("0301011V0AAALAL", 1, quantity=9),  # terbutaline B/A (Turbohaler) generic: 9 is not above 9, 9 inhalers
+    rx("0301011V0BBALAD", 1, quantity=120),  # Bricanyl Respules: nebuliser, not an inhaler -> RES04 reports it
+    rx("0302000N0BCAEBF", 3, quantity=1),  # Seretide 125 Evohaler: MDI
+    rx("0302000C0BQAABX", 2, quantity=1),  # Fostair 100/6: MDI
+    rx("0302000C0BJABBF", 1, quantity=1),  # Qvar 100: MDI
+    rx("0302000V0BBABAB", 4, quantity=1),  # Relvar Ellipta (2017 code), named 'Inha': DPI
+    rx("0301020Q0BBACAC", 1, quantity=1),  # Spiriva Respimat: soft mist
+    rx("0302000K0BDABAM", 2, quantity=1),  # Symbicort Turbohaler: DPI
+    rx("0302000C0AAATAT", 1, quantity=1),  # beclometasone B/A 100 mcg, device not named: left out -> reported
+    rx("0303020G0AAABAB", 5),  # montelukast tablets: not an inhaler, in neither part of RES05
 ]
 
 
@@ -165,6 +196,51 @@ def test_pain05_gabapentinoid_ddds_per_1000(built):
     check(pick(values, "PAIN05"), ddds, PATIENTS, ddds / PATIENTS * 1000)
 
 
+def test_pain01_opioid_oral_morphine_equivalence_per_1000(built):
+    _, values, _ = built
+    # Patches: fentanyl 25 mcg/h = 0.025 mg/h x 72 h x 100 = 180 mg OME; buprenorphine 5 mcg/h x 168 h = 84 mg.
+    assert 0.025 * 72 * 100 == pytest.approx(180) and 0.005 * 168 * 100 == pytest.approx(84)
+    ome = (200 * 30 * 0.1 + 100 * 30 * 0.1 + 60 * 50 * 0.1  # co-codamol, Solpadol, tramadol (codeine, tramadol 0.1)
+           + 10 * 180 + 5 * 360 + 8 * 84 + 4 * 0.0525 * 96 * 100  # fentanyl 25 and 50, BuTrans 5, Transtec 52.5
+           + 56 * 40 * 1.5 + 112 * 10 * 1.5  # oxycodone m/r 40 and 10 mg (oral oxycodone 1.5)
+           + 28 * 60 + 56 * 60 + 300 * 2  # MXL 60, Zomorph 60, Oramorph 300 ml at 2 mg/ml (oral morphine 1)
+           + 5 * 10 * 3.3)  # diamorphine 10 mg ampoules (injected diamorphine 3.3)
+    # meptazinol and sublingual fentanyl are not in the lookup; methadone for dependence is outside the codes
+    assert ome == pytest.approx(18333)
+    check(pick(values, "PAIN01"), ome, PATIENTS, ome / PATIENTS * 1000)
+
+
+def test_pain02_high_dose_opioid_items_per_1000(built):
+    _, values, _ = built
+    high = 1 + 1 + 1 + 1  # fentanyl 50 mcg/h, Transtec 52.5, Longtec 40 mg, Zomorph 60 mg; not MXL 60 (once daily)
+    check(pick(values, "PAIN02"), high, PATIENTS, high / PATIENTS * 1000)
+
+
+def test_pain03_high_dose_share_of_long_acting_opioids(built):
+    _, values, _ = built
+    long_acting = 1 + 1 + 2 + 1 + 1 + 2 + 1 + 1  # fentanyl 25 and 50, BuTrans, Transtec, Longtec, oxycodone 10, MXL, Zomorph
+    assert long_acting == 10  # co-codamol, tramadol, Oramorph and diamorphine are not long-acting forms
+    check(pick(values, "PAIN03"), 4, long_acting, 40.0)
+
+
+def test_res04_saba_inhalers_per_1000_with_rows_in_doses(built):
+    _, values, _ = built
+    salbutamol = 6 + 5 + 2 + 2 + 1  # Ventolin, generic MDI, Salamol Easi-Breathe, Easyhaler 100 and 200 (inhalers)
+    terbutaline = 1 + 2 * 200 / 100 + 9  # Turbohaler; 400 doses = 4 inhalers; a quantity of 9 is not above 9
+    inhalers = salbutamol + terbutaline  # nebuliser solution and Respules are not inhalers
+    assert inhalers == 30
+    check(pick(values, "RES04"), inhalers, PATIENTS, inhalers / PATIENTS * 1000)
+
+
+def test_res05_mdi_share_of_non_salbutamol_inhaler_items(built):
+    _, values, _ = built
+    mdi = 3 + 2 + 1  # Seretide Evohaler, Fostair, Qvar
+    inhalers = mdi + 4 + 1 + 2 + (1 + 2 + 1)  # + Relvar (DPI), Respimat (soft mist), Symbicort, terbutaline (DPI)
+    # salbutamol is excluded; Respules and montelukast are not inhalers; the unnamed B/A beclometasone is left out
+    assert inhalers == 17
+    check(pick(values, "RES05"), mdi, inhalers, 100 * 6 / 17)
+
+
 def test_res06_carbon_per_salbutamol_inhaler(built):
     _, values, _ = built
     kg = 6 * 28.26 + 5 * 25.24 + 2 * 12.08 + 2 * 0.62
@@ -219,6 +295,11 @@ def test_engine_reports_items_missing_from_lookups_per_month_summed(built):
     assert gaps["RES06"] == {"numerator": 2 * 2, "denominator": 2 * 2}  # Easyhaler 200 + nebules
     # Strips not listed that month: June Smart 2 + Verio 4; August Nexus 3 + Verio 4.
     assert gaps["DIA04"] == {"numerator": (2 + 4) + (3 + 4)}
+    assert gaps["PAIN01"] == {"numerator": 2 * (1 + 1)}  # meptazinol, sublingual fentanyl
+    assert gaps["PAIN02"] == {"numerator": 2 * 1}  # sublingual fentanyl (meptazinol is outside the code set)
+    assert gaps["PAIN03"] == {"numerator": 2 * 1, "denominator": 2 * 1}
+    assert gaps["RES04"] == {"numerator": 2 * (1 + 1)}  # salbutamol nebuliser solution, Bricanyl Respules
+    assert gaps["RES05"] == {"numerator": 2 * 1, "denominator": 2 * 1}  # the beclometasone B/A inhaler
     # Liquids are in the statin lookup (not classed), so nothing is missing; no lookup, no entry.
     assert "CVD04" not in gaps and "AMR08" not in gaps
     assert any("AMR07: 4 numerator items" in line for line in report.lookup_lines())
@@ -235,6 +316,25 @@ def test_check_lists_the_codes_a_lookup_lacks(built):
     counted = next(row for row in rows if row.part == "numerator")
     assert counted.codes == ["0301011R0AAAPAP", "0301011R0BEAIAP", "0301011R0BIAGBU", "0301011R0BWAABZ"]
     assert not errors
+
+
+def test_check_lists_opioid_presentations_the_ome_lookup_lacks(built):
+    backend, _, _ = built
+    rows, errors = coverage(backend, load_indicators(ids=["PAIN01"])[0])
+    gaps = [row for row in rows if row.is_lookup_gap]
+    assert [(g.part, g.codes) for g in gaps] == [("numerator not in lookup opioid_ome",
+                                                   ["0407020A0BJAAAW", "0407020L0AAABAB"])]
+    assert not errors
+
+
+def test_a_conditional_divisor_must_be_a_numeric_lookup_column():
+    raw = copy.deepcopy(load_indicators(ids=["RES04"])[0].raw)
+    raw["numerator"]["lookup"]["divide_if_quantity_per_item_above"]["column"] = "presentation"
+    with pytest.raises(DefinitionError, match="RES04: the numerator lookup 'saba_inhaler_doses'.*not a positive number"):
+        parse_definition(raw, "RES04 variant")
+    raw["numerator"]["lookup"]["divide_if_quantity_per_item_above"] = {"threshold": 0, "column": "doses_per_inhaler"}
+    with pytest.raises(DefinitionError, match="not a valid definition"):
+        parse_definition(raw, "RES04 variant")
 
 
 def test_check_applies_lookup_classes_when_testing_numerator_inside_denominator(built):

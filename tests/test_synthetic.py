@@ -370,8 +370,13 @@ def test_epd_arithmetic_and_code_columns(small):
     assert set(epd.UNIDENTIFIED) == {"N"}
     assert epd.YEAR_MONTH.between(202410, 202609).all()
     assert sorted(epd.YEAR_MONTH.unique()) == [int(m.replace("-", "")) for m in MONTHS]
-    # ADQ usage is consistent within a presentation: ADQs per unit of quantity are constant
-    per_unit = (epd.ADQUSAGE / epd.TOTAL_QUANTITY).groupby(epd.BNF_CODE)
+    # ADQ usage is consistent within a presentation: ADQs per unit of quantity are constant, the
+    # unit being one inhaler also for inhaler rows recorded in doses (quantity per item above 9)
+    doses = epd.BNF_DESCRIPTION.str.extract(r"\((\d+) ?D\)", expand=False).astype(float)
+    in_doses = epd.BNF_CODE.str.startswith("03") & (epd.QUANTITY > 9) & doses.notna()
+    assert 0 < in_doses.sum() < 0.005 * len(epd)  # rare
+    units = epd.TOTAL_QUANTITY.where(~in_doses, epd.TOTAL_QUANTITY / doses)
+    per_unit = (epd.ADQUSAGE / units).groupby(epd.BNF_CODE)
     assert (per_unit.max() - per_unit.min()).max() < 1e-3
 
 
@@ -648,9 +653,12 @@ def priorities(small):
         "high_dose_opioid": (code.isin(HIGH_DOSE_OPIOIDS), "ITEMS"),
         "long_acting_opioid": (code.str.match(LONG_ACTING_OPIOIDS), "ITEMS"),
         "opioid_items": (code.str.startswith("040702"), "ITEMS"),
-        "saba_inhalers": (_starts(code, ("0301011R0", "0301011V0")), "TOTAL_QUANTITY"),
+        "saba_inhalers": (_starts(code, ("0301011R0", "0301011V0")), "inhalers"),
         "low_priority_cost": (code.str.match(LOW_PRIORITY), "ACTUAL_COST"),
     }
+    # Inhalers: a quantity per item above 9 is in doses; the doses per inhaler are in the name.
+    doses = epd.BNF_DESCRIPTION.str.extract(r"\((\d+) ?D\)", expand=False).astype(float)
+    epd = epd.assign(inhalers=epd.TOTAL_QUANTITY.where(epd.QUANTITY <= 9, epd.TOTAL_QUANTITY / doses))
     frame = epd[["YEAR_MONTH", "PRACTICE_CODE"]].copy()
     for name, (mask, column) in parts.items():
         frame[name] = epd[column].where(mask, 0.0)
@@ -683,9 +691,34 @@ def test_priority_presentations_are_prescribed_with_plausible_quantities(small):
     morphine = epd[epd.BNF_CODE.str.match(r"^0407020Q0.*CN$")]
     large = morphine.TOTAL_QUANTITY[morphine.QUANTITY > 300].sum() / morphine.TOTAL_QUANTITY.sum()
     assert 0.05 <= large <= 0.4
+    # A few salbutamol inhaler items are recorded in doses (200 a row), priced per dose.
+    in_doses = epd[(epd.BNF_CODE == "0301011R0BWABCA") & (epd.QUANTITY > 9)]
+    inhalers = epd[(epd.BNF_CODE == "0301011R0BWABCA") & (epd.QUANTITY <= 9)]
+    assert set(in_doses.QUANTITY) == {200} and 0.02 < in_doses.ITEMS.sum() / (
+        in_doses.ITEMS.sum() + inhalers.ITEMS.sum()) < 0.2
+    price_per_inhaler = inhalers.NIC.sum() / inhalers.TOTAL_QUANTITY.sum()
+    assert 150 < price_per_inhaler / (in_doses.NIC.sum() / in_doses.TOTAL_QUANTITY.sum()) < 250
     # Every 4.7.2 opioid presentation has an OME factor in this test, so OME sums are whole.
     opioids = set(epd.BNF_CODE[epd.BNF_CODE.str.startswith("040702")])
     assert opioids <= set(OME_PER_UNIT), sorted(opioids - set(OME_PER_UNIT))
+
+
+def test_priority_presentations_are_in_the_packaged_lookups(small):
+    """Every presentation the generator prescribes for the lookup-based measures is in its lookup,
+    so a synthetic build reports no codes a lookup lacks for them."""
+    from moopt.indicators.lookups import load_lookups
+
+    codes = pd.Series(sorted(set(small["epd"].BNF_CODE)))
+    lookups = load_lookups()
+    for name, prefixes, exclude in [
+        ("opioid_ome", ("0407010F0", "0407010N0", "040702"), ()),
+        ("saba_inhaler_doses", ("0301011R0", "0301011V0"), ()),
+        ("inhaler_device", ("0301", "0302", "0303"), ("0301011R0",)),
+    ]:  # fmt: skip
+        wanted = codes[_starts(codes, prefixes) & ~_starts(codes, exclude or ("-",))]
+        missing = sorted(set(wanted) - {c for c in wanted if lookups[name].key_of(c) in
+                                        set(lookups[name].frame.bnf_code.map(lookups[name].key_of))})
+        assert len(wanted) and not missing, (name, missing)
 
 
 def test_priority_measures_have_plausible_levels_every_month(priorities):

@@ -75,22 +75,30 @@ class LookupUse:
     Only rows whose BNF code the lookup has (in that month, for a dated lookup) count; the
     measure is multiplied by the ``multiply_by`` columns and divided by the ``divide_by``
     columns; ``where`` keeps rows whose lookup column has one of the listed values.
+    ``divide_if_quantity_per_item_above`` (threshold, column) also divides the measure by
+    ``column`` on rows whose quantity per item exceeds the threshold: rows recorded in smaller
+    units than the rest (e.g. inhaler doses rather than inhalers) are brought to the same unit.
     """
 
     table: str
     multiply_by: tuple[str, ...] = ()
     divide_by: tuple[str, ...] = ()
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    divide_if_quantity_per_item_above: tuple[float, str] | None = None
 
     @property
     def scales(self) -> bool:
         """Whether the measure is converted (so it is no longer a count of items or quantity)."""
-        return bool(self.multiply_by or self.divide_by)
+        return bool(self.multiply_by or self.divide_by or self.divide_if_quantity_per_item_above)
 
     def formula(self, measure: str) -> str:
         """The sum in words, e.g. ``quantity x strength_mg_per_unit / ddd_mg``."""
         text = " x ".join([measure, *self.multiply_by])
-        return text + "".join(f" / {c}" for c in self.divide_by)
+        text += "".join(f" / {c}" for c in self.divide_by)
+        if self.divide_if_quantity_per_item_above is not None:
+            threshold, column = self.divide_if_quantity_per_item_above
+            text += f", divided by {column} on rows whose quantity per item is above {threshold:g}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -203,16 +211,23 @@ def _code_set(spec: dict) -> CodeSet:
     )
 
 
+def _conditional_divide(spec: dict) -> tuple[float, str] | None:
+    rule = spec.get("divide_if_quantity_per_item_above")
+    return None if rule is None else (float(rule["threshold"]), rule["column"])
+
+
 def _lookup_use(spec: dict | None, ident: str, part: str) -> LookupUse | None:
     """The component's lookup, checked against the lookup file (columns exist, numbers are numbers)."""
     if spec is None:
         return None
     use = LookupUse(table=spec["table"], multiply_by=tuple(spec.get("multiply_by", [])),
                     divide_by=tuple(spec.get("divide_by", [])),
-                    where=tuple(sorted((k, tuple(v)) for k, v in spec.get("where", {}).items())))
+                    where=tuple(sorted((k, tuple(v)) for k, v in spec.get("where", {}).items())),
+                    divide_if_quantity_per_item_above=_conditional_divide(spec))
     try:
         lookup = get_lookup(use.table)
-        for column in (*use.multiply_by, *use.divide_by):
+        conditional = (use.divide_if_quantity_per_item_above[1],) if use.divide_if_quantity_per_item_above else ()
+        for column in (*use.multiply_by, *use.divide_by, *conditional):
             lookup.numeric(column)
         for column, wanted in use.where:
             if column not in lookup.columns:

@@ -19,7 +19,9 @@ Method (see also the methodology pages):
    (:mod:`moopt.indicators.lookups`) is left-joined to it in the same pass: only
    rows the lookup has (and, with ``where``, whose lookup class is one of those
    asked for) count, and the measure is multiplied and divided by the lookup's
-   factors (e.g. quantity x strength / DDD). Rows that match the code set but
+   factors (e.g. quantity x strength / DDD), and optionally divided by one more
+   on rows whose quantity per item is above a threshold (rows in doses rather
+   than inhalers). Rows that match the code set but
    are missing from the lookup are not counted; their items are summed per
    indicator and reported (:attr:`EngineReport.lookup_unmatched_items`).
 2. Population denominators per practice and month from list sizes: all
@@ -194,6 +196,10 @@ def lookup_value(rx: ir.Table, use: LookupUse, value: ir.FloatingColumn) -> ir.F
         value = value * rx[lookup_column(lookup, column)]
     for column in use.divide_by:
         value = value / rx[lookup_column(lookup, column)]
+    if use.divide_if_quantity_per_item_above is not None:
+        # Rows with a large quantity per item are in smaller units (e.g. doses, not inhalers).
+        threshold, column = use.divide_if_quantity_per_item_above
+        value = ibis.ifelse(rx.quantity > threshold, value / rx[lookup_column(lookup, column)], value)
     return value
 
 
@@ -249,7 +255,7 @@ class IndicatorEngine:
             # A row that could count but lacks what is summed or tested (legacy files have no ADQ
             # usage and may lack quantities) makes the sum unknown, not smaller.
             unknown = value.isnull()
-            if code_set.quantity_per_item_above:
+            if code_set.quantity_per_item_above or (use is not None and use.divide_if_quantity_per_item_above):
                 unknown = unknown | rx.quantity.isnull()
             unknown_rows = ibis.ifelse(could_count & unknown, 1, 0).sum()
             sums[name] = ibis.ifelse(unknown_rows > 0, ibis.null("float64"), total)

@@ -21,7 +21,8 @@ The formulary also carries the presentations that today's national medicines opt
 measures need (UK-AWaRe Access and Watch antibiotics, 5- and 7-day amoxicillin courses,
 long-acting opioids either side of the high-dose thresholds, gabapentinoid and statin strengths,
 branded and generic DOACs, metered-dose against dry powder and soft mist inhalers, glucose strips
-in and outside NHS England's list, low-priority products), with trends that move those measures
+in and outside NHS England's list, low-priority products, a salbutamol inhaler sometimes
+recorded in doses rather than inhalers), with trends that move those measures
 the way national data have: the Access share and the high-intensity statin share rise, the MDI
 share and opioid volumes fall. Class effects give each practice its own preferences for inhaler
 device, high-dose opioids, DOAC brands and low-priority products.
@@ -859,6 +860,17 @@ class _Model:
     outliers: dict[str, np.ndarray]
 
 
+# Quantities per item above this are doses, not inhalers (OpenPrescribing's inhaler quantity rule).
+_MAX_INHALERS_PER_ITEM = 9
+
+
+def _doses_per_inhaler(formulary: pd.DataFrame) -> np.ndarray:
+    """Doses in one inhaler, from a description such as "... 100mcg (200D)"; NaN for non-inhalers."""
+    doses = formulary.bnf_description.str.extract(r"\((\d+) ?D\)", expand=False).astype(float)
+    inhaler = formulary.bnf_code.str.startswith("03")
+    return np.where(inhaler, doses, np.nan)
+
+
 def _parse_packs(formulary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     parsed = [
         [(float(q), float(w)) for q, w in (p.split(":") for p in s.split(";"))]
@@ -1064,10 +1076,14 @@ def _epd_month(
 
     n_items = n_items.astype(np.int64)
     total_quantity = qty * n_items
-    price = f.nic_per_unit.to_numpy(float)[r] * model.price_walk[month_index, r]
+    # An inhaler pack option above 9 is a quantity in doses, as some real rows are: each unit is
+    # one dose, so its price and ADQs are those of an inhaler divided by its doses.
+    doses = _doses_per_inhaler(f)[r]
+    per_unit = np.where((qty > _MAX_INHALERS_PER_ITEM) & ~np.isnan(doses), doses, 1.0)
+    price = f.nic_per_unit.to_numpy(float)[r] * model.price_walk[month_index, r] / per_unit
     nic = np.maximum(np.round(total_quantity * price, 2), 0.01)
     actual_cost = np.round(nic * _DISCOUNT_FACTOR + _CONTAINER_ALLOWANCE * n_items, 5)
-    adq_usage = np.round(total_quantity * f.adq_per_unit.to_numpy(float)[r], 3)
+    adq_usage = np.round(total_quantity * f.adq_per_unit.to_numpy(float)[r] / per_unit, 3)
 
     centres = _cost_centres(orgs)
     n_rows = len(r)
