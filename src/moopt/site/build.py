@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moopt.build_lock import check_finished, outputs_lock
 from moopt.site.downloads import STORE_FILE, write_bulk_downloads
+from moopt.site.file_api import write_file_api
 from moopt.site.files import fresh_temp_dir, swap_into_place
 from moopt.site.links import check_links
 from moopt.site.plan import load_manifest, plan_site
@@ -89,7 +90,8 @@ def build_site(
         (from :func:`check_links`, normally empty) and ``missing_csv`` (CSV
         downloads the notebooks link to that were not in the outputs folder) and
         ``bulk_downloads`` (a :class:`moopt.site.downloads.BulkDownloads`, None
-        without a store).
+        without a store) and ``file_api`` (a :class:`moopt.site.file_api.FileApi`,
+        None without a store).
 
     Raises
     ------
@@ -158,6 +160,11 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
                 bulk = writing.result()
         if not (tmp / "index.html").is_file():
             raise RuntimeError(f"Rendering finished without writing {tmp / 'index.html'}.")
+        # After the pages: its files link to the organisation and indicator pages that exist.
+        api = write_file_api(out / STORE_FILE, tmp, title=plan.title, moopt_version=plan.version,
+                             page_levels={level for level, _ in plan.orgs})
+        if progress is not None and api is not None:
+            progress(f"site: JSON file API ({api.files:,} files, {api.bytes / 1e6:,.1f} MB) written")
         if progress is not None and bulk is not None:
             progress(f"site: results downloads ({bulk.latest_rows:,} latest rows, {bulk.history_rows:,} "
                      f"rows of history, {bulk.total_bytes / 1e6:,.1f} MB) "
@@ -176,4 +183,5 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         "broken_links": [(page, href) for page, href in broken],
         "missing_csv": info["missing_csv"],
         "bulk_downloads": bulk,
+        "file_api": api,
     }

@@ -1,0 +1,695 @@
+"""A static JSON file API in the built site: a file per organisation and per indicator.
+
+Under ``<site>/api/v1/`` the build writes:
+
+- ``index.json``: the run, its levels, its indicators and its organisations, each
+  with the path of its file;
+- ``organisations/<level>/<code>.json``: one organisation's latest value of every
+  indicator (numerator, denominator, value, 95% interval, England's value, the one
+  verdict, trend and SPC signal as stored), with its parent and children;
+- ``indicators/<level>/<ID>.json``: one indicator for every organisation of a level,
+  with the level's national distribution.
+
+The rows are those of the bulk downloads (:mod:`moopt.site.downloads`): each
+indicator's latest period of its main period type, read from ``indicator_results``
+through the same :class:`~moopt.site.downloads.Selection`, and every number is
+rounded by the same SQL (:func:`~moopt.site.downloads.rounded`), so a value in a
+JSON file equals the cell of the latest CSV. The levels are those of the downloads
+(every stored level but practice), plus practice when the run's pages include
+practices: at national scale practice files would add over 100 MB (see
+``benchmarks/bench_file_api.py``).
+
+The files depend only on the store and the run's title and version: no clock time,
+keys in a fixed order, organisations and indicators sorted, so two builds of the same
+results write the same bytes. Missing and non-finite numbers are ``null``. Each file
+is written atomically (:mod:`moopt.atomic`), inside a site folder that is itself
+swapped into place only when complete.
+
+``docs/file-api.md`` is generated from :data:`FIELDS` by
+``python -m moopt.site.file_api > docs/file-api.md``; a test fails when the two differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+
+from moopt.atomic import write_text_atomic
+from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_LABELS, ORG_LEVELS
+from moopt.site.downloads import (
+    LATEST_CSV_FILE,
+    PRACTICE_LEVEL,
+    RESULTS_TABLE,
+    SIGNIFICANT_FIGURES,
+    rounded,
+    selection,
+    stored_run_facts,
+)
+from moopt.site.indicator_pages import NO_PAGE_LEVELS, indicator_page_url, verdict_words
+from moopt.site.plan import org_index_url
+from moopt.tables import TABLES, UNITS, check_columns, table_exists
+
+SCHEMA_VERSION = "1.0"
+API_DIR = "api/v1"  # under the site root; the major version is in the path
+INDEX_FILE = "index.json"
+ORGANISATION_DIR = "organisations"
+INDICATOR_DIR = "indicators"
+# Each organisation's parent columns, nearest first (practice -> PCN -> sub-ICB -> ICB -> region).
+PARENT_COLUMNS = (("pcn", "pcn_code"), ("sub_icb", "sub_icb_code"), ("icb", "icb_code"),
+                  ("region", "region_code"))
+
+# What every file says of an organisation's latest row, in this order (stored column names,
+# as in the bulk CSV, so the two join on them).
+ROW_NUMBERS = ("numerator", "denominator", "value", "lower_95", "upper_95", "england_value")
+ROW_VERDICT = ("comparison_99_8", "assessment_99_8", "not_compared_reason")
+DISTRIBUTION = ("england_value", "lowest", *(f"decile_{d}" for d in range(10, 100, 10)), "highest",
+                "quartile_25", "quartile_75")
+TREND_COLUMNS = ("trend_points", "change_per_year", "change_per_year_lower", "change_per_year_upper",
+                 "recent_trend")
+SPC_COLUMNS = ("variation_icon", "last_period", "spc_points", "spc_trial_limits")
+_IDENTITY = ("indicator_id", "org_level", "org_code", "org_name", *(c for _, c in PARENT_COLUMNS))
+_LATEST = (*_IDENTITY, "period", "period_type", "improvement_direction",
+           *dict.fromkeys((*ROW_NUMBERS, *ROW_VERDICT, *DISTRIBUTION)))
+
+
+def api_file(*parts: str) -> str:
+    """Path of an API file relative to the ``api/v1/`` folder (the form every ``file`` field takes)."""
+    return "/".join(parts)
+
+
+def organisation_file(level: str, code: str) -> str:
+    return api_file(ORGANISATION_DIR, level, f"{code}.json")
+
+
+def indicator_file(level: str, indicator_id: str) -> str:
+    return api_file(INDICATOR_DIR, level, f"{indicator_id}.json")
+
+
+def api_levels(stored_levels, download_levels, page_levels) -> tuple[str, ...]:
+    """The levels that get organisation files.
+
+    Those of the bulk downloads (every stored level but practice, unless the run is a
+    practice-level run), plus practice when the run's pages include practices: about
+    6,300 practice files and their indicator files would add over 100 MB to a national
+    site, so they are written only for a run that shows practices.
+    """
+    chosen = set(download_levels)
+    if PRACTICE_LEVEL in set(page_levels) and PRACTICE_LEVEL in set(stored_levels):
+        chosen.add(PRACTICE_LEVEL)
+    known = [level for level in ORG_LEVELS if level in chosen]
+    return tuple(known + sorted(chosen - set(known)))
+
+
+def indicator_file_levels(levels) -> tuple[str, ...]:
+    """The levels that get indicator files: as indicator pages, England has none (one row)."""
+    return tuple(level for level in levels if level not in NO_PAGE_LEVELS)
+
+
+# --- the schema, documented ---------------------------------------------------------------------
+
+def _stored(column: str) -> tuple[str, str]:
+    """Unit and meaning of a stored column, from the table contract (moopt.tables)."""
+    for table in ("indicator_results", "trends", "spc_series"):
+        for c in TABLES[table].columns:
+            if c.name == column:
+                return UNITS.get(column, c.unit), c.description
+    raise KeyError(column)
+
+
+def _field(name: str, kind: str, unit: str = "", meaning: str = "") -> tuple[str, str, str, str]:
+    if not meaning:
+        unit, meaning = _stored(name.rsplit(".", 1)[-1])
+    return name, kind, unit, meaning
+
+
+_VERDICT_WORDS = ("The verdict in words as the pages show it, e.g. \"worse: higher than England\", "
+                  "\"similar to England\" or \"not compared: ...\" with the reason.")
+_TREND = ("trend", "object or null", "", "The modelled change over time (series levels only: the run's "
+          "page level); null where none is stored.")
+_SPC = ("spc", "object or null", "", "The SPC (Making Data Count) signal of the latest point; null where "
+        "the level has no SPC series.")
+_ROW_FIELDS = (
+    *(_field(c, "number or null") for c in ROW_NUMBERS),
+    *(_field(c, "string or null") for c in ROW_VERDICT),
+    ("verdict", "string", "", _VERDICT_WORDS),
+    _TREND,
+    *(_field(f"trend.{c}", "number or null" if c != "recent_trend" else "string or null")
+      for c in TREND_COLUMNS),
+    _SPC,
+    _field("spc.variation_icon", "string or null"),
+    ("spc.last_period", "string (date) or null", UNITS["period"], "The latest point of the SPC series."),
+    _field("spc.spc_points", "integer or null"),
+    _field("spc.spc_trial_limits", "boolean or null"),
+)
+
+# (file, field, JSON type, unit, meaning). "a.b" is field b of object a; "a[].b" of each item of list a.
+FIELDS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
+    ("every file", (
+        ("schema_version", "string", "", f"The schema of the file, \"{SCHEMA_VERSION}\". A change that "
+         "removes or renames a field gets a new major version and a new folder (api/v2)."),
+    )),
+    (INDEX_FILE, (
+        ("run.title", "string", "", "The site's title."),
+        ("run.period_start", "string (date)", UNITS["period"], "First month of the reporting period."),
+        ("run.period_end", "string (date)", UNITS["period"],
+         "Last month of the reporting period: every value is of a period up to it."),
+        ("run.synthetic", "boolean", "", "True when the data are moopt's synthetic set, not real NHS data."),
+        ("run.results_key", "string", "", "Hash of every input of the results: the same key, the same numbers "
+         "(the files carry no build time, so identical results give identical files)."),
+        ("run.moopt_version", "string", "", "The moopt version that built the site."),
+        ("run.significant_figures", "integer", "", "Numbers are rounded to this many significant figures, "
+         "never fewer than their whole-number digits, as in the bulk CSV."),
+        ("run.bulk_csv", "string", "", "Path of the bulk CSV of the same rows, relative to the site root."),
+        ("levels[].level", "string", "", "Organisation level id: region, icb, sub_icb, pcn, practice, england, "
+         "group."),
+        ("levels[].label", "string", "", "The level in words."),
+        ("levels[].organisations", "integer", "organisations", "Organisations of the level with a file."),
+        ("levels[].indicator_files", "boolean", "", "True when the level has indicator files (not England)."),
+        ("indicators[].id", "string", "", "Indicator id, e.g. AMR01."),
+        ("indicators[].title", "string or null", "", "Full title (null for an indicator this version of moopt "
+         "has no definition for)."),
+        ("indicators[].short_title", "string or null", "", "Short title used in charts."),
+        ("indicators[].unit", "string or null", "", "The unit of `value`, e.g. items per 1,000 patients."),
+        ("indicators[].improvement_direction", "string", "", "increase, decrease or neutral: which way is "
+         "better (a prompt for discussion, not a target)."),
+        ("indicators[].themes[]", "object", "", "The themes listing the indicator: `id` and `title`."),
+        ("indicators[].period", "string (date)", UNITS["period"], "The period of every file of the indicator "
+         "(first day of its last month)."),
+        ("indicators[].period_type", "string", "", "month, quarter, rolling_12m (12 months to `period`) or year."),
+        ("indicators[].files", "object", "", "Level -> path of the indicator file at that level."),
+        ("indicators[].pages", "object", "", "Level -> the indicator's page, relative to the site root."),
+        ("organisations[].level", "string", "", "Organisation level id."),
+        ("organisations[].code", "string", "", "Organisation code (ENG for England)."),
+        ("organisations[].name", "string", "", "Organisation name."),
+        ("organisations[].parent_level", "string or null", "", "Level of the parent organisation."),
+        ("organisations[].parent_code", "string or null", "", "Code of the parent organisation."),
+        ("organisations[].file", "string", "", "Path of the organisation file."),
+        ("organisations[].page", "string or null", "", "The organisation's page, relative to the site root "
+         "(null where the run has no page for it)."),
+    )),
+    ("organisations/<level>/<code>.json", (
+        ("organisation.level", "string", "", "Organisation level id."),
+        ("organisation.label", "string", "", "The level in words."),
+        ("organisation.code", "string", "", "Organisation code."),
+        ("organisation.name", "string", "", "Organisation name."),
+        ("organisation.page", "string or null", "", "Its page, relative to the site root."),
+        ("organisation.parent", "object or null", "", "The parent organisation: `level`, `code`, `name`, "
+         "`file` (null for England and for a run's own groups)."),
+        ("organisation.children[]", "object", "", "Organisations one level down whose parent this is: `level`, "
+         "`code`, `name`, `file` (null for a level without files, e.g. practices)."),
+        ("period_end", "string (date)", UNITS["period"], "The run's last month."),
+        ("indicators[].id", "string", "", "Indicator id."),
+        ("indicators[].title", "string or null", "", "Full title."),
+        ("indicators[].unit", "string or null", "", "The unit of `value`."),
+        ("indicators[].improvement_direction", "string or null", "", "increase, decrease or neutral."),
+        ("indicators[].period", "string (date)", UNITS["period"], "The period of the value."),
+        ("indicators[].period_type", "string", "", "month, quarter, rolling_12m or year."),
+        *((f"indicators[].{name}", kind, unit, meaning) for name, kind, unit, meaning in _ROW_FIELDS),
+        ("indicators[].file", "string or null", "", "The indicator file of this level (null for England)."),
+    )),
+    ("indicators/<level>/<ID>.json", (
+        ("indicator", "object", "", "`id`, `title`, `short_title`, `unit`, `improvement_direction`, `themes` "
+         "as in index.json."),
+        ("level", "string", "", "Organisation level id."),
+        ("label", "string", "", "The level in words."),
+        ("period", "string (date)", UNITS["period"], "The period of every row."),
+        ("period_type", "string", "", "month, quarter, rolling_12m or year."),
+        ("page", "string or null", "", "The indicator page, relative to the site root."),
+        ("distribution.organisations", "integer", "organisations", "Organisations of the level."),
+        ("distribution.organisations_with_value", "integer", "organisations",
+         "Organisations with a value (the deciles are of these)."),
+        *(_field(f"distribution.{c}", "number or null") for c in DISTRIBUTION),
+        ("organisations[].code", "string", "", "Organisation code."),
+        ("organisations[].name", "string", "", "Organisation name."),
+        ("organisations[].parent_code", "string or null", "", "Code of its parent organisation."),
+        *((f"organisations[].{name}", kind, unit, meaning) for name, kind, unit, meaning in _ROW_FIELDS),
+        ("organisations[].file", "string", "", "The organisation file."),
+        ("organisations[].page", "string or null", "", "The organisation's page, relative to the site root."),
+    )),
+)
+
+
+def _table(rows) -> list[str]:
+    lines = ["| Field | Type | Unit | Meaning |", "|---|---|---|---|"]
+    for name, kind, unit, meaning in rows:
+        cell = meaning.replace("|", "\\|")
+        lines.append(f"| `{name}` | {kind} | {unit or '–'} | {cell} |")
+    return lines + [""]
+
+
+def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt-site") -> str:
+    """The file layout, every field with its unit and meaning, and examples (Markdown).
+
+    The body of ``docs/file-api.md`` and of the site's API page. ``heading`` is the level
+    of the top headings; ``base_url`` stands for the site's address in the examples.
+    """
+    h = "#" * heading
+    lines = [
+        f"{h} Files",
+        "",
+        "Every path below is under `api/v1/` of the site. Paths inside the files (`file`, `files`) are "
+        "relative to that folder; `page` paths are relative to the site root.",
+        "",
+        "```text",
+        "api/v1/index.json                          the run, levels, indicators and organisations",
+        "api/v1/organisations/<level>/<code>.json   one organisation: every indicator's latest value",
+        "api/v1/indicators/<level>/<ID>.json        one indicator: every organisation of a level",
+        "```",
+        "",
+        "Levels are `england`, `region`, `icb`, `sub_icb`, `pcn` and `practice` (and `group` for a run's "
+        "own groups of practices): those of the bulk downloads. Practices have files only when the run "
+        "builds practice pages: about 6,300 practices would add over 100 MB to a national site. England "
+        "has an organisation file but no indicator files (it is one row).",
+        "",
+        f"{h} What the numbers are",
+        "",
+        "- The rows are those of the bulk download `downloads/moopt-results-latest.csv`: for each "
+        "indicator, its latest period of the period type its pages compare on (the 12 months to the "
+        "run's last month for prescribing indicators; the supplied period for others). The field names "
+        "are the CSV's column names, so the two join on `indicator_id`/`id`, `org_level`/`level` and "
+        "`org_code`/`code`.",
+        f"- Numbers are rounded exactly as in the CSV: {SIGNIFICANT_FIGURES} significant figures, never "
+        "fewer than the whole-number digits (12345678.9 is 12345679.0). They were calculated before "
+        "rounding.",
+        "- A missing number is `null`, never NaN: e.g. no value where the denominator is 0, no interval "
+        "for ADQs and costs, no verdict where `not_compared_reason` says why.",
+        "- Dates are `YYYY-MM-DD`; a `period` is the first day of the period's last month.",
+        "- The verdict is the one comparison with England the pages show: the organisation's place in "
+        "the funnel of its level (England's value with 99.8% limits allowing for overdispersion). "
+        "Variation is a prompt for discussion, not a judgement.",
+        "- Keys come in the order listed here. Indicators are sorted by id; organisations by code within "
+        "a level, and in index.json by level from England down. "
+        "The files hold no build time: the same results give the same bytes.",
+        "",
+        f"{h} Fields",
+        "",
+    ]
+    for file, rows in FIELDS:
+        lines += [f"{h}# {file if file == 'every file' else '`' + file + '`'}", "", *_table(rows)]
+    lines += [
+        f"`trend` and `spc` (both files) hold these stored fields, or are null:", "",
+        "- `trend`: " + ", ".join(f"`{c}`" for c in TREND_COLUMNS) + ";",
+        "- `spc`: " + ", ".join(f"`{c}`" for c in SPC_COLUMNS) + ".",
+        "",
+        f"{h} Examples",
+        "",
+        f"Replace `{base_url}` by the site's address (or read the files from a folder: the paths are the same).",
+        "",
+        "With `curl`, one organisation's file, pretty-printed:",
+        "",
+        "```sh",
+        f"curl -s {base_url}/api/v1/organisations/sub_icb/00L.json | python -m json.tool",
+        "```",
+        "",
+        "With the Python standard library, every organisation that differs from England on one indicator:",
+        "",
+        "```sh",
+        "python -c \"import json, urllib.request; "
+        f"d = json.load(urllib.request.urlopen('{base_url}/api/v1/indicators/sub_icb/AMR01.json')); "
+        "print([(o['code'], o['value'], o['verdict']) for o in d['organisations'] "
+        "if o['comparison_99_8'] not in (None, 'similar')])\"",
+        "```",
+        "",
+        "With pandas, an indicator file as a table (trend and SPC fields become `trend.change_per_year`, "
+        "`spc.variation_icon`...), and the index's organisations:",
+        "",
+        "```python",
+        "import json, urllib.request",
+        "import pandas as pd",
+        "",
+        f"base = '{base_url}/api/v1/'",
+        "amr01 = json.load(urllib.request.urlopen(base + 'indicators/sub_icb/AMR01.json'))",
+        "table = pd.json_normalize(amr01['organisations'])",
+        "print(table[['code', 'name', 'value', 'lower_95', 'upper_95', 'verdict']])",
+        "",
+        "index = json.load(urllib.request.urlopen(base + 'index.json'))",
+        "orgs = pd.json_normalize(index['organisations'])",
+        "one = json.load(urllib.request.urlopen(base + orgs.loc[0, 'file']))",
+        "print(pd.json_normalize(one['indicators'])[['id', 'value', 'england_value', 'verdict']])",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def docs_markdown() -> str:
+    """``docs/file-api.md``: generated by ``python -m moopt.site.file_api > docs/file-api.md``."""
+    return "\n".join([
+        "# The static JSON file API",
+        "",
+        "Generated from `src/moopt/site/file_api.py` by `python -m moopt.site.file_api > docs/file-api.md`; "
+        "do not edit by hand. Every built site has, beside its pages and the bulk downloads "
+        "(`downloads/moopt-results-latest.csv`, `.parquet`), a JSON file per organisation and per "
+        "indicator under `api/v1/`: static files, so any web server (or a folder) serves them, and a "
+        "script reads one organisation or one indicator without downloading the whole table. The site "
+        "documents them on its page `api.html`, linked from the downloads page.",
+        "",
+        schema_markdown(),
+    ])
+
+
+API_PAGE = ("JSON files for each organisation and indicator", "api.html")
+
+
+def downloads_section_markdown() -> str:
+    """A section for the downloads page that points to the file API and its documentation."""
+    return "\n".join([
+        "",
+        f"## {API_PAGE[0]}",
+        "",
+        "The same latest results as one small JSON file per organisation and per indicator, for "
+        f"scripts and other tools: [the index (api/v1/index.json)]({API_DIR}/{INDEX_FILE}) lists them all; "
+        f"[the file API's page]({API_PAGE[1]}) describes every file and field, with examples.",
+        "",
+    ])
+
+
+def api_page_markdown(stored_levels, download_levels, page_levels) -> str:
+    """The body of the site's API page (:data:`API_PAGE`): this run's levels, then the schema.
+
+    The levels come from :func:`api_levels`, as the files :func:`write_file_api` writes.
+    """
+    levels = api_levels(stored_levels, download_levels, page_levels)
+    with_indicator_files = indicator_file_levels(levels)
+
+    def words(chosen) -> str:
+        return ", ".join(ORG_LEVEL_LABELS.get(level, level) for level in chosen) or "none"
+
+    lines = [
+        "Every organisation and every indicator of this run as a JSON file, for scripts and other "
+        "tools: the numbers of the bulk CSV, one organisation or one indicator at a time. Start from "
+        f"[the index (api/v1/index.json)]({API_DIR}/{INDEX_FILE}).",
+        "",
+        f"In this run, organisation files at these levels: {words(levels)}; indicator files at: "
+        f"{words(with_indicator_files)}."
+        + ("" if PRACTICE_LEVEL in levels or PRACTICE_LEVEL not in set(stored_levels) else
+           " Practices have no files: this run's pages do not include practices."),
+        "",
+        schema_markdown(),
+    ]
+    return "\n".join(lines)
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileApi:
+    """What :func:`write_file_api` wrote."""
+
+    levels: tuple[str, ...]
+    organisation_files: int
+    indicator_files: int
+    bytes: int
+
+    @property
+    def files(self) -> int:
+        return self.organisation_files + self.indicator_files + 1
+
+
+def _clean(value):
+    """A JSON-safe value: None for NaN and infinities, ISO text for dates."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _dumps(document: dict) -> str:
+    # allow_nan=False: a NaN that slipped past _clean fails the build instead of writing invalid JSON.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _parent(level: str, row: dict, stored: set[str]) -> tuple[str, str] | None:
+    """The nearest organisation above ``row`` in the hierarchy: (level, code)."""
+    if level not in ORG_LEVELS or level == "england":
+        return None  # England has none; a run's own groups are outside the hierarchy
+    above = ORG_LEVELS[ORG_LEVELS.index(level) + 1:]
+    for parent_level, column in PARENT_COLUMNS:
+        if parent_level in above and row.get(column):
+            return parent_level, row[column]
+    return ("england", ENGLAND_CODE) if "england" in stored else None
+
+
+def _select(columns) -> str:
+    double = {c.name for c in TABLES[RESULTS_TABLE].columns if c.type == "DOUBLE"}
+    return ", ".join(f'{rounded(c) if c in double else chr(34) + c + chr(34)} AS "{c}"' for c in columns)
+
+
+def _latest_rows(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
+    """Every latest row at ``levels`` with its trend and SPC series (rounded like the CSV)."""
+    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_LATEST))
+    joins, extra = [], []
+    if table_exists(con, "trends"):
+        joins.append("LEFT JOIN trends AS t USING (indicator_id, org_level, org_code)")
+        extra += [rounded(c) if c.startswith("change") else f"t.{c}" for c in TREND_COLUMNS]
+    else:
+        extra += [f"NULL AS {c}" for c in TREND_COLUMNS]
+    if table_exists(con, "spc_series"):
+        joins.append("LEFT JOIN spc_series AS s USING (indicator_id, org_level, org_code)")
+        extra += [f"s.{c}" for c in SPC_COLUMNS]
+    else:
+        extra += [f"NULL AS {c}" for c in SPC_COLUMNS]
+    names = [*_LATEST, *TREND_COLUMNS, *SPC_COLUMNS]
+    sql = (f"SELECT {', '.join('l.' + chr(34) + c + chr(34) for c in _LATEST)}, "
+           f"{', '.join(f'{e} AS {n}' for e, n in zip(extra, (*TREND_COLUMNS, *SPC_COLUMNS)))} "
+           f"FROM ({latest}) AS l {' '.join(joins)} ORDER BY l.indicator_id, l.org_level, l.org_code")
+    # The joined names are unique to their tables, so the rounding SQL's bare names resolve.
+    return [{n: _clean(v) for n, v in zip(names, row)} for row in con.execute(sql).fetchall()]
+
+
+def _identities(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
+    """Code, name and parents of every organisation at ``levels`` in the latest rows (children lists)."""
+    if not levels:
+        return []
+    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_IDENTITY))
+    columns = _IDENTITY[1:]
+    rows = con.execute(f"SELECT {', '.join(columns[:2])}, {', '.join(f'min({c})' for c in columns[2:])} "
+                       f"FROM ({latest}) GROUP BY ALL ORDER BY 1, 2").fetchall()
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def _trend(row: dict) -> dict | None:
+    if all(row[c] is None for c in TREND_COLUMNS):
+        return None
+    return {c: row[c] for c in TREND_COLUMNS}
+
+
+def _spc(row: dict) -> dict | None:
+    if all(row[c] is None for c in SPC_COLUMNS):
+        return None
+    return {c: row[c] for c in SPC_COLUMNS}
+
+
+def _measures(row: dict) -> dict:
+    """The fields every file gives of one organisation's row, in the documented order."""
+    out = {c: row[c] for c in ROW_NUMBERS}
+    out.update({c: row[c] for c in ROW_VERDICT})
+    out["verdict"] = verdict_words(row)
+    out["trend"] = _trend(row)
+    out["spc"] = _spc(row)
+    return out
+
+
+def _indicator_facts(indicator_id: str, definitions: dict, theme_titles: dict, stored_direction) -> dict:
+    ind = definitions.get(indicator_id)
+    if ind is None:  # an older store's indicator: listed, without a definition to describe it
+        return {"id": indicator_id, "title": None, "short_title": None, "unit": None,
+                "improvement_direction": stored_direction, "themes": []}
+    return {"id": ind.id, "title": ind.title, "short_title": ind.short_title, "unit": ind.unit,
+            "improvement_direction": ind.improvement_direction,
+            "themes": [{"id": ind.theme, "title": theme_titles.get(ind.theme, ind.theme)}]}
+
+
+def _remove_stale(api_root: Path, written: set[Path]) -> None:
+    """Delete JSON files a former write left in ``api_root`` that this one did not write."""
+    for path in api_root.rglob("*.json"):
+        if path not in written:
+            path.unlink()
+
+
+def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_version: str = "",
+                   page_levels=()) -> FileApi | None:
+    """Write the JSON file API under ``site_dir/api/v1/`` from the run's store.
+
+    Parameters
+    ----------
+    store_path : Path
+        The run's store (``outputs/store/moopt.duckdb``), opened read-only.
+    site_dir : Path
+        The site root being built. JSON files under its ``api/v1/`` that this call
+        does not write are removed.
+    title, moopt_version : str
+        The site's title and the moopt version, for ``index.json``.
+    page_levels : iterable of str
+        Levels the run has organisation pages for: practice files are written only
+        when it includes practice (or the run is a practice-level run).
+
+    Returns
+    -------
+    FileApi or None
+        Levels and numbers of files and bytes; None without a store or results.
+
+    Raises
+    ------
+    RuntimeError
+        When the stored results table's columns differ from the contract in :mod:`moopt.tables`.
+    """
+    from moopt.indicators.definitions import load_indicators, load_themes
+
+    store_path, site_dir = Path(store_path), Path(site_dir)
+    if not store_path.is_file():
+        return None
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        if not table_exists(con, RESULTS_TABLE):
+            return None
+        check_columns(con, RESULTS_TABLE)
+        chosen = selection(con)
+        stored = {r[0] for r in con.execute(f"SELECT DISTINCT org_level FROM {RESULTS_TABLE}").fetchall()}
+        levels = api_levels(stored, chosen.levels, page_levels)
+        rows = _latest_rows(con, chosen, levels)
+        others = _identities(con, chosen, [lv for lv in stored if lv not in levels])
+        facts = stored_run_facts(con)
+        run = {}
+        if table_exists(con, "run_facts"):
+            names = {r[0] for r in con.execute("DESCRIBE run_facts").fetchall()}
+            wanted = [n for n in ("period_start", "period_end", "synthetic") if n in names]
+            found = con.execute(f"SELECT {', '.join(wanted)} FROM run_facts").fetchone() if wanted else None
+            run = {k: _clean(v) for k, v in zip(wanted, found or ())}
+    finally:
+        con.close()
+
+    definitions = {ind.id: ind for ind in load_indicators()}
+    theme_titles = {t.id: t.title for t in load_themes()}
+    api_root = site_dir / API_DIR
+    written: set[Path] = set()
+    total_bytes = 0
+
+    def write(relative: str, document: dict) -> None:
+        nonlocal total_bytes
+        text = _dumps({"schema_version": SCHEMA_VERSION, **document})
+        path = api_root / relative
+        # Thousands of small files, inside a site folder swapped into place when complete:
+        # atomic against a crash, without a disk flush each (as the chart downloads).
+        write_text_atomic(path, text, durable=False)
+        written.add(path)
+        total_bytes += len(text.encode("utf-8"))
+
+    def page(url: str) -> str | None:
+        return url if (site_dir / url).is_file() else None
+
+    # Organisations (written levels, then the others for children lists) and their parents.
+    orgs: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        orgs.setdefault((row["org_level"], row["org_code"]), row)
+    identity = {**{(r["org_level"], r["org_code"]): r for r in others}, **orgs}
+    parents = {key: _parent(key[0], row, stored) for key, row in identity.items()}
+    children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key in sorted(identity, key=lambda k: (_level_rank(k[0]), k[1])):
+        if parents[key] in identity:
+            children.setdefault(parents[key], []).append(key)
+
+    def org_ref(key: tuple[str, str]) -> dict:
+        return {"level": key[0], "code": key[1], "name": identity[key]["org_name"],
+                "file": organisation_file(*key) if key in orgs else None}
+
+    indicator_levels = indicator_file_levels(levels)
+    by_indicator: dict[str, list[dict]] = {}
+    by_org: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        by_indicator.setdefault(row["indicator_id"], []).append(row)
+        by_org.setdefault((row["org_level"], row["org_code"]), []).append(row)
+    indicator_facts = {i: _indicator_facts(i, definitions, theme_titles, found[0]["improvement_direction"])
+                       for i, found in by_indicator.items()}
+
+    for key in sorted(orgs):
+        level, code = key
+        parent = parents[key]
+        entries = []
+        for row in by_org[key]:
+            facts_of = indicator_facts[row["indicator_id"]]
+            entries.append({
+                "id": row["indicator_id"], "title": facts_of["title"], "unit": facts_of["unit"],
+                "improvement_direction": facts_of["improvement_direction"],
+                "period": row["period"], "period_type": row["period_type"], **_measures(row),
+                "file": indicator_file(level, row["indicator_id"]) if level in indicator_levels else None,
+            })
+        write(organisation_file(level, code), {
+            "organisation": {
+                "level": level, "label": ORG_LEVEL_LABELS.get(level, level), "code": code,
+                "name": orgs[key]["org_name"], "page": page(org_index_url(level, code)),
+                "parent": org_ref(parent) if parent in identity else None,
+                "children": [org_ref(child) for child in children.get(key, [])],
+            },
+            "period_end": run.get("period_end") or _clean(facts.get("period_end")),
+            "indicators": entries,
+        })
+
+    indicator_index = []
+    for indicator_id in sorted(by_indicator):
+        found = by_indicator[indicator_id]
+        files, pages = {}, {}
+        for level in indicator_levels:
+            members = [r for r in found if r["org_level"] == level]
+            if not members:
+                continue
+            first = members[0]
+            files[level] = indicator_file(level, indicator_id)
+            pages[level] = page(indicator_page_url(level, indicator_id))
+            distribution = {"organisations": len(members),
+                            "organisations_with_value": sum(r["value"] is not None for r in members)}
+            distribution.update({c: first[c] for c in DISTRIBUTION})
+            write(files[level], {
+                "indicator": indicator_facts[indicator_id], "level": level,
+                "label": ORG_LEVEL_LABELS.get(level, level), "period": first["period"],
+                "period_type": first["period_type"], "page": pages[level], "distribution": distribution,
+                "organisations": [{
+                    "code": r["org_code"], "name": r["org_name"],
+                    "parent_code": (parents[(level, r["org_code"])] or (None, None))[1], **_measures(r),
+                    "file": organisation_file(level, r["org_code"]),
+                    "page": page(org_index_url(level, r["org_code"])),
+                } for r in members],
+            })
+        indicator_index.append({**indicator_facts[indicator_id], "period": found[0]["period"],
+                                "period_type": found[0]["period_type"], "files": files, "pages": pages})
+
+    counts = {level: sum(1 for key in orgs if key[0] == level) for level in levels}
+    write(INDEX_FILE, {
+        "run": {"title": title, "period_start": run.get("period_start"),
+                "period_end": run.get("period_end") or _clean(facts.get("period_end")),
+                "synthetic": run.get("synthetic"), "results_key": facts.get("results_key"),
+                "moopt_version": moopt_version, "significant_figures": SIGNIFICANT_FIGURES,
+                "bulk_csv": LATEST_CSV_FILE},
+        "levels": [{"level": level, "label": ORG_LEVEL_LABELS.get(level, level), "organisations": counts[level],
+                    "indicator_files": level in indicator_levels}
+                   for level in sorted(levels, key=_level_rank) if counts[level]],
+        "indicators": indicator_index,
+        "organisations": [{"level": key[0], "code": key[1], "name": orgs[key]["org_name"],
+                           "parent_level": (parents[key] or (None, None))[0],
+                           "parent_code": (parents[key] or (None, None))[1],
+                           "file": organisation_file(*key), "page": page(org_index_url(*key))}
+                          for key in sorted(orgs, key=lambda k: (_level_rank(k[0]), k[1]))],
+    })
+    _remove_stale(api_root, written)
+    return FileApi(levels=tuple(level for level in levels if counts[level]),
+                   organisation_files=len(orgs),
+                   indicator_files=sum(len(entry["files"]) for entry in indicator_index),
+                   bytes=total_bytes)
+
+
+def _level_rank(level: str) -> int:
+    """Largest level first (England, region, ... practice), groups last."""
+    return len(ORG_LEVELS) - ORG_LEVELS.index(level) if level in ORG_LEVELS else len(ORG_LEVELS) + 1
+
+
+if __name__ == "__main__":  # python -m moopt.site.file_api > docs/file-api.md
+    sys.stdout.write(docs_markdown())
