@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -60,6 +62,8 @@ API_DIR = "api/v1"  # under the site root; the major version is in the path
 INDEX_FILE = "index.json"
 ORGANISATION_DIR = "organisations"
 INDICATOR_DIR = "indicators"
+# What the files were made from; a later build with the same stamp links them instead.
+STAMP_FILE = ".moopt-api-stamp"
 # Each organisation's parent columns, nearest first (practice -> PCN -> sub-ICB -> ICB -> region).
 PARENT_COLUMNS = (("pcn", "pcn_code"), ("sub_icb", "sub_icb_code"), ("icb", "icb_code"),
                   ("region", "region_code"))
@@ -150,7 +154,7 @@ _ROW_FIELDS = (
 
 # (file, field, JSON type, unit, meaning). "a.b" is field b of object a; "a[].b" of each item of list a.
 FIELDS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
-    ("every file", (
+    ("Every file", (
         ("schema_version", "string", "", f"The schema of the file, \"{SCHEMA_VERSION}\". A change that "
          "removes or renames a field gets a new major version and a new folder (api/v2)."),
     )),
@@ -202,11 +206,11 @@ FIELDS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
         ("organisation.parent", "object or null", "", "The parent organisation: `level`, `code`, `name`, "
          "`file` (null for England and for a run's own groups)."),
         ("organisation.children[]", "object", "", "Organisations one level down whose parent this is: `level`, "
-         "`code`, `name`, `file` (null for a level without files, e.g. practices)."),
+         "`code`, `name`, `file`. At a level without files (e.g. practices) `file` is null and the children "
+         "are those with results in the level's latest period up to the run's last month."),
         ("period_end", "string (date)", UNITS["period"], "The run's last month."),
         ("indicators[].id", "string", "", "Indicator id."),
-        ("indicators[].title", "string or null", "", "Full title."),
-        ("indicators[].unit", "string or null", "", "The unit of `value`."),
+        ("indicators[].unit", "string or null", "", "The unit of `value` (the title is in index.json)."),
         ("indicators[].improvement_direction", "string or null", "", "increase, decrease or neutral."),
         ("indicators[].period", "string (date)", UNITS["period"], "The period of the value."),
         ("indicators[].period_type", "string", "", "month, quarter, rolling_12m or year."),
@@ -291,9 +295,10 @@ def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt
         "",
     ]
     for file, rows in FIELDS:
-        lines += [f"{h}# {file if file == 'every file' else '`' + file + '`'}", "", *_table(rows)]
+        shown = file if file == "Every file" else f"`{file}`"
+        lines += [f"{h}# {shown}", "", *_table(rows)]
     lines += [
-        f"`trend` and `spc` (both files) hold these stored fields, or are null:", "",
+        "`trend` and `spc` (both files) hold these stored fields, or are null:", "",
         "- `trend`: " + ", ".join(f"`{c}`" for c in TREND_COLUMNS) + ";",
         "- `spc`: " + ", ".join(f"`{c}`" for c in SPC_COLUMNS) + ".",
         "",
@@ -396,21 +401,7 @@ def api_page_markdown(stored_levels, download_levels, page_levels) -> str:
     return "\n".join(lines)
 
 
-# --- writing -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FileApi:
-    """What :func:`write_file_api` wrote."""
-
-    levels: tuple[str, ...]
-    organisation_files: int
-    indicator_files: int
-    bytes: int
-
-    @property
-    def files(self) -> int:
-        return self.organisation_files + self.indicator_files + 1
-
+# --- reading -------------------------------------------------------------------------------------------
 
 def _clean(value):
     """A JSON-safe value: None for NaN and infinities, ISO text for dates."""
@@ -423,12 +414,141 @@ def _clean(value):
     return value
 
 
+def _finite(expression: str) -> str:
+    """SQL: ``expression`` where it is a finite number, else NULL (JSON has no NaN)."""
+    return f"CASE WHEN isfinite({expression}) THEN {expression} END"
+
+
+def _select(columns) -> str:
+    """SQL selecting ``columns`` of the results table as the files hold them: doubles rounded as the
+    bulk CSV rounds them (and NULL where not finite), dates as ISO text."""
+    types = {c.name: c.type for c in TABLES[RESULTS_TABLE].columns}
+    parts = []
+    for column in columns:
+        if types[column] == "DOUBLE":
+            expression = _finite(rounded(column))
+        elif types[column] == "DATE":
+            expression = f"strftime(\"{column}\", '%Y-%m-%d')"
+        else:
+            expression = f'"{column}"'
+        parts.append(f'{expression} AS "{column}"')
+    return ", ".join(parts)
+
+
+def _latest_rows(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
+    """Every latest row at ``levels`` with its trend and SPC series, in the files' form."""
+    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_LATEST))
+    joins, extra = [], []
+    if table_exists(con, "trends"):
+        joins.append("LEFT JOIN trends AS t USING (indicator_id, org_level, org_code)")
+        # Bare names in the rounding SQL: they are unique to the trends table.
+        extra += [_finite(rounded(c)) if c.startswith("change") else f"t.{c}" for c in TREND_COLUMNS]
+    else:
+        extra += ["NULL"] * len(TREND_COLUMNS)
+    if table_exists(con, "spc_series"):
+        joins.append("LEFT JOIN spc_series AS s USING (indicator_id, org_level, org_code)")
+        extra += [f"strftime(s.{c}, '%Y-%m-%d')" if c == "last_period" else f"s.{c}" for c in SPC_COLUMNS]
+    else:
+        extra += ["NULL"] * len(SPC_COLUMNS)
+    names = [*_LATEST, *TREND_COLUMNS, *SPC_COLUMNS]
+    sql = (f"SELECT {', '.join(f'l.{chr(34)}{c}{chr(34)}' for c in _LATEST)}, "
+           f"{', '.join(f'{e} AS {n}' for e, n in zip(extra, (*TREND_COLUMNS, *SPC_COLUMNS)))} "
+           f"FROM ({latest}) AS l {' '.join(joins)} ORDER BY l.indicator_id, l.org_level, l.org_code")
+    return [dict(zip(names, row)) for row in con.execute(sql).fetchall()]
+
+
+def _identities(con: duckdb.DuckDBPyConnection, levels, period_end: str | None) -> list[dict]:
+    """Code, name and parents of the organisations at ``levels`` (levels without files, for the
+    children lists): those with results in the level's latest period up to the run's last month.
+
+    A cheap stand-in for the latest rows of every indicator, which at practice level would
+    read six million rows to list six thousand practices.
+    """
+    if not levels:
+        return []
+    columns = _IDENTITY[1:]
+    marks = ", ".join("?" for _ in levels)
+    up_to = "AND period <= CAST(? AS DATE)" if period_end else ""
+    rows = con.execute(
+        f"WITH latest AS (SELECT org_level, max(period) AS period FROM {RESULTS_TABLE} "
+        f"WHERE org_level IN ({marks}) {up_to} GROUP BY org_level) "
+        f"SELECT {', '.join('r.' + c for c in columns[:2])}, {', '.join(f'min(r.{c})' for c in columns[2:])} "
+        f"FROM {RESULTS_TABLE} AS r JOIN latest USING (org_level, period) GROUP BY ALL ORDER BY 1, 2",
+        [*levels, *([period_end] if period_end else [])]).fetchall()
+    return [dict(zip(columns, row)) for row in rows]
+
+
+@dataclass
+class ApiData:
+    """What the files are made of, read from the store in one go."""
+
+    levels: tuple[str, ...]
+    stored_levels: frozenset
+    rows: list[dict]
+    others: list[dict]
+    run: dict
+    results_key: str
+    has_rows: bool = True
+
+
+def read_api_data(store_path: Path, page_levels=(), rows: bool = True) -> ApiData | None:
+    """Read what :func:`write_file_api` writes from the store; None without a store or results.
+
+    ``rows=False`` reads only what the files' stamp needs (levels, results key), not the rows.
+
+    Raises
+    ------
+    RuntimeError
+        When the stored results table's columns differ from the contract in :mod:`moopt.tables`.
+    """
+    store_path = Path(store_path)
+    if not store_path.is_file():
+        return None
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        if not table_exists(con, RESULTS_TABLE):
+            return None
+        check_columns(con, RESULTS_TABLE)
+        chosen = selection(con)
+        stored = frozenset(r[0] for r in con.execute(f"SELECT DISTINCT org_level FROM {RESULTS_TABLE}").fetchall())
+        levels = api_levels(stored, chosen.levels, page_levels)
+        facts = stored_run_facts(con)
+        run = {"period_start": None, "period_end": chosen.period_end, "synthetic": None}
+        if table_exists(con, "run_facts"):
+            names = {r[0] for r in con.execute("DESCRIBE run_facts").fetchall()}
+            wanted = [n for n in ("period_start", "synthetic") if n in names]
+            found = con.execute(f"SELECT {', '.join(wanted)} FROM run_facts").fetchone() if wanted else None
+            run.update({k: _clean(v) for k, v in zip(wanted, found or ())})
+        return ApiData(levels=levels, stored_levels=stored, rows=_latest_rows(con, chosen, levels) if rows else [],
+                       others=_identities(con, sorted(stored - set(levels)), chosen.period_end) if rows else [],
+                       run=run, results_key=facts.get("results_key") or "", has_rows=rows)
+    finally:
+        con.close()
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileApi:
+    """What :func:`write_file_api` wrote: levels, files, bytes, and whether they were reused."""
+
+    levels: tuple[str, ...]
+    organisation_files: int
+    indicator_files: int
+    bytes: int
+    reused: bool = False
+
+    @property
+    def files(self) -> int:
+        return self.organisation_files + self.indicator_files + 1
+
+
 def _dumps(document: dict) -> str:
-    # allow_nan=False: a NaN that slipped past _clean fails the build instead of writing invalid JSON.
+    # allow_nan=False: a NaN that slipped past the SQL fails the build instead of writing invalid JSON.
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-def _parent(level: str, row: dict, stored: set[str]) -> tuple[str, str] | None:
+def _parent(level: str, row: dict, stored) -> tuple[str, str] | None:
     """The nearest organisation above ``row`` in the hierarchy: (level, code)."""
     if level not in ORG_LEVELS or level == "england":
         return None  # England has none; a run's own groups are outside the hierarchy
@@ -437,44 +557,6 @@ def _parent(level: str, row: dict, stored: set[str]) -> tuple[str, str] | None:
         if parent_level in above and row.get(column):
             return parent_level, row[column]
     return ("england", ENGLAND_CODE) if "england" in stored else None
-
-
-def _select(columns) -> str:
-    double = {c.name for c in TABLES[RESULTS_TABLE].columns if c.type == "DOUBLE"}
-    return ", ".join(f'{rounded(c) if c in double else chr(34) + c + chr(34)} AS "{c}"' for c in columns)
-
-
-def _latest_rows(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
-    """Every latest row at ``levels`` with its trend and SPC series (rounded like the CSV)."""
-    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_LATEST))
-    joins, extra = [], []
-    if table_exists(con, "trends"):
-        joins.append("LEFT JOIN trends AS t USING (indicator_id, org_level, org_code)")
-        extra += [rounded(c) if c.startswith("change") else f"t.{c}" for c in TREND_COLUMNS]
-    else:
-        extra += [f"NULL AS {c}" for c in TREND_COLUMNS]
-    if table_exists(con, "spc_series"):
-        joins.append("LEFT JOIN spc_series AS s USING (indicator_id, org_level, org_code)")
-        extra += [f"s.{c}" for c in SPC_COLUMNS]
-    else:
-        extra += [f"NULL AS {c}" for c in SPC_COLUMNS]
-    names = [*_LATEST, *TREND_COLUMNS, *SPC_COLUMNS]
-    sql = (f"SELECT {', '.join('l.' + chr(34) + c + chr(34) for c in _LATEST)}, "
-           f"{', '.join(f'{e} AS {n}' for e, n in zip(extra, (*TREND_COLUMNS, *SPC_COLUMNS)))} "
-           f"FROM ({latest}) AS l {' '.join(joins)} ORDER BY l.indicator_id, l.org_level, l.org_code")
-    # The joined names are unique to their tables, so the rounding SQL's bare names resolve.
-    return [{n: _clean(v) for n, v in zip(names, row)} for row in con.execute(sql).fetchall()]
-
-
-def _identities(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
-    """Code, name and parents of every organisation at ``levels`` in the latest rows (children lists)."""
-    if not levels:
-        return []
-    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_IDENTITY))
-    columns = _IDENTITY[1:]
-    rows = con.execute(f"SELECT {', '.join(columns[:2])}, {', '.join(f'min({c})' for c in columns[2:])} "
-                       f"FROM ({latest}) GROUP BY ALL ORDER BY 1, 2").fetchall()
-    return [dict(zip(columns, row)) for row in rows]
 
 
 def _trend(row: dict) -> dict | None:
@@ -509,15 +591,89 @@ def _indicator_facts(indicator_id: str, definitions: dict, theme_titles: dict, s
             "themes": [{"id": ind.theme, "title": theme_titles.get(ind.theme, ind.theme)}]}
 
 
-def _remove_stale(api_root: Path, written: set[Path]) -> None:
-    """Delete JSON files a former write left in ``api_root`` that this one did not write."""
-    for path in api_root.rglob("*.json"):
-        if path not in written:
-            path.unlink()
+def _existing_pages(site_dir: Path) -> set[str]:
+    """Site-root-relative URLs of the organisation and indicator pages the site has."""
+    found = {p.relative_to(site_dir).as_posix() for p in site_dir.glob("orgs/*/*/index.html")}
+    return found | {p.relative_to(site_dir).as_posix() for p in site_dir.glob("indicators/*/*.html")}
+
+
+def _site_pages(outputs) -> set[str]:
+    """The organisation and indicator pages among a site's page URLs (what the files link to)."""
+    return {url for url in outputs
+            if (url.startswith("orgs/") and url.endswith("/index.html") and url.count("/") == 3)
+            or (url.startswith("indicators/") and url.endswith(".html") and url.count("/") == 2)}
+
+
+def _stamp(data: ApiData, title: str, moopt_version: str, pages: set[str]) -> str:
+    """What the files depend on: results, levels, schema and code, definitions, title, version, pages.
+
+    Empty (never reused) when the results' origin is unknown.
+    """
+    import hashlib
+
+    from moopt.indicators.definitions import load_indicators, load_themes
+
+    if not data.results_key:
+        return ""
+    digest = hashlib.sha256()
+    for module in ("file_api.py", "downloads.py", "indicator_pages.py"):  # schema, rows, rounding, verdicts
+        digest.update(Path(__file__).with_name(module).read_bytes())
+    described = [(i.id, i.title, i.short_title, i.unit, i.improvement_direction, i.theme) for i in load_indicators()]
+    digest.update(json.dumps([described, [(t.id, t.title) for t in load_themes()]]).encode())
+    digest.update(json.dumps([data.results_key, data.levels, sorted(data.stored_levels), title, moopt_version,
+                              sorted(pages)]).encode())
+    return digest.hexdigest()
+
+
+def _reuse_previous(previous_site: Path | None, api_root: Path, stamp: str) -> FileApi | None:
+    """Hard-link the previous site's files when they were made from the same inputs (its stamp).
+
+    A build writes new files rather than changing old ones, so a link is safe; where links
+    are not possible (another file system) the files are copied.
+    """
+    if previous_site is None or not stamp:
+        return None
+    previous = Path(previous_site) / API_DIR
+    stamp_file = previous / STAMP_FILE
+    if not _previous_stamp_matches(previous_site, stamp):
+        return None
+    summary = json.loads(stamp_file.read_text(encoding="utf-8").split("\n", 1)[1])
+    sources = [p for p in sorted(previous.rglob("*")) if p.is_file()]
+    if len(sources) != summary["files"] + 1:  # every file and the stamp, or the copy is incomplete
+        return None
+    for source in sources:
+        target = api_root / source.relative_to(previous)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    return FileApi(levels=tuple(summary["levels"]), organisation_files=summary["organisation_files"],
+                   indicator_files=summary["indicator_files"], bytes=summary["bytes"], reused=True)
+
+
+def _previous_stamp_matches(previous_site: Path | None, stamp: str) -> bool:
+    stamp_file = Path(previous_site) / API_DIR / STAMP_FILE if previous_site is not None else None
+    return bool(stamp) and stamp_file is not None and stamp_file.is_file() and \
+        stamp_file.read_text(encoding="utf-8").startswith(stamp + "\n")
+
+
+def read_api_data_if_changed(store_path: Path, page_levels, *, title: str, moopt_version: str,
+                             pages: set[str], previous_site: Path | None) -> ApiData | None:
+    """:func:`read_api_data`, without the rows when the previous site's files can be reused.
+
+    For a build that reads while its pages render: ``pages`` are the site-root-relative
+    URLs of the pages it is rendering, as :func:`write_file_api` will be given them.
+    """
+    data = read_api_data(store_path, page_levels, rows=False)
+    if data is None or _previous_stamp_matches(previous_site, _stamp(data, title, moopt_version, pages)):
+        return data
+    return read_api_data(store_path, page_levels)
 
 
 def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_version: str = "",
-                   page_levels=()) -> FileApi | None:
+                   page_levels=(), previous_site: Path | None = None, data: ApiData | None = None,
+                   pages: set[str] | None = None) -> FileApi | None:
     """Write the JSON file API under ``site_dir/api/v1/`` from the run's store.
 
     Parameters
@@ -525,18 +681,30 @@ def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_v
     store_path : Path
         The run's store (``outputs/store/moopt.duckdb``), opened read-only.
     site_dir : Path
-        The site root being built. JSON files under its ``api/v1/`` that this call
-        does not write are removed.
+        The site root being built, its pages already rendered (the files link to the
+        organisation and indicator pages that exist). JSON files under its ``api/v1/``
+        that this call does not write are removed.
     title, moopt_version : str
         The site's title and the moopt version, for ``index.json``.
     page_levels : iterable of str
         Levels the run has organisation pages for: practice files are written only
         when it includes practice (or the run is a practice-level run).
+    previous_site : Path, optional
+        The site being replaced: its files are reused (hard-linked) when its stamp
+        (:data:`STAMP_FILE`: the results key, levels, schema, definitions, title,
+        version and pages) matches.
+    data : ApiData, optional
+        :func:`read_api_data` of the same store and ``page_levels``, when already read
+        (a build reads it while the pages render).
+    pages : set of str, optional
+        Site-root-relative URLs of the site's pages; by default the organisation and
+        indicator pages found in ``site_dir``.
 
     Returns
     -------
     FileApi or None
-        Levels and numbers of files and bytes; None without a store or results.
+        Levels, numbers of files and bytes, and whether they were reused; None without
+        a store or results.
 
     Raises
     ------
@@ -545,32 +713,23 @@ def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_v
     """
     from moopt.indicators.definitions import load_indicators, load_themes
 
-    store_path, site_dir = Path(store_path), Path(site_dir)
-    if not store_path.is_file():
+    site_dir = Path(site_dir)
+    if data is None:  # first what the stamp needs: an unchanged run reads no rows
+        data = read_api_data(store_path, page_levels, rows=False)
+    if data is None:
         return None
-    con = duckdb.connect(str(store_path), read_only=True)
-    try:
-        if not table_exists(con, RESULTS_TABLE):
-            return None
-        check_columns(con, RESULTS_TABLE)
-        chosen = selection(con)
-        stored = {r[0] for r in con.execute(f"SELECT DISTINCT org_level FROM {RESULTS_TABLE}").fetchall()}
-        levels = api_levels(stored, chosen.levels, page_levels)
-        rows = _latest_rows(con, chosen, levels)
-        others = _identities(con, chosen, [lv for lv in stored if lv not in levels])
-        facts = stored_run_facts(con)
-        run = {}
-        if table_exists(con, "run_facts"):
-            names = {r[0] for r in con.execute("DESCRIBE run_facts").fetchall()}
-            wanted = [n for n in ("period_start", "period_end", "synthetic") if n in names]
-            found = con.execute(f"SELECT {', '.join(wanted)} FROM run_facts").fetchone() if wanted else None
-            run = {k: _clean(v) for k, v in zip(wanted, found or ())}
-    finally:
-        con.close()
+    api_root = site_dir / API_DIR
+    pages = _existing_pages(site_dir) if pages is None else _site_pages(pages)
+    stamp = _stamp(data, title, moopt_version, pages)
+    if not (api_root.exists() and any(api_root.iterdir())):  # reuse only into an empty folder
+        reused = _reuse_previous(previous_site, api_root, stamp)
+        if reused is not None:
+            return reused
+    if not data.has_rows:
+        data = read_api_data(store_path, page_levels)
 
     definitions = {ind.id: ind for ind in load_indicators()}
     theme_titles = {t.id: t.title for t in load_themes()}
-    api_root = site_dir / API_DIR
     written: set[Path] = set()
     total_bytes = 0
 
@@ -585,24 +744,26 @@ def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_v
         total_bytes += len(text.encode("utf-8"))
 
     def page(url: str) -> str | None:
-        return url if (site_dir / url).is_file() else None
+        return url if url in pages else None
 
+    rows, stored = data.rows, data.stored_levels
     # Organisations (written levels, then the others for children lists) and their parents.
     orgs: dict[tuple[str, str], dict] = {}
     for row in rows:
         orgs.setdefault((row["org_level"], row["org_code"]), row)
-    identity = {**{(r["org_level"], r["org_code"]): r for r in others}, **orgs}
+    identity = {**{(r["org_level"], r["org_code"]): r for r in data.others}, **orgs}
     parents = {key: _parent(key[0], row, stored) for key, row in identity.items()}
     children: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key in sorted(identity, key=lambda k: (_level_rank(k[0]), k[1])):
         if parents[key] in identity:
             children.setdefault(parents[key], []).append(key)
+    org_pages = {key: page(org_index_url(*key)) for key in orgs}
 
     def org_ref(key: tuple[str, str]) -> dict:
         return {"level": key[0], "code": key[1], "name": identity[key]["org_name"],
                 "file": organisation_file(*key) if key in orgs else None}
 
-    indicator_levels = indicator_file_levels(levels)
+    indicator_levels = indicator_file_levels(data.levels)
     by_indicator: dict[str, list[dict]] = {}
     by_org: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -610,80 +771,91 @@ def write_file_api(store_path: Path, site_dir: Path, *, title: str = "", moopt_v
         by_org.setdefault((row["org_level"], row["org_code"]), []).append(row)
     indicator_facts = {i: _indicator_facts(i, definitions, theme_titles, found[0]["improvement_direction"])
                        for i, found in by_indicator.items()}
+    measures = {id(row): _measures(row) for row in rows}
 
     for key in sorted(orgs):
         level, code = key
         parent = parents[key]
         entries = []
         for row in by_org[key]:
-            facts_of = indicator_facts[row["indicator_id"]]
+            described = indicator_facts[row["indicator_id"]]
             entries.append({
-                "id": row["indicator_id"], "title": facts_of["title"], "unit": facts_of["unit"],
-                "improvement_direction": facts_of["improvement_direction"],
-                "period": row["period"], "period_type": row["period_type"], **_measures(row),
+                "id": row["indicator_id"], "unit": described["unit"],
+                "improvement_direction": described["improvement_direction"],
+                "period": row["period"], "period_type": row["period_type"], **measures[id(row)],
                 "file": indicator_file(level, row["indicator_id"]) if level in indicator_levels else None,
             })
         write(organisation_file(level, code), {
             "organisation": {
                 "level": level, "label": ORG_LEVEL_LABELS.get(level, level), "code": code,
-                "name": orgs[key]["org_name"], "page": page(org_index_url(level, code)),
+                "name": orgs[key]["org_name"], "page": org_pages[key],
                 "parent": org_ref(parent) if parent in identity else None,
                 "children": [org_ref(child) for child in children.get(key, [])],
             },
-            "period_end": run.get("period_end") or _clean(facts.get("period_end")),
+            "period_end": data.run["period_end"],
             "indicators": entries,
         })
 
     indicator_index = []
     for indicator_id in sorted(by_indicator):
         found = by_indicator[indicator_id]
-        files, pages = {}, {}
+        files, indicator_pages_found = {}, {}
         for level in indicator_levels:
             members = [r for r in found if r["org_level"] == level]
             if not members:
                 continue
             first = members[0]
             files[level] = indicator_file(level, indicator_id)
-            pages[level] = page(indicator_page_url(level, indicator_id))
+            indicator_pages_found[level] = page(indicator_page_url(level, indicator_id))
             distribution = {"organisations": len(members),
                             "organisations_with_value": sum(r["value"] is not None for r in members)}
             distribution.update({c: first[c] for c in DISTRIBUTION})
             write(files[level], {
                 "indicator": indicator_facts[indicator_id], "level": level,
                 "label": ORG_LEVEL_LABELS.get(level, level), "period": first["period"],
-                "period_type": first["period_type"], "page": pages[level], "distribution": distribution,
+                "period_type": first["period_type"], "page": indicator_pages_found[level],
+                "distribution": distribution,
                 "organisations": [{
                     "code": r["org_code"], "name": r["org_name"],
-                    "parent_code": (parents[(level, r["org_code"])] or (None, None))[1], **_measures(r),
-                    "file": organisation_file(level, r["org_code"]),
-                    "page": page(org_index_url(level, r["org_code"])),
+                    "parent_code": (parents[(level, r["org_code"])] or (None, None))[1], **measures[id(r)],
+                    "file": organisation_file(level, r["org_code"]), "page": org_pages[(level, r["org_code"])],
                 } for r in members],
             })
         indicator_index.append({**indicator_facts[indicator_id], "period": found[0]["period"],
-                                "period_type": found[0]["period_type"], "files": files, "pages": pages})
+                                "period_type": found[0]["period_type"], "files": files,
+                                "pages": indicator_pages_found})
 
-    counts = {level: sum(1 for key in orgs if key[0] == level) for level in levels}
+    counts = {level: sum(1 for key in orgs if key[0] == level) for level in data.levels}
+    levels = tuple(level for level in sorted(data.levels, key=_level_rank) if counts[level])
     write(INDEX_FILE, {
-        "run": {"title": title, "period_start": run.get("period_start"),
-                "period_end": run.get("period_end") or _clean(facts.get("period_end")),
-                "synthetic": run.get("synthetic"), "results_key": facts.get("results_key"),
+        "run": {"title": title, "period_start": data.run["period_start"], "period_end": data.run["period_end"],
+                "synthetic": data.run["synthetic"], "results_key": data.results_key or None,
                 "moopt_version": moopt_version, "significant_figures": SIGNIFICANT_FIGURES,
                 "bulk_csv": LATEST_CSV_FILE},
         "levels": [{"level": level, "label": ORG_LEVEL_LABELS.get(level, level), "organisations": counts[level],
-                    "indicator_files": level in indicator_levels}
-                   for level in sorted(levels, key=_level_rank) if counts[level]],
+                    "indicator_files": level in indicator_levels} for level in levels],
         "indicators": indicator_index,
         "organisations": [{"level": key[0], "code": key[1], "name": orgs[key]["org_name"],
                            "parent_level": (parents[key] or (None, None))[0],
                            "parent_code": (parents[key] or (None, None))[1],
-                           "file": organisation_file(*key), "page": page(org_index_url(*key))}
+                           "file": organisation_file(*key), "page": org_pages[key]}
                           for key in sorted(orgs, key=lambda k: (_level_rank(k[0]), k[1]))],
     })
+    result = FileApi(levels=levels, organisation_files=len(orgs),
+                     indicator_files=sum(len(entry["files"]) for entry in indicator_index), bytes=total_bytes)
     _remove_stale(api_root, written)
-    return FileApi(levels=tuple(level for level in levels if counts[level]),
-                   organisation_files=len(orgs),
-                   indicator_files=sum(len(entry["files"]) for entry in indicator_index),
-                   bytes=total_bytes)
+    if stamp:  # last: a stamp vouches for a complete set of files
+        summary = {"files": result.files, "levels": list(levels), "organisation_files": result.organisation_files,
+                   "indicator_files": result.indicator_files, "bytes": result.bytes}
+        write_text_atomic(api_root / STAMP_FILE, stamp + "\n" + json.dumps(summary) + "\n", durable=False)
+    return result
+
+
+def _remove_stale(api_root: Path, written: set[Path]) -> None:
+    """Delete files a former write left in ``api_root`` that this one did not write (its stamp too)."""
+    for path in api_root.rglob("*"):
+        if path.is_file() and path not in written:
+            path.unlink()
 
 
 def _level_rank(level: str) -> int:
