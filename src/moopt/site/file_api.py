@@ -16,7 +16,7 @@ through the same :class:`~moopt.site.downloads.Selection`, and every number is
 rounded by the same SQL (:func:`~moopt.site.downloads.rounded`), so a value in a
 JSON file equals the cell of the latest CSV. The levels are those of the downloads
 (every stored level but practice), plus practice when the run's pages include
-practices: at national scale practice files would add over 100 MB (see
+practices: at national scale practice files would add about 180 MB (see
 ``benchmarks/bench_file_api.py``).
 
 The files depend only on the store and the run's title and version: no clock time,
@@ -99,9 +99,10 @@ def api_levels(stored_levels, download_levels, page_levels) -> tuple[str, ...]:
     """The levels that get organisation files.
 
     Those of the bulk downloads (every stored level but practice, unless the run is a
-    practice-level run), plus practice when the run's pages include practices: about
-    6,300 practice files and their indicator files would add over 100 MB to a national
-    site, so they are written only for a run that shows practices.
+    practice-level run), plus practice when the run's pages include practices: some
+    6,200 practice files and their indicator files would add about 180 MB to a national
+    site (``benchmarks/bench_file_api.py``), so they are written only for a run that
+    shows practices.
     """
     chosen = set(download_levels)
     if PRACTICE_LEVEL in set(page_levels) and PRACTICE_LEVEL in set(stored_levels):
@@ -268,8 +269,8 @@ def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt
         "",
         "Levels are `england`, `region`, `icb`, `sub_icb`, `pcn` and `practice` (and `group` for a run's "
         "own groups of practices): those of the bulk downloads. Practices have files only when the run "
-        "builds practice pages: about 6,300 practices would add over 100 MB to a national site. England "
-        "has an organisation file but no indicator files (it is one row).",
+        "builds practice pages (or is a practice-level run): some 6,200 practices would add about 180 MB to "
+        "a national site. England has an organisation file but no indicator files (it is one row).",
         "",
         f"{h} What the numbers are",
         "",
@@ -356,6 +357,22 @@ def docs_markdown() -> str:
         "documents them on its page `api.html`, linked from the downloads page.",
         "",
         schema_markdown(),
+        "## Size and build time",
+        "",
+        "Measured with `python benchmarks/bench_file_api.py --store <store>` on two cores (shared with other "
+        "work, so wall-clock times are high; CPU seconds are steadier):",
+        "",
+        "| store | files | MB | CPU s | reading, s (wall) | writing, s (wall) | nothing changed, s |",
+        "|---|---|---|---|---|---|---|",
+        "| small synthetic set (6 sub-ICB locations, 25 PCNs) | 197 | 1.4 | 0.3 | 0.8 | 0.4 | 0.3 |",
+        "| national synthetic set (106 sub-ICB locations, 1,261 PCNs) | 1,577 | 43.5 | 5.2 | 13.5 | 8.9 | 1.3 |",
+        "| the same with practice files (6,214 practices) | 7,826 | 224.0 | 17.5 | 31.9 | 30.2 | 1.7 |",
+        "",
+        "PCN files are most of the national 43.5 MB (23 MB of organisation files, 17 MB of indicator "
+        "files). A build reads the store while its pages render, so only the writing adds to its time; "
+        "when the results, levels, definitions, title, version and pages are those of the last site, the "
+        "files are hard-linked from it instead (the last column).",
+        "",
     ])
 
 
