@@ -31,6 +31,7 @@ swapped into place only when complete.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -248,24 +249,37 @@ def _table(rows) -> list[str]:
     return lines + [""]
 
 
-def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt-site") -> str:
+def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt-site",
+                    for_site: bool = False) -> str:
     """The file layout, every field with its unit and meaning, and examples (Markdown).
 
-    The body of ``docs/file-api.md`` and of the site's API page. ``heading`` is the level
-    of the top headings; ``base_url`` stands for the site's address in the examples.
+    The body of ``docs/file-api.md`` and (``for_site``: code blocks as keyboard-reachable
+    HTML) of the site's API page. ``heading`` is the level of the top headings;
+    ``base_url`` stands for the site's address in the examples.
     """
+    from moopt.site.markdown import raw_html_block
+
     h = "#" * heading
+
+    def code(language: str, label: str, *text: str) -> str:
+        if not for_site:
+            return f"```{language}\n" + "\n".join(text) + "\n```"
+        # On the site a code block is a labelled region reachable by keyboard: at phone width
+        # its long lines scroll (axe: scrollable-region-focusable).
+        return raw_html_block(f'<pre class="moopt-code" tabindex="0" role="region" '
+                              f'aria-label="{html.escape(label, quote=True)}"><code>'
+                              f'{html.escape(chr(10).join(text), quote=False)}</code></pre>').rstrip("\n")
+
     lines = [
         f"{h} Files",
         "",
         "Every path below is under `api/v1/` of the site. Paths inside the files (`file`, `files`) are "
         "relative to that folder; `page` paths are relative to the site root.",
         "",
-        "```text",
-        "api/v1/index.json                          the run, levels, indicators and organisations",
-        "api/v1/organisations/<level>/<code>.json   one organisation: every indicator's latest value",
-        "api/v1/indicators/<level>/<ID>.json        one indicator: every organisation of a level",
-        "```",
+        code("text", "The file layout",
+             "api/v1/index.json                          the run, levels, indicators and organisations",
+             "api/v1/organisations/<level>/<code>.json   one organisation: every indicator's latest value",
+             "api/v1/indicators/<level>/<ID>.json        one indicator: every organisation of a level"),
         "",
         "Levels are `england`, `region`, `icb`, `sub_icb`, `pcn` and `practice` (and `group` for a run's "
         "own groups of practices): those of the bulk downloads. Practices have files only when the run "
@@ -309,23 +323,21 @@ def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt
         "",
         "With `curl`, one organisation's file, pretty-printed:",
         "",
-        "```sh",
-        f"curl -s {base_url}/api/v1/organisations/sub_icb/00L.json | python -m json.tool",
-        "```",
+        code("sh", "Example: curl",
+             f"curl -s {base_url}/api/v1/organisations/sub_icb/00L.json | python -m json.tool"),
         "",
         "With the Python standard library, every organisation that differs from England on one indicator:",
         "",
-        "```sh",
-        "python -c \"import json, urllib.request; "
-        f"d = json.load(urllib.request.urlopen('{base_url}/api/v1/indicators/sub_icb/AMR01.json')); "
-        "print([(o['code'], o['value'], o['verdict']) for o in d['organisations'] "
-        "if o['comparison_99_8'] not in (None, 'similar')])\"",
-        "```",
+        code("sh", "Example: Python's standard library",
+             "python -c \"import json, urllib.request; "
+             f"d = json.load(urllib.request.urlopen('{base_url}/api/v1/indicators/sub_icb/AMR01.json')); "
+             "print([(o['code'], o['value'], o['verdict']) for o in d['organisations'] "
+             "if o['comparison_99_8'] not in (None, 'similar')])\""),
         "",
         "With pandas, an indicator file as a table (trend and SPC fields become `trend.change_per_year`, "
         "`spc.variation_icon`...), and the index's organisations:",
         "",
-        "```python",
+        code("python", "Example: pandas",
         "import json, urllib.request",
         "import pandas as pd",
         "",
@@ -337,8 +349,7 @@ def schema_markdown(heading: int = 2, base_url: str = "https://example.org/moopt
         "index = json.load(urllib.request.urlopen(base + 'index.json'))",
         "orgs = pd.json_normalize(index['organisations'])",
         "one = json.load(urllib.request.urlopen(base + orgs.loc[0, 'file']))",
-        "print(pd.json_normalize(one['indicators'])[['id', 'value', 'england_value', 'verdict']])",
-        "```",
+        "print(pd.json_normalize(one['indicators'])[['id', 'value', 'england_value', 'verdict']])"),
         "",
     ]
     return "\n".join(lines)
@@ -401,7 +412,7 @@ def api_page_markdown(stored_levels, download_levels, page_levels) -> str:
     with_indicator_files = indicator_file_levels(levels)
 
     def words(chosen) -> str:
-        return ", ".join(ORG_LEVEL_LABELS.get(level, level) for level in chosen) or "none"
+        return ", ".join(ORG_LEVEL_LABELS.get(level, level) for level in sorted(chosen, key=_level_rank)) or "none"
 
     lines = [
         "Every organisation and every indicator of this run as a JSON file, for scripts and other "
@@ -413,7 +424,7 @@ def api_page_markdown(stored_levels, download_levels, page_levels) -> str:
         + ("" if PRACTICE_LEVEL in levels or PRACTICE_LEVEL not in set(stored_levels) else
            " Practices have no files: this run's pages do not include practices."),
         "",
-        schema_markdown(),
+        schema_markdown(for_site=True),
     ]
     return "\n".join(lines)
 
