@@ -10,6 +10,7 @@ from pathlib import Path
 
 from moopt.build_lock import check_finished, outputs_lock
 from moopt.site.downloads import STORE_FILE, write_bulk_downloads
+from moopt.site.file_api import read_api_data_if_changed, write_file_api
 from moopt.site.files import fresh_temp_dir, swap_into_place
 from moopt.site.links import check_links
 from moopt.site.plan import load_manifest, plan_site
@@ -89,7 +90,8 @@ def build_site(
         (from :func:`check_links`, normally empty) and ``missing_csv`` (CSV
         downloads the notebooks link to that were not in the outputs folder) and
         ``bulk_downloads`` (a :class:`moopt.site.downloads.BulkDownloads`, None
-        without a store).
+        without a store) and ``file_api`` (a :class:`moopt.site.file_api.FileApi`,
+        None without a store).
 
     Raises
     ------
@@ -143,6 +145,8 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         progress(f"site: Quarto project written to {project_dir} ({len(info['pages'])} pages)")
 
     site_dir = out / "site"
+    page_levels = {level for level, _ in plan.orgs}  # practice files only with practice pages
+    pages = {page["output"] for page in info["pages"]}
     tmp = fresh_temp_dir(site_dir)
     try:
         if chosen == "quarto":
@@ -150,14 +154,26 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
                 progress("site: running quarto render")
             _render_with_quarto(quarto, project_dir, tmp)  # may clear tmp: downloads come after
             bulk = write_bulk_downloads(out / STORE_FILE, tmp, previous_site=site_dir)
+            api_data = None  # write_file_api reads it
         else:
-            # DuckDB writes the bulk files (releasing the GIL) while Python renders the pages.
+            # DuckDB writes the bulk files and reads the file API's rows (releasing the GIL)
+            # while Python renders the pages.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 writing = pool.submit(write_bulk_downloads, out / STORE_FILE, tmp, site_dir)
+                reading = pool.submit(read_api_data_if_changed, out / STORE_FILE, page_levels,
+                                      title=plan.title, moopt_version=plan.version, pages=pages,
+                                      previous_site=site_dir)
                 render_builtin(project_dir, tmp, progress=progress)
                 bulk = writing.result()
+                api_data = reading.result()
         if not (tmp / "index.html").is_file():
             raise RuntimeError(f"Rendering finished without writing {tmp / 'index.html'}.")
+        # After the pages: its files link to the organisation and indicator pages that exist.
+        api = write_file_api(out / STORE_FILE, tmp, title=plan.title, moopt_version=plan.version,
+                             page_levels=page_levels, previous_site=site_dir, data=api_data, pages=pages)
+        if progress is not None and api is not None:
+            progress(f"site: JSON file API ({api.files:,} files, {api.bytes / 1e6:,.1f} MB) "
+                     f"{'reused from the last site' if api.reused else 'written'}")
         if progress is not None and bulk is not None:
             progress(f"site: results downloads ({bulk.latest_rows:,} latest rows, {bulk.history_rows:,} "
                      f"rows of history, {bulk.total_bytes / 1e6:,.1f} MB) "
@@ -176,4 +192,5 @@ def _build_site_locked(out: Path, manifest: dict | None, chosen: str, quarto: st
         "broken_links": [(page, href) for page, href in broken],
         "missing_csv": info["missing_csv"],
         "bulk_downloads": bulk,
+        "file_api": api,
     }

@@ -55,6 +55,7 @@ from moopt.site.downloads import (
     ResultsOverview,
     results_overview,
 )
+from moopt.site import file_api
 from moopt.site.files import copy_file, fresh_temp_dir, swap_into_place
 from moopt.site.markdown import (
     code_block,
@@ -946,7 +947,18 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             DOWNLOADS[0],
             "home",
             [HOME, (DOWNLOADS[0], None)],
-            text=front_matter({"title": DOWNLOADS[0]}) + _downloads_body(plan, results),
+            text=front_matter({"title": DOWNLOADS[0]}) + _downloads_body(plan, results)
+            + file_api.downloads_section_markdown(),
+        )
+        # The JSON file API (moopt.site.file_api writes its files after rendering).
+        pages.add(
+            "api.qmd",
+            file_api.API_PAGE[0],
+            "home",
+            [HOME, DOWNLOADS, (file_api.API_PAGE[0], None)],
+            text=front_matter({"title": file_api.API_PAGE[0]})
+            + file_api.api_page_markdown(results.levels, results.download_levels,
+                                         {level for level, _ in plan.orgs}),
         )
 
     pages.add(
