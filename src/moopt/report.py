@@ -991,9 +991,8 @@ class SummaryPage:
             frame, org_name=ctx.org_name, org_code=ctx.org_code, org_level=ctx.org_level,
             period_label=f"latest periods to {ctx.latest_period.strftime('%b %Y')}", chart_id="summary_spine")
         publish_chart(ctx, chart)
-        _display('<p class="moopt-print-only">The spine chart is not printed: with a row for every indicator it '
-                 "is taller than a page. The table of every indicator below gives the same values and "
-                 "comparisons with England.</p>")
+        _display('<p class="moopt-print-only">Not printed (taller than a page): see the spine chart on this '
+                 "summary's web page, or the table of every indicator below.</p>")
 
     def theme_links(self, themes: list[str]) -> None:
         """A table of every indicator with its comparison in words, linking to the theme pages."""
@@ -1010,7 +1009,7 @@ class SummaryPage:
                 f"<td>{html.escape(r['theme_title'])}</td><td>{html.escape(r['period'])}</td><td>{_fmt(r['value'], d)}</td>"
                 f"<td>{_fmt(r['england_value'], d)}</td><td>{html.escape(label)}</td></tr>")
         _display(
-            '<table class="moopt-table"><caption>Every indicator, latest period. The comparison is the '
+            '<table class="moopt-table moopt-every-indicator"><caption>Every indicator, latest period. The comparison is the '
             "organisation's position in the funnel of its level against England's value, with 99.8% limits "
             "that allow for overdispersion: the same verdict as the theme pages and funnel plots. Different "
             "is not necessarily important.</caption>"
@@ -1067,7 +1066,7 @@ class SummaryPage:
         _display(
             table.to_html(index=False, escape=True, classes="moopt-table")
             .replace('<table border="1" class="dataframe moopt-table">',
-                     '<table class="moopt-table"><caption>Each 12-month value against the one three months '
+                     '<table class="moopt-table moopt-quarter-changes"><caption>Each 12-month value against the one three months '
                      "earlier (the stored values and their difference; England's own change alongside). "
                      "A change is not necessarily important: the 12-month windows overlap by nine months."
                      "</caption>", 1)

@@ -88,18 +88,154 @@ def pdf_pages(pdf: bytes) -> int:
     return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf))
 
 
-def test_the_summary_prints_on_at_most_four_a4_pages_without_navigation(page, built_site, site_url):
-    """At most 4 A4 pages, not 2: the spine chart has a fixed-height row for every indicator (about
-    2.4 A4 pages tall at a readable size, src/moopt/charts/spine.py), so it cannot print unsplit
-    and the print stylesheet leaves it out; the table of every indicator (the same values and
-    verdicts) prints instead. With the "To discuss" list and the change since the previous quarter
-    (about 30 rows) and that table (about 40 rows), the summary of the small build prints on 4."""
-    code = built_site["codes"][0]
+def pdf_dictionaries(pdf: bytes) -> dict[bytes, bytes]:
+    """Object number -> the object's dictionary text (up to its stream, if any) in Chromium's PDF.
+
+    Chromium (Skia) writes plain ``N 0 obj << ... >> endobj`` objects with no object streams,
+    so the page tree and the named destinations can be read without a PDF library.
+    """
+    objects = {}
+    for piece in pdf.split(b"endobj"):
+        header = None
+        for header in re.finditer(rb"(?:^|\s)(\d+) 0 obj\s", piece):
+            pass
+        if header is not None:
+            objects[header.group(1)] = piece[header.end():].split(b"stream", 1)[0]
+    return objects
+
+
+def pdf_page_numbers(pdf: bytes) -> dict[bytes, int]:
+    """Page object number -> its page number (1-based), in the order of the catalog's page tree."""
+    objects = pdf_dictionaries(pdf)
+    catalog = next(body for body in objects.values() if re.search(rb"/Type\s*/Catalog\b", body))
+    numbers: dict[bytes, int] = {}
+
+    def walk(ref: bytes) -> None:
+        body = objects[ref]
+        if re.search(rb"/Type\s*/Pages\b", body):
+            kids = re.search(rb"/Kids\s*\[([^\]]*)\]", body).group(1)
+            for kid in re.findall(rb"(\d+) 0 R", kids):
+                walk(kid)
+        else:
+            numbers[ref] = len(numbers) + 1
+
+    walk(re.search(rb"/Pages\s+(\d+) 0 R", catalog).group(1))
+    return numbers
+
+
+def pdf_destination_pages(pdf: bytes, prefix: str) -> dict[str, int]:
+    """Named destinations starting with ``prefix`` -> the page number each one lands on."""
+    numbers = pdf_page_numbers(pdf)
+    return {match.group(1).decode(): numbers[match.group(2)] for match in re.finditer(
+        rb"/(" + re.escape(prefix.encode()) + rb"[\w-]*)\s*\[\s*(\d+) 0 R\s*/XYZ", pdf)}
+
+
+# Chromium writes a named destination for every element an internal link points to: a probe at
+# the top and one at the bottom of each chart (and hidden links to them) show where it printed.
+PROBE_CHARTS = """(prefix) => {
+  const links = document.createElement('div');
+  links.style.display = 'none';
+  document.body.append(links);
+  return [...document.querySelectorAll('figure.moopt-chart')].map((figure, index) => {
+    for (const [where, end] of [['afterbegin', 'top'], ['beforeend', 'bottom']]) {
+      const probe = document.createElement('span');
+      probe.id = `${prefix}${index}-${end}`;
+      probe.style.display = 'block';
+      figure.insertAdjacentElement(where, probe);
+      const link = document.createElement('a');
+      link.href = '#' + probe.id;
+      links.append(link);
+    }
+    return figure.id;
+  });
+}"""
+PROBE_PREFIX = "moopt-print-probe-"
+
+
+def open_summary_for_print(page, built_site: dict, site_url: str, code: str) -> None:
     page.goto(f"{site_url}orgs/{built_site['level']}/{code}/summary.html")
     wait_for_charts(page)
     page.emulate_media(media="print")
-    assert not page.locator(".moopt-nav").is_visible() and not page.locator(".moopt-skip-link").is_visible()
-    assert not page.locator("#summary_spine").is_visible()
-    assert page.locator(".moopt-print-only").first.is_visible()
+
+
+def assert_summary_prints_on_two_pages(page, what: str) -> bytes:
     pdf = page.pdf(format="A4")
-    assert 1 <= pdf_pages(pdf) <= 4, pdf_pages(pdf)
+    pages = pdf_pages(pdf)
+    assert 1 <= pages <= 2, f"{what} printed on {pages} A4 pages, more than 2"
+    return pdf
+
+
+def test_the_summary_prints_on_at_most_two_a4_pages_with_what_a_reader_needs(page, built_site, site_url):
+    """Title, the "To discuss" list, the change since the previous quarter and a table of every
+    indicator (value, England, verdict in words) print; controls, navigation, the spine chart
+    (a one-line note stands in for it) and the list of child organisations do not."""
+    for code in built_site["codes"]:
+        open_summary_for_print(page, built_site, site_url, code)
+        assert code in page.locator("h1").inner_text()
+        for hidden in (".moopt-nav", ".moopt-skip-link", ".moopt-finder", ".moopt-breadcrumb", ".moopt-footer",
+                       "#summary_spine", "a[download]", 'a[href$=".csv"]'):
+            assert not page.locator(hidden).first.is_visible(), f"{hidden} prints on the summary of {code}"
+        assert page.locator("ol.moopt-briefing li").first.is_visible() or page.get_by_text("Nothing stands out").is_visible()
+        assert page.locator("table.moopt-quarter-changes tbody tr").first.is_visible()
+        every = page.locator("table.moopt-every-indicator")
+        headings = [h.strip() for h in every.locator("thead th").evaluate_all(
+            "cells => cells.filter(c => c.offsetParent !== null).map(c => c.innerText)")]
+        assert {"Indicator", "Value", "England", "Compared with England"} <= set(headings), headings
+        rows = every.locator("tbody tr")
+        assert rows.count() >= 10 and rows.evaluate_all("rows => rows.every(r => r.offsetParent !== null)")
+        note = page.locator(".moopt-print-only")
+        assert note.is_visible() and "web page" in note.inner_text()
+        note_lines = note.evaluate("e => e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)")
+        assert note_lines < 1.5, f"the spine chart's printed note takes {note_lines:.1f} lines"
+        # Another section lists the organisation's child organisations (class moopt-children): it is
+        # for browsing, so it must not print however long it is.
+        page.evaluate("""() => {
+          const section = document.createElement('section');
+          section.className = 'moopt-children';
+          section.innerHTML = '<h2>Lists down</h2><table><tbody>' +
+            '<tr><td>A child organisation with a long name</td><td>1.0</td></tr>'.repeat(80) + '</tbody></table>';
+          document.querySelector('main').append(section);
+        }""")
+        assert not page.locator(".moopt-children").is_visible()
+        assert_summary_prints_on_two_pages(page, f"the summary of {code}")
+
+
+def test_a_summary_with_a_long_name_and_five_long_items_to_discuss_still_prints_on_two_pages(page, built_site,
+                                                                                           site_url):
+    """National-like lengths: the summaries of the small build have every indicator already; here the
+    organisation's name is as long as the longest ICB names and the "To discuss" list has its
+    maximum of five items, each as long as the longest one on the page."""
+    code = built_site["codes"][0]
+    open_summary_for_print(page, built_site, site_url, code)
+    page.evaluate("""() => {
+      const heading = document.querySelector('h1');
+      heading.textContent = 'Summary: NHS Bedfordshire, Luton and Milton Keynes Integrated Care Board - M1J4Y';
+      const list = document.querySelector('ol.moopt-briefing');
+      const longest = [...list.children].reduce((a, b) => (b.innerHTML.length > a.innerHTML.length ? b : a));
+      list.replaceChildren(...Array.from({length: 5}, () => longest.cloneNode(true)));
+    }""")
+    assert page.locator("ol.moopt-briefing li").count() == 5
+    assert_summary_prints_on_two_pages(page, "a summary with a long name and five long items to discuss")
+
+
+def test_every_theme_page_prints_every_chart_whole_on_one_page(page, built_site, site_url):
+    code = built_site["codes"][0]
+    folder = built_site["site"] / "orgs" / built_site["level"] / code
+    themes = sorted(p.stem for p in folder.glob("*.html") if p.stem not in ("index", "summary"))
+    assert themes, f"no theme pages in {folder}"
+    for theme in themes:
+        page.goto(f"{site_url}orgs/{built_site['level']}/{code}/{theme}.html")
+        drawn = wait_for_charts(page)
+        page.emulate_media(media="print")
+        breaks = page.locator("figure.moopt-chart").evaluate_all(
+            "figures => figures.map(f => getComputedStyle(f).breakInside)")
+        assert len(breaks) >= drawn >= 3 and set(breaks) == {"avoid"}, (theme, breaks)
+        figures = page.evaluate(PROBE_CHARTS, PROBE_PREFIX)
+        pdf = page.pdf(format="A4")
+        where = pdf_destination_pages(pdf, PROBE_PREFIX)
+        assert len(where) == 2 * len(figures), f"{theme}: {len(where)} chart probes in the PDF for {len(figures)} charts"
+        split = [(figure, where[f"{PROBE_PREFIX}{index}-top"], where[f"{PROBE_PREFIX}{index}-bottom"])
+                 for index, figure in enumerate(figures)
+                 if where[f"{PROBE_PREFIX}{index}-top"] != where[f"{PROBE_PREFIX}{index}-bottom"]]
+        assert not split, f"{theme}: charts split across pages (chart, first page, last page): {split}"
+        assert max(where.values()) <= pdf_pages(pdf)
