@@ -98,7 +98,9 @@ def test_build_returns_the_run_and_what_it_did(run):
     assert run.ok and run.failures == []
     assert run.store_path.is_file() and run.outputs_dir == run.config.outputs_dir
     manifest = run.manifest
-    assert [o["code"] for o in manifest["organisations"]] == run.config.org_codes
+    # the organisation asked for, and the ICB and region above it (levels_above, the default)
+    assert [o["code"] for o in manifest["organisations"] if o["level"] == "sub_icb"] == run.config.org_codes
+    assert [o["level"] for o in manifest["organisations"]] == ["region", "icb", "sub_icb"]
     assert {t["id"] for t in manifest["themes"]} == {"summary", "antimicrobials"}
     assert set(run.seconds) >= {"data", "ingest", "indicators", "notebooks"}
     assert run.result.site is None  # site=False is --no-site

@@ -80,7 +80,7 @@ def _keyed_jobs(inputs: PageCacheInputs, themes=("safety", "antimicrobials"), or
                             {**common, "themes": list(themes)}))
     jobs += [NotebookJob("sub_icb", "A1", theme, template, f"{theme}.ipynb", {**common, "theme": theme})
              for theme in themes]
-    assign_cache_keys(jobs, inputs, [{"code": "A1", "name": org_name}])
+    assign_cache_keys(jobs, inputs, [{"code": "A1", "name": org_name, "level": "sub_icb"}])
     return {job.theme: job.cache_key for job in jobs}
 
 
@@ -135,7 +135,9 @@ def _org(project: Path) -> str:
 
 def _build(project: Path, *extra: str, themes: str = THEMES, check: bool = True):
     """``moopt build`` of the project's first sub-ICB location; the notebooks by theme, and the run."""
-    done = _moopt(project, "build", "--orgs", _org(project), "--themes", themes, *extra, check=check)
+    # --no-levels-above: one organisation's pages (its ICB's and region's would double the run).
+    done = _moopt(project, "build", "--orgs", _org(project), "--themes", themes, "--no-levels-above", *extra,
+                  check=check)
     manifest = json.loads((project / "outputs" / "run_manifest.json").read_text())
     return {nb["theme"]: nb for nb in manifest["notebooks"]}, done
 

@@ -32,7 +32,8 @@ def _downloads(outputs: Path) -> dict[str, bytes]:
 def _build(project: Path, *extra: str) -> int:
     mapping = pd.read_csv(project / "outputs/data/synthetic/organisations/gp-reg-pat-prac-map.csv")
     code = sorted(mapping["SUB_ICB_LOCATION_CODE"].unique())[0]
-    return main(["build", "--orgs", code, "--themes", THEMES, "--no-site", "--force", *extra])
+    return main(["build", "--orgs", code, "--themes", THEMES, "--no-site", "--force", "--no-levels-above",
+                 *extra])
 
 
 def test_build_on_a_local_cluster_equals_the_local_pool(tmp_path, cluster):

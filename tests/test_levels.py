@@ -241,3 +241,36 @@ def test_a_run_without_levels_above_builds_its_own_level_only(built, tmp_path):
         ("region", built["region"]), ("icb", built["icb"]), ("sub_icb", built["sub_icb"])]
     assert [a["level"] for a in found[-1]["ancestors"]] == ["region", "icb"]
     assert found[1]["parent_code"] == built["region"] and found[1]["ancestors"][0]["code"] == built["region"]
+
+
+def test_the_theme_page_sets_every_organisation_against_every_indicator(built):
+    """The overview ("tartan rug"): each cell the latest value with the verdict as a shape and a word."""
+    from moopt.site.theme_overview import verdict_parts
+
+    outputs = built["outputs"]
+    latest = _latest(outputs)
+    page = (outputs / "site" / "themes" / "antimicrobials.html").read_text(encoding="utf-8")
+    assert "Every organisation at a glance" in page
+    manifest_indicators = [i["id"] for t in __import__("json").loads(
+        (outputs / "run_manifest.json").read_text())["themes"] if t["id"] == "antimicrobials"
+        for i in t["indicators"]]
+    for level in ("region", "icb", "sub_icb"):
+        start = page.index(f'id="moopt-overview-{level}"')
+        rows = _parse_fragment(page[start:page.index("</table>", start)])
+        code = built[level]
+        row = next(r for r in rows if f"({code})" in r[0])
+        assert len(row) == 1 + len(manifest_indicators)
+        for indicator_id, cell in zip(manifest_indicators, row[1:]):
+            stored = latest[(latest["org_level"] == level) & (latest["org_code"] == code)
+                            & (latest["indicator_id"] == indicator_id)]
+            if stored.empty or pd.isna(stored["value"].iloc[0]):
+                assert cell == "no value"
+                continue
+            shape, word, _ = verdict_parts(stored["comparison_99_8"].iloc[0], stored["assessment_99_8"].iloc[0])
+            assert cell.endswith(f"{shape} {word}"), (level, indicator_id, cell)
+
+
+def _parse_fragment(fragment: str) -> list[list[str]]:
+    page = _Links()
+    page.feed(fragment)
+    return [r for r in page.rows if r]

@@ -60,7 +60,7 @@ def test_theme_notebook_runs_as_it_is_against_the_last_build(built_project):
         str(o.get("data", {}).get("text/html", "")) + str(o.get("text", "")) for o in outputs
     )
     manifest = json.loads((built_project / "outputs" / "run_manifest.json").read_text())
-    organisation = manifest["organisations"][0]
+    organisation = next(o for o in manifest["organisations"] if o["level"] == "sub_icb")
     # the page is about the first organisation in the store
     assert organisation["name"] in shown or html.escape(organisation["name"]) in shown
     assert any(
@@ -78,7 +78,7 @@ def test_theme_notebook_runs_under_plain_papermill_without_the_runner(built_proj
 
     out = tmp_path / "safety-run.ipynb"
     manifest = json.loads((built_project / "outputs" / "run_manifest.json").read_text())
-    organisation = manifest["organisations"][0]
+    organisation = next(o for o in manifest["organisations"] if o["level"] == "sub_icb")
     papermill.execute_notebook(
         str(built_project / "notebooks" / "safety.ipynb"), str(out), kernel_name="python3",
         progress_bar=False, cwd=str(built_project / "notebooks"),

@@ -87,9 +87,9 @@ def test_amr02_and_amr03_equal_sums_of_the_raw_rows(real_build, folder, month):
 
 def test_real_sample_pages_and_links(real_build):
     _, out = real_build
-    index = (out / "site" / "index.html").read_text()
+    index = (out / "site" / "orgs" / "index.html").read_text()
     for ccg in ("11M", "03A"):
-        assert f"orgs/sub_icb/{ccg}/index.html" in index
+        assert f"sub_icb/{ccg}/index.html" in index
         page = (out / "site" / "orgs" / "sub_icb" / ccg / "antimicrobials.html").read_text()
         assert "fewer than 12 months" in page and "moopt-vega-spec" in page
         assert "SYNTHETIC DATA" not in page.upper()

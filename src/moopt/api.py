@@ -35,6 +35,7 @@ import pandas as pd
 BUILD_OPTIONS = (
     "orgs",
     "level",
+    "no_levels_above",
     "themes",
     "period_end",
     "workers",
@@ -142,7 +143,8 @@ def build(
         True prints progress lines as the command line does; False is quiet; a callable
         is called with each line.
     **overrides
-        The command line's options: ``orgs``, ``level``, ``themes`` (a list, or a
+        The command line's options: ``orgs``, ``level``, ``no_levels_above`` (True: pages for
+        the level only, not the ICBs and regions above it), ``themes`` (a list, or a
         comma-separated string), ``period_end`` ("YYYY-MM"), ``workers``, ``runner``,
         ``renderer``, ``outputs``, ``synthetic_scale``. They win over ``params``.
 

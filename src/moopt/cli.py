@@ -39,6 +39,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over.setdefault("organisations", {})["codes"] = args.orgs
     if getattr(args, "level", None):
         over.setdefault("organisations", {})["level"] = args.level
+    if getattr(args, "no_levels_above", False):
+        over.setdefault("organisations", {})["levels_above"] = False
     if getattr(args, "themes", None):
         over["themes"] = args.themes
     if getattr(args, "period_end", None):
@@ -205,6 +207,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--orgs", help="comma-separated organisation codes (default: all at the level)")
     sp.add_argument("--level", choices=["practice", "pcn", "sub_icb", "icb", "region", "group"],
                     help="organisation level of the pages (group: the groups of organisations.groupings)")
+    sp.add_argument("--no-levels-above", action="store_true",
+                    help="pages for this level only, not also for the ICBs and regions above it "
+                         "(organisations.levels_above: false)")
     sp.add_argument("--themes", help="comma-separated theme ids (default: all built themes)")
     sp.add_argument("--period-end", help="last month, YYYY-MM (default: the run file's period.end, "
                                          "else the latest month in the data)")

@@ -853,7 +853,8 @@ def _build_locked(config: RunConfig, themes: list[Theme], say, render_site: bool
                                    "England and the range across organisations, with links to the theme pages.",
                     "indicators": []}] + [{"id": th.id, "title": th.title, "description": th.description,
                     "indicators": [{"id": i.id, "title": i.title, "short_title": i.short_title,
-                                    "improvement_direction": i.improvement_direction, "unit": i.unit}
+                                    "improvement_direction": i.improvement_direction, "unit": i.unit,
+                                    "value_decimals": i.value_decimals}
                                    for i in run_indicators(config) if i.theme == th.id]}
                    for th in themes],
         "notebooks": [r.to_dict() for r in result.notebooks],

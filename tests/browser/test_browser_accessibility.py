@@ -11,6 +11,9 @@ PAGE_TYPES = {
     "home": "index.html",
     "organisations": "orgs/index.html",
     "organisation": "orgs/{level}/{code}/index.html",
+    "region (lists its ICBs)": "orgs/region/{region}/index.html",
+    "ICB (lists its sub-ICB locations)": "orgs/icb/{icb}/index.html",
+    "ICB theme": "orgs/icb/{icb}/antimicrobials.html",
     "summary": "orgs/{level}/{code}/summary.html",
     "organisation theme": "orgs/{level}/{code}/antimicrobials.html",
     "themes": "themes/index.html",
@@ -19,6 +22,7 @@ PAGE_TYPES = {
     "methodology": "methodology.html",
     "indicator method": "methodology/AMR01.html",
     "downloads and data dictionary": "downloads.html",
+    "file API documentation": "api.html",
     "indicator": "indicators/{level}/AMR01.html",
 }
 FAILING_IMPACTS = ("serious", "critical")
@@ -32,7 +36,11 @@ RUN_AXE = """async () => {
 
 
 def page_path(kind: str, built_site: dict) -> str:
-    return PAGE_TYPES[kind].format(level=built_site["level"], code=built_site["codes"][0])
+    # The run's sub-ICB locations bring their ICBs' and regions' pages: take the first of each.
+    first = {level: sorted(p.name for p in (built_site["site"] / "orgs" / level).iterdir())[0]
+             for level in ("icb", "region") if (built_site["site"] / "orgs" / level).is_dir()}
+    return PAGE_TYPES[kind].format(level=built_site["level"], code=built_site["codes"][0],
+                                   icb=first.get("icb", "none"), region=first.get("region", "none"))
 
 
 @pytest.mark.parametrize("width", [1280, 360])

@@ -27,10 +27,15 @@ def distinctive_part(name: str, others: list[str]) -> str:
 
 def test_the_index_lists_every_organisation_page(built_site):
     entries = finder_entries(built_site)
-    assert {e["code"] for e in entries} == set(built_site["codes"])
+    # every organisation with a page: the run's sub-ICB locations, and their ICBs and regions
+    pages = {(p.parent.parent.name, p.parent.name) for p in (built_site["site"] / "orgs").glob("*/*/index.html")}
+    assert {(e["level"], e["code"]) for e in entries} == pages
+    assert set(built_site["codes"]) <= {e["code"] for e in entries}
+    assert {e["level"] for e in entries} == {"region", "icb", "sub_icb"}
     for entry in entries:
         assert (built_site["site"] / entry["url"]).is_file(), entry
-        assert entry["level"] == built_site["level"] and entry["name"] and entry["level_label"]
+        assert entry["name"] and entry["level_label"]
+        assert entry["url"] == f"orgs/{entry['level']}/{entry['code']}/index.html"
 
 
 def test_type_part_of_a_name_choose_it_and_land_on_its_page(page, built_site, site_url):

@@ -75,6 +75,7 @@ from moopt.site.indicator_pages import (
 )
 from moopt.site.notebooks import notebook_fragment, prepare_notebook
 from moopt.site.org_lists import ChildRow, children_section, read_child_rows
+from moopt.site.theme_overview import overview_table, read_theme_rows
 from moopt.site.plan import (
     DIRECTION_LABELS,
     NotebookPage,
@@ -421,8 +422,10 @@ def _org_body(
     return "\n".join(lines) + "\n"
 
 
-def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = None) -> str:
-    """A theme's description, its indicators (linking to their indicator pages) and its pages.
+def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = None,
+                orgs: list[OrgInfo] | None = None) -> str:
+    """A theme's description, its indicators (linking to their indicator pages), the organisations x
+    indicators overview of each level with pages, and its pages.
 
     ``indicator_links`` maps an indicator id to its indicator pages, [(level, url)...].
     """
@@ -450,6 +453,8 @@ def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = No
                 f"{md_text(direction)} | {md_text(ind.get('unit', '') or '')} | {links} |"
             )
         lines.append("")
+    if theme.indicators and orgs:
+        lines += _theme_overview_lines(plan, theme, orgs)
     lines += ["## Pages for each organisation", ""]
     pages = plan.notebooks_for_theme(theme_id)
     if not pages:
@@ -461,6 +466,37 @@ def _theme_body(plan: SitePlan, theme_id: str, indicator_links: dict | None = No
             f"- {md_link(org.label, _rel(org_theme_url(org.level, org.code, theme_id), 1))}{note}"
         )
     return "\n".join(lines) + "\n"
+
+
+# A level with more organisations than this gets no overview table (a page of 6,000 practice rows
+# helps nobody); its indicator pages list them, sortable and filterable.
+OVERVIEW_MAX_ROWS = 500
+
+
+def _theme_overview_lines(plan: SitePlan, theme, orgs: list[OrgInfo]) -> list[str]:
+    by_level: dict[str, list[OrgInfo]] = {}
+    for org in orgs:
+        if org.level != "england":
+            by_level.setdefault(org.level, []).append(org)
+    levels = sorted(by_level, key=_level_rank)
+    indicators = list(theme.indicators)
+    rows = read_theme_rows(plan.out / STORE_FILE, [i.get("id") for i in indicators],
+                           [lv for lv in levels if len(by_level[lv]) <= OVERVIEW_MAX_ROWS])
+    if rows.empty:
+        return []
+    lines = ["## Every organisation at a glance", ""]
+    for level in levels:
+        plural = ORG_LEVEL_PLURALS.get(level, level)
+        members = sorted(by_level[level], key=lambda o: (o.name, o.code))
+        lines += [f"### {md_text(plural[:1].upper() + plural[1:])}", ""]
+        if len(members) > OVERVIEW_MAX_ROWS:
+            lines += [f"{len(members):,} {md_text(plural)}: too many for one table here; each indicator's "
+                      "page lists them all, sortable and filterable.", ""]
+            continue
+        table = overview_table(level, members, indicators, rows, theme.title, "../")
+        lines += [raw_html_block(f'<section class="moopt-overview">{table}</section>'), ""]
+    lines += [raw_html_block(f'<script src="../{TABLE_SCRIPT_FILE}" defer></script>'), ""]
+    return lines
 
 
 def _about_body(plan: SitePlan, results: ResultsOverview | None = None) -> str:
@@ -915,7 +951,7 @@ def _write_into(plan: SitePlan, root: Path, base: dict) -> dict:
             "themes",
             [HOME, THEMES, (theme.title, None)],
             text=front_matter({"title": md_text(theme.title)})
-            + _theme_body(plan, theme.id, indicator_links),
+            + _theme_body(plan, theme.id, indicator_links, orgs),
         )
 
     for slug, section in plan.sections().items():

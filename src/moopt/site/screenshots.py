@@ -24,24 +24,41 @@ CHARTS_DRAWN = ("document.querySelectorAll('.moopt-vega').length === "
 
 
 def choose_pages(site: Path) -> dict[str, str]:
-    """Site-relative paths of the four pages shown, from the site's own page files."""
+    """Site-relative paths of the pages shown, from the site's own page files.
+
+    The summary, theme and indicator pages are of the run's own level (the one with the most
+    summaries); the organisation page is the first one above it that lists organisations within it,
+    and the theme overview is that theme's page with every organisation against every indicator.
+    """
     site = Path(site)
     summaries = sorted(site.glob("orgs/*/*/summary.html"))
     if not summaries:
         raise FileNotFoundError(f"{site} has no organisation summary page: build a site first.")
-    summary = summaries[0]
+    counts: dict[str, int] = {}
+    for path in summaries:
+        counts[path.parent.parent.name] = counts.get(path.parent.parent.name, 0) + 1
+    level = max(counts, key=lambda lv: (counts[lv], lv))
+    summary = next(p for p in summaries if p.parent.parent.name == level)
     themes = sorted(p for p in summary.parent.glob("*.html") if p.name not in ("summary.html", "index.html"))
-    level = summary.parent.parent.name
     indicators = sorted((site / "indicators" / level).glob("*.html"))
     if not themes or not indicators:
         raise FileNotFoundError(f"{site} has no theme page for {summary.parent.name} or no indicator page "
                                 f"at level {level}.")
     chosen = {"home": site / "index.html", "summary": summary, "theme": themes[0], "indicator": indicators[0]}
+    listing = [p for lv in ("icb", "region", "sub_icb") for p in sorted(site.glob(f"orgs/{lv}/*/index.html"))
+               if "moopt-children" in p.read_text(encoding="utf-8")]
+    if listing:
+        chosen["organisation"] = listing[0]
+    overview = site / "themes" / themes[0].name
+    if overview.is_file():
+        chosen["overview"] = overview
     return {name: str(path.relative_to(site)) for name, path in chosen.items()}
 
 
 def take_screenshots(site: Path, folder: Path, chromium: str | None = None) -> dict[str, Path]:
-    """Write ``home.png``, ``summary.png``, ``theme.png`` and ``indicator.png`` into ``folder``."""
+    """Write ``home.png``, ``summary.png``, ``theme.png``, ``indicator.png`` and, where the site has
+    them, ``organisation.png`` (a page listing the organisations within it) and ``overview.png`` (a
+    theme's organisations x indicators table) into ``folder``."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium or os.environ.get("MOOPT_CHROMIUM") or shutil.which("chromium") \
@@ -62,6 +79,10 @@ def take_screenshots(site: Path, folder: Path, chromium: str | None = None) -> d
                 page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
                 if name == "theme":  # past the header, to the first indicator's charts
                     page.locator("h3").first.scroll_into_view_if_needed()
+                elif name == "overview":  # the organisations x indicators table
+                    page.locator("section.moopt-overview").first.scroll_into_view_if_needed()
+                elif name == "organisation":  # the organisations within it
+                    page.locator("section.moopt-children").first.scroll_into_view_if_needed()
                 target = folder / f"{name}.png"
                 page.screenshot(path=str(target))
                 written[name] = target
