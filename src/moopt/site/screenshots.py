@@ -49,9 +49,10 @@ def choose_pages(site: Path) -> dict[str, str]:
                if "moopt-children" in p.read_text(encoding="utf-8")]
     if listing:
         chosen["organisation"] = listing[0]
-    overview = site / "themes" / themes[0].name
-    if overview.is_file():
-        chosen["overview"] = overview
+    # The theme overview with the most indicators (columns) shows the most.
+    overviews = [p for p in sorted((site / "themes").glob("*.html")) if "moopt-overview" in p.read_text(encoding="utf-8")]
+    if overviews:
+        chosen["overview"] = max(overviews, key=lambda p: p.read_text(encoding="utf-8").count('scope="col"'))
     return {name: str(path.relative_to(site)) for name, path in chosen.items()}
 
 
@@ -79,8 +80,8 @@ def take_screenshots(site: Path, folder: Path, chromium: str | None = None) -> d
                 page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
                 if name == "theme":  # past the header, to the first indicator's charts
                     page.locator("h3").first.scroll_into_view_if_needed()
-                elif name == "overview":  # the organisations x indicators table
-                    page.locator("section.moopt-overview").first.scroll_into_view_if_needed()
+                elif name == "overview":  # the organisations x indicators table of the run's own level
+                    page.locator("section.moopt-overview").last.scroll_into_view_if_needed()
                 elif name == "organisation":  # the organisations within it
                     page.locator("section.moopt-children").first.scroll_into_view_if_needed()
                 target = folder / f"{name}.png"
