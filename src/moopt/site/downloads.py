@@ -23,14 +23,13 @@ point, so whole-number counts and pounds keep every digit.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from moopt.atomic import replacing, write_text_atomic
+from moopt.site.files import link_file
 from moopt.tables import TABLES, check_columns, table_exists
 
 RESULTS_TABLE = "indicator_results"
@@ -275,12 +274,7 @@ def _reuse_previous(previous_site: Path | None, folder: Path, stamp: str) -> boo
     if not all((Path(previous_site) / name).is_file() for name in DOWNLOAD_FILES):
         return False
     for name in (*DOWNLOAD_FILES, STAMP_FILE):
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(Path(previous_site) / name, target)
-        except OSError:
-            shutil.copy2(Path(previous_site) / name, target)
+        link_file(Path(previous_site) / name, folder / name)
     return True
 
 

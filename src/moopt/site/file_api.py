@@ -34,8 +34,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -54,6 +52,7 @@ from moopt.site.downloads import (
     selection,
     stored_run_facts,
 )
+from moopt.site.files import link_file
 from moopt.site.indicator_pages import NO_PAGE_LEVELS, indicator_page_url, verdict_words
 from moopt.site.plan import org_index_url
 from moopt.tables import TABLES, UNITS, check_columns, table_exists
@@ -670,12 +669,7 @@ def _reuse_previous(previous_site: Path | None, api_root: Path, stamp: str) -> F
     if len(sources) != summary["files"] + 1:  # every file and the stamp, or the copy is incomplete
         return None
     for source in sources:
-        target = api_root / source.relative_to(previous)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
+        link_file(source, api_root / source.relative_to(previous))
     return FileApi(levels=tuple(summary["levels"]), organisation_files=summary["organisation_files"],
                    indicator_files=summary["indicator_files"], bytes=summary["bytes"], reused=True)
 

@@ -42,6 +42,19 @@ def copy_file(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+def link_file(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (a copy where links are not possible, e.g. across file systems).
+
+    Only for files that are never rewritten in place: each build writes new files (the site's
+    downloads and file API), so a published site sharing them with the next one stays as it was.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def copy_tree(src: Path, dst: Path) -> int:
     """Copy every file under ``src`` to the same place under ``dst``; return how many."""
     count = 0
