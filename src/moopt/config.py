@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from moopt.orgs import GROUP_LEVEL, ORG_LEVELS, check_safe_code
+from moopt.orgs import GROUP_LEVEL, ORG_LEVELS, check_safe_code, parent_levels
 
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 THEME_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -120,8 +120,7 @@ class RunConfig:
         """The levels that get organisation pages, from the top (region) down to ``org_level``."""
         if self.org_level == GROUP_LEVEL or not self.levels_above:
             return (self.org_level,)
-        chain = ORG_LEVELS[:ORG_LEVELS.index("england")]  # practice ... region
-        return tuple(reversed(chain[chain.index(self.org_level):]))
+        return (*reversed(parent_levels(self.org_level)), self.org_level)
 
     @property
     def data_dir(self) -> Path:

@@ -54,6 +54,12 @@ ENGLAND_NAME = "England"
 SAFE_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 
 
+def parent_levels(level: str) -> tuple[str, ...]:
+    """The levels above ``level`` that pages are built for, nearest first, up to region (not England)."""
+    below_england = ORG_LEVELS[:ORG_LEVELS.index("england")]
+    return below_england[below_england.index(level) + 1:]
+
+
 def check_org_level(level: str) -> str:
     """Return ``level`` if it is a known organisation level (or the groups level), else raise ValueError."""
     if level not in ORG_LEVELS and level != GROUP_LEVEL:

@@ -30,7 +30,7 @@ from moopt.methodology import write_methodology
 from moopt.provenance import run_provenance
 from moopt.groupings import load_groupings
 from moopt.preview import PreviewRequest, left_out_drafts, run_indicators, split_preview_jobs
-from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS, ORG_LEVELS
+from moopt.orgs import ENGLAND_CODE, GROUP_LEVEL, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS, parent_levels
 from moopt.build_lock import mark_finished, mark_unfinished, outputs_lock
 from moopt.results import SeriesScope, compute_results
 from moopt.runner import NotebookJob, NotebookResult, remove_interrupted_notebooks, run_notebooks
@@ -461,8 +461,7 @@ def organisations_for_run(store: Store, config: RunConfig) -> list[dict]:
     if level == GROUP_LEVEL:
         return _groups_for_run(store, config)
     code_col, name_col = ORG_LEVEL_COLUMNS[level]
-    chain = ORG_LEVELS[:ORG_LEVELS.index("england")]  # practice, pcn, sub_icb, icb, region
-    above = list(chain[chain.index(level) + 1:])  # nearest first
+    above = list(parent_levels(level))  # nearest first
     select = [f"{code_col} AS code", f"any_value({name_col}) AS name"]
     for upper in above:
         upper_code, upper_name = ORG_LEVEL_COLUMNS[upper]
