@@ -141,6 +141,12 @@ class Selection:
     def stamp(self) -> str:
         return f"{','.join(self.levels)}|{self.main_period_types}|{self.period_end}"
 
+    def narrowed(self, levels, indicator_ids=None) -> Selection:
+        """The same latest periods at other ``levels`` (and only ``indicator_ids``, when given)."""
+        mains = self.main_period_types if indicator_ids is None else tuple(
+            m for m in self.main_period_types if m[0] in set(indicator_ids))
+        return Selection(levels=tuple(levels), main_period_types=mains, period_end=self.period_end)
+
 
 def stored_run_facts(con: duckdb.DuckDBPyConnection) -> dict:
     """The run facts the site's files need (level, last month, 12-month values, results key),

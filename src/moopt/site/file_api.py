@@ -35,7 +35,7 @@ import html
 import json
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -464,7 +464,7 @@ def _select(columns) -> str:
 
 def _latest_rows(con: duckdb.DuckDBPyConnection, chosen, levels) -> list[dict]:
     """Every latest row at ``levels`` with its trend and SPC series, in the files' form."""
-    latest = replace(chosen, levels=tuple(levels)).latest_sql(_select(_LATEST))
+    latest = chosen.narrowed(levels).latest_sql(_select(_LATEST))
     joins, extra = [], []
     if table_exists(con, "trends"):
         joins.append("LEFT JOIN trends AS t USING (indicator_id, org_level, org_code)")

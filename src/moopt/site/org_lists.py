@@ -23,7 +23,7 @@ import duckdb
 import pandas as pd
 
 from moopt.orgs import ENGLAND_CODE, ORG_LEVEL_COLUMNS, ORG_LEVEL_LABELS, ORG_LEVEL_PLURALS
-from moopt.site.downloads import Selection, selection
+from moopt.site.downloads import selection
 from moopt.site.indicator_pages import TABLE_SCRIPT_FILE, sortable_table, table_cell
 from moopt.tables import table_exists
 
@@ -60,8 +60,7 @@ class ChildRow:
 
 def _verdict_counts(con: duckdb.DuckDBPyConnection, levels: tuple[str, ...]) -> pd.DataFrame:
     """Per organisation at ``levels``: its parents' codes and its indicators by verdict."""
-    chosen = selection(con)
-    latest = Selection(levels=levels, main_period_types=chosen.main_period_types, period_end=chosen.period_end)
+    latest = selection(con).narrowed(levels)
     rows = latest.latest_sql(
         "r.org_level, r.org_code, r.org_name, r.pcn_code, r.sub_icb_code, r.icb_code, r.region_code, "
         "r.comparison_99_8, r.assessment_99_8")

@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from moopt.orgs import ORG_LEVEL_PLURALS
-from moopt.site.downloads import Selection, selection
+from moopt.site.downloads import selection
 from moopt.site.indicator_pages import sortable_table
 from moopt.tables import table_exists
 
@@ -47,11 +47,7 @@ def read_theme_rows(store_path: Path, indicator_ids: list[str], levels: list[str
     try:
         if not table_exists(con, "indicator_results"):
             return empty
-        chosen = selection(con)
-        wanted = set(indicator_ids)
-        latest = Selection(levels=tuple(levels),
-                           main_period_types=tuple(m for m in chosen.main_period_types if m[0] in wanted),
-                           period_end=chosen.period_end)
+        latest = selection(con).narrowed(levels, indicator_ids)
         return con.execute(latest.latest_sql(
             "r.indicator_id, r.org_level, r.org_code, r.value, r.comparison_99_8, r.assessment_99_8")).fetchdf()
     finally:
